@@ -1,0 +1,59 @@
+"""Command line: one module per subcommand group, each exposing ``register(subparsers)``.
+
+Why a module per group: subcommands grow independently (data, training, unlearning, runs,
+composition, benchmark) and stay small and importable for tests. Each ``register`` adds its
+parsers and sets ``func`` (``args -> int`` exit code) with ``parser.set_defaults(func=...)``.
+
+``UserError`` is printed as one plain line on stderr with exit code 2; nothing else is caught,
+so real bugs still show their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from unlearn_core.errors import UserError
+
+#: Subcommand modules, in the order ``--help`` lists them. A missing module is skipped so the
+#: command line keeps working while a group is being built.
+SUBCOMMAND_MODULES = (
+    "unlearn_core.cli.data_cmd",
+    "unlearn_core.cli.train_cmd",
+    "unlearn_core.cli.unlearn_cmd",
+    "unlearn_core.cli.compose_cmd",
+    "unlearn_core.cli.runs_cmd",
+    "unlearn_core.cli.bench_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m unlearn_core",
+        description="Unlearning Studio: make an image classifier forget a chosen group of samples.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
