@@ -1,0 +1,76 @@
+"""Arguments and output helpers shared by the subcommand modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from unlearn_core.data.builtin import BUILTIN_SETS
+from unlearn_core.data.imageset import ImageSet
+from unlearn_core.device import DEVICE_CHOICES
+from unlearn_core.models.architectures import ARCHITECTURES, Classifier, spec_for
+
+
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", required=True, metavar="NAME_OR_PATH",
+        help=f"built-in set ({', '.join(BUILTIN_SETS)}) or a .npz / .zip / image folder with a CSV",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", metavar="FILE",
+                        help="model weights (.safetensors, weights-only .pt or TorchScript); "
+                             "default: the shipped demo model of a built-in set")
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default=None,
+                        help="architecture of --weights when the file does not say (default small_cnn)")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="where to compute (auto: CUDA, then Apple MPS, else CPU)")
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def load_model_for(data: ImageSet, weights: str | None, arch: str | None) -> Classifier:
+    """The user's weights (checked against the data's shape) or the shipped demo model."""
+    from unlearn_core.assets import load_demo_model
+    from unlearn_core.models.weights import SPEC_KEY, load_model, read_weights
+
+    if weights is None:
+        return load_demo_model(data)
+    if arch is None and SPEC_KEY in read_weights(weights)[1]:
+        return load_model(weights)
+    return load_model(weights, spec_for(data, arch or "small_cnn"))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+def print_json(obj: Any) -> None:
+    """Strict JSON on stdout (NaN/inf become null so any JSON parser reads it)."""
+    json.dump(_json_safe(obj), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """A plain fixed-width table for terminals."""
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))

@@ -1,0 +1,55 @@
+"""Choosing where tensors live: CUDA, then Apple MPS, else CPU; the user can override."""
+
+from __future__ import annotations
+
+import torch
+
+from unlearn_core.errors import UserError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """Turn a user's device choice into a ``torch.device``.
+
+    Why a helper: nothing in the library may assume a GPU, and asking for one that is absent
+    must say so plainly instead of failing deep inside a kernel.
+    """
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("A CUDA GPU was requested but none is available; use --device cpu or auto.")
+        return torch.device(name)
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError("Apple MPS was requested but is not available; use --device cpu or auto.")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UserError(f"Unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+
+
+def describe_devices() -> dict[str, object]:
+    """What accelerators this machine has, for the dashboard's device picker."""
+    info: dict[str, object] = {"cuda": torch.cuda.is_available(), "mps": False, "cuda_name": None}
+    if info["cuda"]:
+        info["cuda_name"] = torch.cuda.get_device_name(0)
+    mps = getattr(torch.backends, "mps", None)
+    info["mps"] = bool(mps and mps.is_available())
+    return info
+
+
+def use_amp(device: torch.device, enabled: bool = True) -> bool:
+    """Mixed precision only where it helps and is safe: CUDA."""
+    return enabled and device.type == "cuda"
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast context on CUDA when ``enabled``; a no-op elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp(device, enabled))

@@ -1,0 +1,42 @@
+"""Score a model on the four index sets with every metric (original, retrain, unlearned alike)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unlearn_core.data.criteria import ForgetSplit
+from unlearn_core.data.imageset import ImageSet
+from unlearn_core.metrics import SplitOutputs, distance_to_retrain, is_collapsed, metric_block
+from unlearn_core.models.architectures import Classifier
+from unlearn_core.models.inference import predict_logits
+
+
+def split_outputs(model: Classifier, data: ImageSet, split: ForgetSplit) -> SplitOutputs:
+    """Eval-mode logits of ``model`` on ``D_f, D_r, T_f, T_r`` (one batched pass over each)."""
+    labels = data.labels.numpy()
+    parts = {}
+    for key in ("forget_train", "remain_train", "forget_test", "remain_test"):
+        indices = np.asarray(getattr(split, key))
+        parts[f"{key}_logits"] = predict_logits(model, data.images, indices)
+        parts[f"{key}_labels"] = labels[indices]
+    return SplitOutputs(**parts)
+
+
+def evaluate_model(model: Classifier, data: ImageSet, split: ForgetSplit, seed: int = 0) -> dict:
+    """The standard metric block (see :data:`unlearn_core.metrics.METRIC_DEFINITIONS`)."""
+    return metric_block(split_outputs(model, data, split), data.num_classes, seed=seed)
+
+
+def compare_blocks(original: dict, unlearned: dict, retrain: dict | None = None) -> dict:
+    """Top-level comparison figures: distance to retrain (if known) and the collapse flag."""
+    summary = {"collapsed": bool(is_collapsed(original, unlearned))}
+    if retrain is not None:
+        summary["distance_to_retrain"] = distance_to_retrain(
+            unlearned["remain_test_acc"], unlearned["forget_test_acc"],
+            retrain["remain_test_acc"], retrain["forget_test_acc"],
+        )
+        summary["original_distance_to_retrain"] = distance_to_retrain(
+            original["remain_test_acc"], original["forget_test_acc"],
+            retrain["remain_test_acc"], retrain["forget_test_acc"],
+        )
+    return summary

@@ -1,0 +1,385 @@
+"""One interface for every unlearning method (PSG, Boundary Shrink, baselines, retrain).
+
+Like captum's attribution classes, every method has the same call shape, so the dashboard,
+the command line and the benchmark can swap them freely::
+
+    method = get_method("psg")
+    config = method.make_config({"epochs": 5})            # validated, typed dataclass
+    result = method.run(model, data, config, on_progress=print, should_stop=lambda: False)
+    result.model, result.history, result.seconds, result.diagnostics
+
+Configs are dataclasses whose fields carry ``help``, ``min``, ``max`` and ``choices`` in their
+``metadata``: the dashboard turns them into widgets with help text and the run registry
+stores and reloads them exactly (``dataclasses.asdict`` / ``make_config``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearn_core.data.criteria import ForgetSplit
+from unlearn_core.data.imageset import ImageSet
+from unlearn_core.device import autocast, resolve_device
+from unlearn_core.errors import UserError
+from unlearn_core.models.architectures import Classifier
+from unlearn_core.models.inference import predict_logits, to_pixels
+from unlearn_core.progress import Cancelled, ProgressEvent
+
+ProgressCallback = Callable[[ProgressEvent], None]
+StopCheck = Callable[[], bool]
+
+
+def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+           choices: tuple | None = None) -> Any:
+    """A config field with the metadata the dashboard and validation need.
+
+    ``min``/``max`` are inclusive bounds; ``choices`` lists the allowed values of a text field.
+    """
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
+
+
+@dataclass
+class CommonConfig:
+    """Settings every method shares (device and speed switches, seed)."""
+
+    seed: int = option(0, "Random seed: batch order, noise and sampling; same seed, same result.", min=0)
+    device: str = option("auto", "Where to compute: auto (GPU if present), cpu, cuda or mps.",
+                         choices=("auto", "cpu", "cuda", "mps"))
+    amp: bool = option(True, "Mixed precision (bf16) on CUDA GPUs; ignored on CPU.")
+    channels_last: bool = option(True, "channels_last memory layout on CUDA GPUs; ignored on CPU.")
+    batch_size: int = option(64, "Images per optimization step.", min=1, max=4096)
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """A config field described for widgets, ``methods --json`` and error messages."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class UnlearnData:
+    """What a method may see: the data, the four index sets, and nothing else."""
+
+    imageset: ImageSet
+    split: ForgetSplit
+
+    @property
+    def forget_indices(self) -> np.ndarray:
+        return self.split.forget_train
+
+    @property
+    def remain_indices(self) -> np.ndarray:
+        return self.split.remain_train
+
+
+@dataclass
+class UnlearnResult:
+    """The unlearned model and how it got there.
+
+    Attributes:
+        model: the unlearned classifier (eval mode, on the device it ran on).
+        history: one dict per epoch/pass (e.g. ``forget_acc``, ``remain_acc``, ``loss``, ``flip_rate``).
+        seconds: wall-clock time of the unlearning loop itself (no evaluation).
+        diagnostics: method-specific facts (flip rate, new-label distribution, stopped early...).
+    """
+
+    model: Classifier
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class UnlearnMethod(ABC):
+    """Base class: subclasses set the class attributes and implement :meth:`unlearn`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    summary: ClassVar[str]          # one plain sentence for the dashboard
+    citation: ClassVar[str] = ""
+    config_class: ClassVar[type]
+    #: preset name → field overrides (e.g. ``boundary_shrink`` for PSG).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: whether the method needs the original model (retrain does not use it).
+    uses_original: ClassVar[bool] = True
+
+    # --- configs ------------------------------------------------------------------------
+    @classmethod
+    def fields(cls) -> list[FieldInfo]:
+        return config_fields(cls.config_class)
+
+    @classmethod
+    def make_config(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None):
+        """A validated config: defaults, then ``preset``, then ``overrides`` (strings are parsed)."""
+        values: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                raise UserError(f"Unknown preset {preset!r} for {cls.name}; presets: {', '.join(cls.presets) or 'none'}.")
+            values.update(cls.presets[preset])
+        values.update(overrides or {})
+        return build_config(cls.config_class, values, method_name=cls.name)
+
+    # --- running ------------------------------------------------------------------------
+    def run(
+        self,
+        model: Classifier,
+        data: UnlearnData,
+        config: Any,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> UnlearnResult:
+        """Unlearn on a deep copy of ``model`` (the original is never modified).
+
+        Raises :class:`~unlearn_core.progress.Cancelled` promptly when ``should_stop()`` turns
+        true, and :class:`UserError` when the loss becomes NaN/inf (the original is kept).
+        """
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{self.name} expects a {self.config_class.__name__}, got {type(config).__name__}")
+        validate_config(config, self.name)
+        check_split(data)
+        working = copy.deepcopy(model)
+        device = resolve_device(config.device)
+        working.to(device)
+        if config.channels_last and device.type == "cuda":
+            working.to(memory_format=torch.channels_last)
+        torch.manual_seed(config.seed)
+        hooks = RunHooks(on_progress, should_stop, self.name)
+        started = time.perf_counter()
+        result = self.unlearn(working, data, config, device, hooks)
+        result.seconds = result.seconds or (time.perf_counter() - started)
+        result.model.eval()
+        return result
+
+    @abstractmethod
+    def unlearn(self, model: Classifier, data: UnlearnData, config: Any, device: torch.device,
+                hooks: "RunHooks") -> UnlearnResult:
+        """Modify ``model`` (already a copy, on ``device``) and return the result."""
+
+
+# --- registry --------------------------------------------------------------------------
+METHODS: dict[str, type[UnlearnMethod]] = {}
+
+
+def register(cls: type[UnlearnMethod]) -> type[UnlearnMethod]:
+    """Class decorator: make a method available by its ``name``."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise RuntimeError(f"two methods named {cls.name!r}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> UnlearnMethod:
+    from unlearn_core import methods as _  # noqa: F401  (imports every method module)
+
+    if name not in METHODS:
+        raise UserError(f"Unknown method {name!r}; available: {', '.join(sorted(METHODS))}.")
+    return METHODS[name]()
+
+
+def list_methods() -> list[type[UnlearnMethod]]:
+    from unlearn_core import methods as _  # noqa: F401
+
+    return list(METHODS.values())
+
+
+# --- config helpers --------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def config_fields(config_class: type) -> list[FieldInfo]:
+    hints = typing.get_type_hints(config_class)
+    infos = []
+    for f in dataclasses.fields(config_class):
+        meta = f.metadata
+        infos.append(FieldInfo(
+            name=f.name, type=_type_name(hints[f.name]), default=f.default, help=meta.get("help", ""),
+            min=meta.get("min"), max=meta.get("max"), choices=meta.get("choices"),
+        ))
+    return infos
+
+
+def _coerce(value: Any, tp: Any, name: str, method_name: str) -> Any:
+    """Parse text from ``--set key=value`` or widgets into the field's type."""
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{method_name}: {name} must be a {_type_name(tp)}, got {value!r}.") from None
+    return value
+
+
+def build_config(config_class: type, values: Mapping[str, Any], method_name: str = "method"):
+    """Construct and validate a config; unknown keys are listed with the valid ones."""
+    hints = typing.get_type_hints(config_class)
+    valid = [f.name for f in dataclasses.fields(config_class)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise UserError(f"{method_name} has no setting {', '.join(unknown)}; valid settings: {', '.join(valid)}.")
+    coerced = {k: _coerce(v, hints[k], k, method_name) for k, v in values.items()}
+    config = config_class(**coerced)
+    validate_config(config, method_name)
+    return config
+
+
+def validate_config(config: Any, method_name: str = "method") -> None:
+    """Check every field against its ``min``/``max``/``choices``; name the bad one."""
+    for info in config_fields(type(config)):
+        value = getattr(config, info.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{method_name}: {info.name} must be a finite number, got {value}.")
+        if info.min is not None and value < info.min:
+            raise UserError(f"{method_name}: {info.name}={value} is below its minimum {info.min}. {info.help}")
+        if info.max is not None and value > info.max:
+            raise UserError(f"{method_name}: {info.name}={value} is above its maximum {info.max}. {info.help}")
+        if info.choices is not None and value not in info.choices:
+            raise UserError(f"{method_name}: {info.name}={value!r} is not one of {', '.join(map(str, info.choices))}.")
+
+
+def parse_set_arguments(pairs: list[str] | None) -> dict[str, str]:
+    """``["epochs=5", "gamma=0.1"]`` → ``{"epochs": "5", "gamma": "0.1"}`` (typed later)."""
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value, got {pair!r}.")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def check_split(data: UnlearnData) -> None:
+    """Refuse an empty forget set, or a forget set that is the whole training data."""
+    if len(data.forget_indices) == 0:
+        raise UserError("The forget set is empty: widen the forget criteria so it selects some training images.")
+    if len(data.remain_indices) == 0:
+        raise UserError("The forget set is the whole training data: nothing would remain to learn from.")
+
+
+# --- helpers shared by method implementations -------------------------------------------
+class RunHooks:
+    """Progress, cancellation and live metrics for a method's loop, in one place."""
+
+    def __init__(self, on_progress: ProgressCallback | None, should_stop: StopCheck | None, phase: str) -> None:
+        self._on_progress = on_progress
+        self._should_stop = should_stop
+        self.phase = phase
+        self._started = time.perf_counter()
+
+    def check_cancel(self) -> None:
+        if self._should_stop is not None and self._should_stop():
+            raise Cancelled(f"{self.phase} cancelled")
+
+    def progress(self, *, epoch: int, epochs: int, step: int, steps: int, message: str = "",
+                 metrics: Mapping[str, float] | None = None) -> None:
+        if self._on_progress is None:
+            return
+        done = ((epoch - 1) + step / max(steps, 1)) / max(epochs, 1)
+        elapsed = time.perf_counter() - self._started
+        eta = elapsed / done * (1 - done) if done > 0 else None
+        self._on_progress(ProgressEvent(
+            phase=self.phase, epoch=epoch, epochs=epochs, step=step, steps=steps, fraction=done,
+            eta_seconds=eta, message=message or f"{self.phase}: epoch {epoch}/{epochs}",
+            metrics=dict(metrics or {}),
+        ))
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Stop the run when the loss is NaN/inf; the caller's original model stays untouched."""
+    if not torch.isfinite(loss).all():
+        raise UserError(
+            f"The loss became {loss.item()} during {where}; the run was stopped and the original model kept. "
+            "Lower the learning rate or the loss weights."
+        )
+
+
+def index_batches(indices: np.ndarray, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    """Shuffled batches of ``indices`` for one pass (last partial batch kept)."""
+    order = torch.randperm(len(indices), generator=generator).numpy()
+    for start in range(0, len(order), batch_size):
+        yield indices[order[start : start + batch_size]]
+
+
+def cycle_batches(indices: np.ndarray, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    """Endless shuffled batches (e.g. remain batches drawn alongside forget batches)."""
+    while True:
+        yield from index_batches(indices, batch_size, generator)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def load_pixels(data: UnlearnData, batch: np.ndarray, device: torch.device,
+                channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float pixels in [0, 1] and labels of ``batch`` on ``device``."""
+    pixels = to_pixels(data.imageset.images[batch], device)
+    if channels_last and device.type == "cuda":
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    return pixels, data.imageset.labels[batch].to(device)
+
+
+def set_batchnorm_frozen(model: nn.Module, frozen: bool) -> None:
+    """Eval-mode BatchNorm (running statistics fixed) and no dropout when ``frozen``.
+
+    Why: forget-only batches shift BN statistics; the spec recommends frozen statistics when
+    no remain batches are mixed in (φ = 0).
+    """
+    model.train()
+    if frozen:
+        for module in model.modules():
+            if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
+                module.eval()
+
+
+def live_accuracy(model: Classifier, data: UnlearnData, device: torch.device, *, max_samples: int = 512,
+                  seed: int = 0) -> dict[str, float]:
+    """Forget/remain train accuracy on a fixed seeded subsample, for live progress curves."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for key, indices in (("forget_acc", data.forget_indices), ("remain_acc", data.remain_indices)):
+        sample = indices if len(indices) <= max_samples else rng.choice(indices, max_samples, replace=False)
+        logits = predict_logits(model, data.imageset.images, sample, device=device)
+        result[key] = float((logits.argmax(1) == data.imageset.labels.numpy()[sample]).mean())
+    return result
+
+
+def amp_context(device: torch.device, config: Any):
+    return autocast(device, getattr(config, "amp", True))

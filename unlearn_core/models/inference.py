@@ -1,0 +1,64 @@
+"""Batched forward passes in eval mode: logits and embeddings for any index set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from unlearn_core.device import autocast
+from unlearn_core.models.architectures import Classifier
+
+
+def to_pixels(images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` → float pixels in ``[0, 1]`` on ``device``."""
+    return images_uint8.to(device, non_blocking=True).float().div_(255.0)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: Classifier,
+    images: torch.Tensor,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+    amp: bool = True,
+) -> np.ndarray:
+    """Logits ``[n, K]`` (float32 numpy) of ``images[indices]``; eval mode, no sample dropped."""
+    return _batched(model, images, indices, batch_size, device, amp, embed=False)
+
+
+@torch.no_grad()
+def embeddings(
+    model: Classifier,
+    images: torch.Tensor,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+    amp: bool = True,
+) -> np.ndarray:
+    """Penultimate-layer features ``[n, D]`` of ``images[indices]`` (eval mode)."""
+    return _batched(model, images, indices, batch_size, device, amp, embed=True)
+
+
+def _batched(model, images, indices, batch_size, device, amp, embed: bool) -> np.ndarray:
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+    outputs = []
+    try:
+        for start in range(0, len(idx), batch_size):
+            batch = to_pixels(images[idx[start : start + batch_size]], device)
+            with autocast(device, amp):
+                out = model.embed(batch) if embed else model(batch)
+            outputs.append(out.float().cpu())
+    finally:
+        model.train(was_training)
+    if not outputs:
+        width = model.head.in_features if embed else model.head.out_features
+        return np.zeros((0, width), dtype=np.float32)
+    return torch.cat(outputs).numpy()

@@ -1,0 +1,174 @@
+"""Train the original model and the retrain reference (same recipe, remain set only).
+
+The recipe follows the reference code (SGD, momentum 0.9, weight decay, cross entropy) with a
+cosine learning-rate schedule so short CPU runs converge. The split indices are passed in,
+never re-shuffled between methods (a fix to the reference, which reshuffled).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearn_core.data.imageset import ImageSet
+from unlearn_core.device import autocast, resolve_device
+from unlearn_core.errors import UserError
+from unlearn_core.models.architectures import Classifier, build_model, spec_for
+from unlearn_core.models.inference import predict_logits, to_pixels
+from unlearn_core.progress import Cancelled, ProgressEvent
+
+ProgressCallback = Callable[[ProgressEvent], None]
+StopCheck = Callable[[], bool]
+
+
+@dataclass
+class TrainConfig:
+    """Training recipe for the original model and the retrain reference.
+
+    Attributes:
+        arch: architecture name (``small_cnn`` is the fast CPU default).
+        epochs: passes over the training indices.
+        batch_size: images per SGD step.
+        lr: peak learning rate of SGD (cosine-decayed to zero).
+        momentum: SGD momentum (0.9 as in the reference code).
+        weight_decay: L2 penalty (the reference uses 1e-4..5e-4).
+        seed: seeds initialization and batch order, so a run can be reproduced.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        amp: bf16 mixed precision on CUDA (ignored elsewhere).
+        channels_last: NHWC memory layout on CUDA (ignored elsewhere).
+    """
+
+    arch: str = "small_cnn"
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def recipe_key(self) -> str:
+        """What makes two trainings equivalent (device and speed switches excluded)."""
+        d = self.to_dict()
+        for key in ("device", "amp", "channels_last"):
+            d.pop(key)
+        return ",".join(f"{k}={d[k]}" for k in sorted(d))
+
+
+@dataclass
+class TrainResult:
+    model: Classifier
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    test_acc: float = float("nan")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (weight init) and return a generator for batch order."""
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def prepare_model(model: Classifier, device: torch.device, channels_last: bool) -> Classifier:
+    model.to(device)
+    if channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def iterate_batches(indices: np.ndarray, batch_size: int, generator: torch.Generator):
+    """Shuffled index batches of one epoch (the last smaller batch is kept: no sample dropped)."""
+    order = torch.randperm(len(indices), generator=generator).numpy()
+    for start in range(0, len(order), batch_size):
+        yield indices[order[start : start + batch_size]]
+
+
+def train_model(
+    data: ImageSet,
+    train_indices: np.ndarray,
+    config: TrainConfig,
+    *,
+    on_progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+    phase: str = "train",
+) -> TrainResult:
+    """Train a fresh model on ``data.images[train_indices]``; report test accuracy at the end.
+
+    Raises :class:`Cancelled` when ``should_stop()`` becomes true (checked every step).
+    """
+    train_indices = np.asarray(train_indices, dtype=np.int64)
+    if len(train_indices) == 0:
+        raise UserError("There is nothing to train on: the training selection is empty.")
+    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise UserError("epochs and batch_size must be at least 1 and lr positive.")
+    device = resolve_device(config.device)
+    generator = seed_everything(config.seed)
+    model = prepare_model(build_model(spec_for(data, config.arch)), device, config.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train_indices) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.15
+    )
+    labels = data.labels
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[dict] = []
+    started = time.perf_counter()
+    step = 0
+    for epoch in range(config.epochs):
+        model.train()
+        running_loss, seen = 0.0, 0
+        for step_in_epoch, batch in enumerate(iterate_batches(train_indices, config.batch_size, generator), 1):
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"{phase} cancelled at epoch {epoch + 1}")
+            pixels = to_pixels(data.images[batch], device)
+            if config.channels_last and device.type == "cuda":
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            with autocast(device, config.amp):
+                loss = loss_fn(model(pixels), labels[batch].to(device))
+            if not torch.isfinite(loss):
+                raise UserError(f"Training diverged (loss {loss.item()}) at epoch {epoch + 1}; lower the learning rate.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            running_loss += float(loss) * len(batch)
+            seen += len(batch)
+            if on_progress is not None:
+                elapsed = time.perf_counter() - started
+                on_progress(ProgressEvent(
+                    phase=phase, epoch=epoch + 1, epochs=config.epochs, step=step_in_epoch, steps=steps_per_epoch,
+                    fraction=step / total_steps, eta_seconds=elapsed / step * (total_steps - step),
+                    message=f"{phase}: epoch {epoch + 1}/{config.epochs}",
+                    metrics={"loss": running_loss / seen},
+                ))
+        history.append({"epoch": epoch + 1, "loss": running_loss / max(seen, 1)})
+    seconds = time.perf_counter() - started
+    model.eval()
+    test_acc = accuracy_on(model, data, data.test_indices)
+    return TrainResult(model=model, history=history, seconds=seconds, test_acc=test_acc)
+
+
+def accuracy_on(model: Classifier, data: ImageSet, indices: np.ndarray) -> float:
+    """Eval-mode accuracy on ``indices`` (nan when empty)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        return float("nan")
+    logits = predict_logits(model, data.images, indices)
+    return float((logits.argmax(1) == data.labels.numpy()[indices]).mean())
