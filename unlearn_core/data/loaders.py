@@ -1,0 +1,701 @@
+"""Load users' own data into an :class:`~unlearn_core.data.imageset.ImageSet`.
+
+Three entry points:
+
+* :func:`load_image_folder` - a folder or ZIP of image files plus a CSV (file, label, metadata).
+* :func:`load_npz` - a MedMNIST-style ``.npz`` archive of arrays.
+* :func:`load_user_data` - what the dashboard's uploader calls; dispatches on the file name.
+
+Why so strict: whatever is loaded here becomes the ground truth of every later run (its
+fingerprint is recorded, its metadata defines forget sets). A silently dropped row, a NaN that
+turns a numeric column into something a range slider cannot handle, or a file read from
+outside the upload would make every downstream number wrong. So every problem a user can fix is
+a :class:`~unlearn_core.errors.UserError` that names what was wrong and what to do, raised
+before any ImageSet exists.
+
+Choices a caller should know about:
+
+* Images are decoded with Pillow, EXIF-rotated, converted to 8-bit ``L`` or ``RGB`` (alpha is
+  dropped; 16-bit greyscale is scaled by 1/257) and resized straight to a square with
+  :data:`RESAMPLE` (bilinear, which Pillow antialiases when shrinking). Non-square images are
+  stretched, not cropped, so nothing near the border is lost.
+* Automatic channels: 1 when every image is greyscale (a greyscale mode, or RGB whose three
+  channels are identical after resizing, as X-rays exported as RGB are), else 3.
+* ZIPs are never extracted to disk; members are read into memory one at a time. Members with
+  absolute paths or ``..`` components are refused (zip-slip), as are empty archives and
+  archives whose declared uncompressed size exceeds :data:`MAX_UNCOMPRESSED_BYTES`
+  (:mod:`zipfile` never returns more than a member's declared size, so the check holds even
+  against forged headers).
+* A class with a single image: with the automatic split it goes to ``train`` (a model must see
+  a class to learn it) and a :class:`UserWarning` says it has no test image. Any class without
+  a training image (possible with a ``split`` column) is a UserError.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+
+from unlearn_core.data.imageset import RESERVED_COLUMNS, ImageSet, stratified_split
+from unlearn_core.errors import UserError
+
+__all__ = [
+    "MAX_UNCOMPRESSED_BYTES",
+    "RESAMPLE",
+    "load_image_folder",
+    "load_npz",
+    "load_user_data",
+]
+
+#: Zip-bomb guard: the most a ZIP (or .npz) may declare as uncompressed content in total.
+MAX_UNCOMPRESSED_BYTES = 2 * 1024**3
+#: Pillow filter used for every resize (antialiased when shrinking, no ringing like Lanczos).
+RESAMPLE = Image.Resampling.BILINEAR
+#: How many offending names/rows an error message lists before saying "and N more".
+_SHOW = 5
+_SPLIT_COLUMN = "split"
+#: Accepted spellings in a CSV ``split`` column; validation data is used for training.
+_SPLIT_VALUES = {"train": "train", "test": "test", "val": "train", "valid": "train",
+                 "validation": "train"}
+_NPZ_PARTS = ("train", "val", "test")  # val is optional and merged into train
+_GREY_BANDS = {"1", "L", "I", "F", "A"}
+
+ZipInput = Union[str, Path, bytes, bytearray, memoryview, BinaryIO]
+CsvInput = Union[str, Path, bytes, bytearray, BinaryIO, None]
+
+
+# --- small formatting helpers -----------------------------------------------------------------
+def _few(items: Iterable[Any], limit: int = _SHOW) -> str:
+    """``'a', 'b', 'c' and 4 more`` - keeps messages short when thousands of rows are bad."""
+    items = list(items)
+    shown = ", ".join(repr(i) if isinstance(i, str) else str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _rows(index: Iterable[int]) -> str:
+    """Data-row numbers as a user counts them in a spreadsheet (first row after header = 1)."""
+    return _few(int(i) + 1 for i in index)
+
+
+def _display_name(obj: Any, default: str = "upload") -> str:
+    """Stem of a path or of an uploaded file's ``.name`` (Streamlit sets it)."""
+    raw = obj if isinstance(obj, (str, Path)) else getattr(obj, "name", None)
+    stem = Path(str(raw)).stem if raw else ""
+    return stem or default
+
+
+# --- sources of files: a folder or a ZIP read in memory ----------------------------------------
+@dataclass
+class _Source:
+    """Files available by relative POSIX name; ``read`` never touches anything outside it."""
+
+    description: str
+    files: dict[str, Any]  # relative name -> Path (folder) or ZipInfo (zip)
+    archive: zipfile.ZipFile | None = None
+
+    def read(self, name: str) -> bytes:
+        handle = self.files[name]
+        try:
+            return self.archive.read(handle) if self.archive else handle.read_bytes()
+        except (OSError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:  # encrypted, bad CRC
+            raise UserError(
+                f"Could not read {name!r} from the {self.description} ({exc})."
+            ) from exc
+
+
+def _bytes_io(obj: Any) -> BinaryIO:
+    """A seekable binary stream for bytes or an upload (rewound: Streamlit may have read it)."""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(obj))
+    if hasattr(obj, "seek") and getattr(obj, "seekable", lambda: True)():
+        obj.seek(0)
+        return obj
+    return io.BytesIO(obj.read())
+
+
+def _unsafe_member(name: str) -> bool:
+    """Absolute paths, drive letters and ``..`` components could escape an extraction folder."""
+    parts = re.split(r"[/\\]", name)
+    return name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or ".." in parts
+
+
+def _is_junk(name: str) -> bool:
+    """macOS/Windows bookkeeping files that zipping a folder adds; never user data."""
+    parts = name.split("/")
+    return parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] in (
+        ".DS_Store", "Thumbs.db", "desktop.ini")
+
+
+def _open_zip(obj: ZipInput, what: str = "ZIP") -> zipfile.ZipFile:
+    """Open and vet an archive: valid, not empty, no zip-slip names, not a zip bomb."""
+    try:
+        archive = zipfile.ZipFile(obj if isinstance(obj, (str, Path)) else _bytes_io(obj))
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise UserError(
+            f"This is not a readable {what} file ({exc}). Upload a valid {what}."
+        ) from exc
+    infos = archive.infolist()
+    unsafe = [i.filename for i in infos if _unsafe_member(i.filename)]
+    if unsafe:
+        archive.close()
+        raise UserError(
+            f"The {what} contains member(s) with absolute paths or '..' components "
+            f"({_few(unsafe)}), which could write outside any folder (zip-slip). Refusing it: "
+            "create the archive from inside your data folder so every path is relative."
+        )
+    if not any(not i.is_dir() for i in infos):
+        archive.close()
+        raise UserError(f"The {what} is empty: add your files to it and upload it again.")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNCOMPRESSED_BYTES:
+        archive.close()
+        raise UserError(
+            f"The {what} would unpack to {total / 1024**3:.1f} GiB, more than the "
+            f"{MAX_UNCOMPRESSED_BYTES / 1024**3:.0f} GiB limit. Resize the images or upload a "
+            "subset."
+        )
+    return archive
+
+
+@contextmanager
+def _open_source(images: ZipInput) -> Iterator[_Source]:
+    """A folder path, a ZIP path, or ZIP bytes/file-like, as one :class:`_Source`."""
+    if isinstance(images, (str, Path)):
+        path = Path(images)
+        if path.is_dir():
+            files = {p.relative_to(path).as_posix(): p
+                     for p in sorted(path.rglob("*")) if p.is_file()}
+            if not files:
+                raise UserError(
+                    f"The folder {str(path)!r} is empty: put your images and CSV in it."
+                )
+            yield _Source(f"folder {path.name!r}", files)
+            return
+        if not path.is_file():
+            raise UserError(f"{str(path)!r} does not exist: give a folder of images or a ZIP file.")
+    archive = _open_zip(images)
+    try:
+        files = {i.filename: i for i in archive.infolist() if not i.is_dir()}
+        yield _Source(f"ZIP {_display_name(images, 'upload')!r}", files, archive)
+    finally:
+        archive.close()
+
+
+# --- the CSV -----------------------------------------------------------------------------------
+def _csv_bytes(csv: CsvInput, source: _Source) -> tuple[bytes, str, str]:
+    """Raw CSV bytes, a name for messages, and the folder inside the source it sits in."""
+    if csv is not None:
+        if isinstance(csv, (str, Path)):
+            if not Path(csv).is_file():
+                raise UserError(f"CSV file {str(csv)!r} does not exist: check the path.")
+            return Path(csv).read_bytes(), Path(csv).name, ""
+        return _bytes_io(csv).read(), _display_name(csv, "CSV") + ".csv", ""
+    found = [n for n in source.files if n.lower().endswith(".csv") and not _is_junk(n)]
+    if len(found) != 1:
+        problem = "no CSV file" if not found else f"{len(found)} CSV files ({_few(found)})"
+        raise UserError(
+            f"The {source.description} contains {problem}. It needs exactly one CSV listing "
+            "each image's file name and label; add one, or pass the CSV separately."
+        )
+    parent = PurePosixPath(found[0]).parent.as_posix()
+    return source.read(found[0]), found[0], "" if parent == "." else parent + "/"
+
+
+def _parse_csv(raw: bytes, csv_name: str, file_column: str) -> pd.DataFrame:
+    """Parse with pandas' type inference; retry ``;``/tab for spreadsheet exports."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"The CSV {csv_name!r} is not UTF-8 text: save it as 'CSV UTF-8'.") from exc
+    def parse(sep: str) -> pd.DataFrame:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype={file_column: str},
+                           skipinitialspace=True)
+
+    try:
+        table = parse(",")
+        header = text.split("\n", 1)[0]
+        if len(table.columns) == 1 and (";" in header or "\t" in header):
+            table = parse(";" if ";" in header else "\t")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise UserError(
+            f"The CSV {csv_name!r} could not be parsed ({exc}). Check that every row has the "
+            "same number of comma-separated fields and that text with commas is quoted."
+        ) from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    # Trailing commas from spreadsheets create empty "Unnamed: 3" columns; they carry nothing.
+    blank = [c for c in table.columns if c.startswith("Unnamed:") and table[c].isna().all()]
+    table = table.drop(columns=blank)
+    if table.empty:
+        raise UserError(f"The CSV {csv_name!r} has no rows: list one image per row.")
+    return table
+
+
+def _require_columns(table: pd.DataFrame, file_column: str, label_column: str) -> None:
+    for column, option in ((file_column, "file_column"), (label_column, "label_column")):
+        if column not in table.columns:
+            raise UserError(
+                f"The CSV has no column {column!r}; its columns are {list(table.columns)}. "
+                f"Set {option}= to the column that holds the "
+                f"{'image file names' if option == 'file_column' else 'class labels'}."
+            )
+    clash = [c for c in RESERVED_COLUMNS if c in table.columns
+             and c not in (file_column, label_column, _SPLIT_COLUMN)]
+    if clash:
+        raise UserError(
+            f"The CSV column(s) {clash} clash with names the studio reserves "
+            f"({list(RESERVED_COLUMNS)}). Rename them in the CSV."
+        )
+
+
+def _check_no_missing(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Shared by CSV and npz: a NaN would break range filters and class lookups later."""
+    for column in columns:
+        missing = np.flatnonzero(frame[column].isna().to_numpy())
+        if len(missing):
+            raise UserError(
+                f"{what} column {column!r} is empty in row(s) {_rows(missing)} "
+                "(row 1 = first row after the header). Fill in those values or drop the rows"
+                + (" or the column." if column not in RESERVED_COLUMNS else ".")
+            )
+
+
+def _file_names(table: pd.DataFrame, file_column: str) -> list[str]:
+    """Normalised relative names (``\\`` -> ``/``, no leading ``./``), unique."""
+    _check_no_missing(table, [file_column], "File-name")
+    names = [re.sub(r"^(\./)+", "", str(n).strip().replace("\\", "/")) for n in table[file_column]]
+    counts = pd.Series(names).value_counts()
+    duplicated = counts[counts > 1].index.tolist()
+    if duplicated:
+        raise UserError(
+            f"The CSV lists the same file more than once: {_few(duplicated)}. Each image must "
+            "appear in exactly one row; remove the duplicates."
+        )
+    return names
+
+
+# --- matching names to files and decoding images -------------------------------------------------
+def _resolve(names: list[str], source: _Source, csv_dir: str) -> list[str]:
+    """Map CSV names to files: relative to the CSV's folder, the root, or a sole top folder."""
+    tops = {n.split("/", 1)[0] + "/" for n in source.files if "/" in n and not _is_junk(n)}
+    prefixes = list(dict.fromkeys([csv_dir, "", *(tops if len(tops) == 1 else [])]))
+    resolved, absent = [], []
+    for name in names:
+        match = next((p + name for p in prefixes if p + name in source.files), None)
+        resolved.append(match)
+        if match is None:
+            absent.append(name)
+    if absent:
+        raise UserError(
+            f"{len(absent)} file(s) named in the CSV are not in the {source.description}: "
+            f"{_few(absent)}. Names must match exactly (case and extension included), relative "
+            "to the folder holding the CSV; fix the names or add the files."
+        )
+    return resolved
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Pillow image in mode ``L`` or ``RGB``; 16-bit and float greyscale rescaled, not clipped."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        pixels = np.asarray(img)
+        if pixels.dtype.kind in "iu" and pixels.max(initial=0) > 255:  # 16-bit: scale, not clip
+            pixels = np.rint(pixels.astype(np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(_pixels_to_uint8(pixels, "this image"))
+    return img.convert("L" if set(img.getbands()) <= _GREY_BANDS else "RGB")
+
+
+def _decode(raw: bytes, size: int) -> np.ndarray:
+    """Decode, orient, resize.
+
+    Returns ``[S, S]`` for greyscale (including RGB whose channels are equal) else ``[S, S, 3]``.
+    """
+    with Image.open(io.BytesIO(raw)) as img:
+        img = _to_8bit(ImageOps.exif_transpose(img)).resize((size, size), RESAMPLE)
+    pixels = np.asarray(img)
+    if pixels.ndim == 3 and (pixels[..., 0] == pixels[..., 1]).all() and (
+            pixels[..., 1] == pixels[..., 2]).all():
+        return pixels[..., 0]
+    return pixels
+
+
+def _read_images(source: _Source, members: list[str], size: int,
+                 channels: int | None) -> torch.Tensor:
+    """Decode every listed file; report all unreadable ones at once rather than the first."""
+    decoded, failed = [], []
+    for member in members:
+        try:
+            decoded.append(_decode(source.read(member), size))
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+            failed.append(f"{member} ({type(exc).__name__})")
+    if failed:
+        raise UserError(
+            f"{len(failed)} file(s) could not be read as images: {_few(failed)}. Replace them "
+            "with valid PNG/JPEG/TIFF/BMP files or remove their rows from the CSV."
+        )
+    return _stack(decoded, channels)
+
+
+def _stack(decoded: list[np.ndarray], channels: int | None) -> torch.Tensor:
+    """``uint8 [N, C, S, S]``; auto channels = 1 only when every image is greyscale."""
+    if channels is None:
+        channels = 1 if all(p.ndim == 2 for p in decoded) else 3
+    out = []
+    for pixels in decoded:
+        if channels == 1 and pixels.ndim == 3:
+            pixels = np.asarray(Image.fromarray(pixels).convert("L"))
+        if channels == 3 and pixels.ndim == 2:
+            pixels = np.repeat(pixels[..., None], 3, axis=2)
+        out.append(pixels.reshape(*pixels.shape[:2], -1).transpose(2, 0, 1))
+    return torch.from_numpy(np.ascontiguousarray(np.stack(out)))
+
+
+# --- labels, split, and the final ImageSet (shared by both loaders) -----------------------------
+def _encode_labels(values: pd.Series) -> tuple[list[str], np.ndarray]:
+    """Class names (numbers sorted numerically, text sorted alphabetically) and int codes."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        unique = np.unique(values.to_numpy(dtype=np.float64))
+        classes = [str(int(v)) if float(v).is_integer() else str(v) for v in unique]
+        codes = np.searchsorted(unique, values.to_numpy(dtype=np.float64))
+        return classes, codes.astype(np.int64)
+    text = values.astype(str).str.strip()
+    classes = sorted(text.unique().tolist())
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, text.map(index).to_numpy(dtype=np.int64)
+
+
+def _split_from_column(column: pd.Series) -> np.ndarray:
+    """Respect a user's ``split`` column (train/test; val/valid/validation count as train)."""
+    _check_no_missing(column.to_frame(), [column.name], "Split")
+    text = column.astype(str).str.strip().str.lower()
+    bad = np.flatnonzero(~text.isin(list(_SPLIT_VALUES)).to_numpy())
+    if len(bad):
+        raise UserError(
+            f"The 'split' column has value(s) {_few(column.iloc[bad].astype(str).unique())} in "
+            f"row(s) {_rows(bad)}; use 'train' or 'test' (or drop the column for an automatic "
+            "split)."
+        )
+    return text.map(_SPLIT_VALUES).to_numpy(dtype=object)
+
+
+def _auto_split(codes: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """Seeded stratified split; a single-image class always goes to train (see module doc)."""
+    split = stratified_split(codes, test_fraction, seed)
+    values, counts = np.unique(codes, return_counts=True)
+    split[np.isin(codes, values[counts == 1])] = "train"
+    return split
+
+
+def _build_imageset(name: str, images: torch.Tensor, metadata: pd.DataFrame, classes: list[str],
+                    description: str) -> ImageSet:
+    """Checks every loader needs: >= 2 classes, both splits non-empty, every class trainable."""
+    codes = metadata["label"].to_numpy()
+    present = [classes[i] for i in np.unique(codes)]
+    if len(present) < 2:
+        raise UserError(
+            f"Only one class ({_few(present)}) is present; a classifier needs at least 2. "
+            "Check the label column or add images of other classes."
+        )
+    split = metadata["split"].to_numpy()
+    for part in ("train", "test"):
+        if not (split == part).any():
+            raise UserError(
+                f"No image is in the {part!r} split. Each class needs at least 2 images for an "
+                "automatic split; with a 'split' column, mark some rows as "
+                f"{part!r}."
+            )
+    untrained = [classes[c] for c in np.unique(codes) if not (split[codes == c] == "train").any()]
+    if untrained:
+        raise UserError(
+            f"Class(es) {_few(untrained)} have no training image, so no model can learn them. "
+            "Move at least one of their images to 'train'."
+        )
+    untested = [classes[c] for c in np.unique(codes) if not (split[codes == c] == "test").any()]
+    if untested:
+        warnings.warn(f"Class(es) {_few(untested)} have no test image; their test accuracy will "
+                      "be undefined.", UserWarning, stacklevel=3)
+    return ImageSet(name=name, images=images, metadata=metadata, classes=classes,
+                    description=description)
+
+
+def _check_options(image_size: int | None, channels: int | None = None) -> None:
+    if image_size is not None and not (isinstance(image_size, int) and 4 <= image_size <= 1024):
+        raise UserError(f"image_size must be a whole number from 4 to 1024, got {image_size!r}.")
+    if channels not in (None, 1, 3):
+        raise UserError(
+            f"channels must be 1 (greyscale), 3 (colour) or automatic, got {channels!r}."
+        )
+
+
+# --- public: folder / ZIP + CSV ------------------------------------------------------------------
+def load_image_folder(
+    images: ZipInput,
+    csv: CsvInput = None,
+    *,
+    file_column: str = "file",
+    label_column: str = "label",
+    image_size: int = 64,
+    channels: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    name: str | None = None,
+) -> ImageSet:
+    """Load a folder or ZIP of images described by a CSV.
+
+    Args:
+        images: a folder path, a ZIP path, or ZIP bytes / a binary file-like (an upload).
+        csv: the CSV (path, bytes or file-like); ``None`` uses the one CSV inside ``images``.
+            File names are relative to the CSV's folder inside ``images`` (or to its root, or
+            to its single top-level folder).
+        file_column, label_column: CSV columns holding the file name and the class. Labels may
+            be names or numbers; classes are the sorted unique values (numbers numerically).
+        image_size: side of the square every image is resized to (see :data:`RESAMPLE`).
+        channels: 1 or 3; ``None`` = 1 if every image is greyscale, else 3.
+        test_fraction, seed: the stratified split made when the CSV has no ``split`` column.
+        name: ImageSet name; defaults to the folder or ZIP file stem.
+
+    Every other CSV column becomes metadata with pandas' type inference (numbers stay numeric,
+    text is ``str``). ``sample_id`` is the file name as written in the CSV; the file and label
+    columns are not repeated as metadata. Files the CSV does not list are ignored.
+    """
+    _check_options(image_size, channels)
+    with _open_source(images) as source:
+        raw, csv_name, csv_dir = _csv_bytes(csv, source)
+        table = _parse_csv(raw, csv_name, file_column)
+        _require_columns(table, file_column, label_column)
+        names = _file_names(table, file_column)
+        _check_no_missing(table, [label_column], "Label")
+        extra = [c for c in table.columns if c not in (file_column, label_column, _SPLIT_COLUMN)]
+        _check_no_missing(table, extra, "Metadata")
+        classes, codes = _encode_labels(table[label_column])
+        split = (_split_from_column(table[_SPLIT_COLUMN]) if _SPLIT_COLUMN in table.columns
+                 else _auto_split(codes, test_fraction, seed))
+        # Decoding is the slow part, so every check on the CSV alone comes first.
+        pixels = _read_images(source, _resolve(names, source, csv_dir), image_size, channels)
+        description = f"{len(names)} images from the user's {source.description}."
+    metadata = pd.concat([pd.DataFrame({"sample_id": names, "label": codes, "split": split}),
+                          table[extra].reset_index(drop=True)], axis=1)
+    return _build_imageset(name or _display_name(images), pixels, metadata, classes, description)
+
+
+# --- public: MedMNIST-style .npz -----------------------------------------------------------------
+def _read_npz(path_or_file: ZipInput) -> dict[str, np.ndarray]:
+    """All arrays, never unpickling; the archive is vetted like any ZIP first."""
+    stream = path_or_file if isinstance(path_or_file, (str, Path)) else _bytes_io(path_or_file)
+    if isinstance(stream, (str, Path)) and not Path(stream).is_file():
+        raise UserError(f"{str(stream)!r} does not exist: check the path of the .npz file.")
+    _open_zip(stream, what=".npz archive").close()
+    if not isinstance(stream, (str, Path)):
+        stream.seek(0)
+    try:
+        with np.load(stream, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise UserError(
+                "This file contains pickled objects; refusing to load it, because unpickling can "
+                "run arbitrary code. Save plain numeric/string arrays with np.savez."
+            ) from exc
+        raise UserError(f"The .npz archive could not be read ({exc}).") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"The .npz archive could not be read ({exc}).") from exc
+
+
+def _pixels_to_uint8(pixels: np.ndarray, what: str) -> np.ndarray:
+    """uint8 as is; integers in 0..255 cast; floats in [0, 1] scaled by 255, in 0..255 rounded."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype.kind not in "iuf":
+        raise UserError(f"{what} has dtype {pixels.dtype}; expected numbers (uint8 0..255).")
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise UserError(f"{what} contains NaN or infinite values; replace them with 0..255 values.")
+    low, high = (pixels.min(), pixels.max()) if pixels.size else (0, 0)
+    if low < 0 or high > 255:
+        raise UserError(
+            f"{what} has values from {low} to {high}, outside 0..255. Rescale them to uint8 "
+            "0..255 (or floats in 0..1) before saving."
+        )
+    scale = 255.0 if pixels.dtype.kind == "f" and high <= 1.0 else 1.0
+    return np.rint(pixels * scale).astype(np.uint8)
+
+
+def _npz_images(pixels: np.ndarray, key: str, size: int | None) -> np.ndarray:
+    """``[N, H, W]`` or ``[N, H, W, C]`` -> uint8 ``[N, C, S, S]``."""
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    if pixels.ndim != 4 or pixels.shape[-1] not in (1, 3):
+        raise UserError(
+            f"{key!r} has shape {pixels.shape}; expected [N, H, W] (greyscale) or [N, H, W, C] "
+            "with C = 1 or 3 (channels last)."
+        )
+    pixels = _pixels_to_uint8(pixels, repr(key))
+    height, width = pixels.shape[1:3]
+    if size is None and height != width:
+        raise UserError(
+            f"{key!r} images are {height}x{width}; pass image_size to make them square."
+        )
+    if size is not None and (height, width) != (size, size):
+        pixels = np.stack([_resize_array(p, size) for p in pixels]) if len(pixels) else \
+            np.zeros((0, size, size, pixels.shape[-1]), np.uint8)
+    return pixels.transpose(0, 3, 1, 2)
+
+
+def _resize_array(pixels: np.ndarray, size: int) -> np.ndarray:
+    """One ``[H, W, C]`` uint8 array resized with the same filter as image files."""
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    return np.asarray(image.resize((size, size), RESAMPLE)).reshape(size, size, -1)
+
+
+def _npz_labels(labels: np.ndarray, key: str, count: int, images_key: str) -> np.ndarray:
+    """``[N]`` or ``[N, 1]`` non-negative integers."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise UserError(
+            f"{key!r} has shape {labels.shape}; expected one class per image ([N] or [N, 1]). "
+            "Multi-label data is not supported."
+        )
+    if len(labels) != count:
+        raise UserError(
+            f"{key!r} has {len(labels)} labels but {images_key!r} has {count} images; they must "
+            "match one to one."
+        )
+    whole = labels.dtype.kind in "iuf" and (labels.size == 0 or (
+        np.isfinite(labels).all() and (labels == np.round(labels)).all() and labels.min() >= 0))
+    if not whole:
+        raise UserError(f"{key!r} must hold class indices 0, 1, 2, ... (whole numbers >= 0).")
+    return labels.astype(np.int64)
+
+
+def _npz_classes(arrays: dict[str, np.ndarray], codes: np.ndarray) -> list[str]:
+    """Names from an optional ``classes`` string array, else ``"0"``, ``"1"``, ..."""
+    needed = int(codes.max(initial=0)) + 1
+    if "classes" not in arrays:
+        return [str(i) for i in range(needed)]
+    names = arrays["classes"]
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise UserError("The 'classes' array must be a 1-D array of strings, one per class.")
+    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+    if len(classes) < needed or len(set(classes)) != len(classes):
+        raise UserError(
+            f"The 'classes' array has {len(classes)} name(s) {_few(classes)} but labels go up to "
+            f"{needed - 1}; give one distinct name per class index."
+        )
+    return classes
+
+
+def _npz_metadata(arrays: dict[str, np.ndarray], parts: list[str],
+                  counts: list[int]) -> pd.DataFrame:
+    """Extra ``<part>_<col>`` 1-D arrays, present for every part, become metadata columns."""
+    pattern = re.compile(rf"^({'|'.join(_NPZ_PARTS)})_(.+)$")
+    columns = sorted({m.group(2) for k in arrays if (m := pattern.match(k))} - {"images", "labels"})
+    frame = {}
+    for column in columns:
+        missing = [f"{p}_{column}" for p in parts if f"{p}_{column}" not in arrays]
+        if missing or column in RESERVED_COLUMNS:
+            raise UserError(
+                f"Metadata column {column!r}: " + (f"{_few(missing)} missing; every split needs "
+                "its own array of the same length." if missing else "the name is reserved; "
+                "rename the arrays.")
+            )
+        pieces = [arrays[f"{p}_{column}"] for p in parts]
+        for part, piece, count in zip(parts, pieces, counts):
+            if piece.ndim != 1 or len(piece) != count:
+                raise UserError(
+                    f"{part}_{column!s} has shape {piece.shape}; metadata arrays must be 1-D with "
+                    f"one value per image ({count})."
+                )
+        values = np.concatenate(pieces)
+        frame[column] = values.astype(str) if values.dtype.kind in "US" else values
+    return pd.DataFrame(frame, index=range(sum(counts)))
+
+
+def load_npz(path_or_file: ZipInput, *, name: str | None = None,
+             image_size: int | None = None) -> ImageSet:
+    """Load a MedMNIST-style ``.npz`` (never unpickles).
+
+    Expected keys: ``train_images``, ``train_labels``, ``test_images``, ``test_labels``;
+    optional ``val_images``/``val_labels`` are merged into ``train`` (the ImageSet has only
+    train/test; validation images keep ids ``val-00012``). Images are ``[N, H, W]`` or
+    ``[N, H, W, C]`` (C = 1 or 3); uint8 as is, integers in 0..255 cast, floats whose values
+    all lie in [0, 1] scaled by 255 (else rounded if in 0..255), judged per array; anything
+    else (negative, > 255, NaN) is refused.
+    ``image_size`` resizes (default: keep the native size; non-square needs it). Labels are
+    ``[N]`` or ``[N, 1]`` class indices; names from an optional ``classes`` string array, else
+    ``"0"``, ``"1"``, ... Metadata: ``sample_id`` (``train-00012``), ``label``, ``split``, plus
+    one column per extra 1-D array named ``train_<col>``/``test_<col>`` (and ``val_<col>``
+    if there is a val split) of matching length.
+    """
+    _check_options(image_size)
+    arrays = _read_npz(path_or_file)
+    required = ["train_images", "train_labels", "test_images", "test_labels"]
+    has_val = "val_images" in arrays or "val_labels" in arrays
+    parts = [p for p in _NPZ_PARTS if p != "val" or has_val]
+    missing = [k for k in required + [f"{p}_{s}" for p in parts for s in ("images", "labels")]
+               if k not in arrays]
+    if missing:
+        raise UserError(
+            f"The .npz archive lacks {sorted(set(missing))}. It has {sorted(arrays)}; a "
+            f"MedMNIST-style file needs {required} (val_images/val_labels optional)."
+        )
+    images = [_npz_images(arrays[f"{p}_images"], f"{p}_images", image_size) for p in parts]
+    if len({tuple(i.shape[1:]) for i in images}) != 1:
+        raise UserError(f"The splits' images differ in shape ({[i.shape[1:] for i in images]}); "
+                        "all must have the same size and channels.")
+    counts = [len(i) for i in images]
+    codes = np.concatenate([_npz_labels(arrays[f"{p}_labels"], f"{p}_labels", n, f"{p}_images")
+                            for p, n in zip(parts, counts)])
+    metadata = pd.concat([pd.DataFrame({
+        "sample_id": [f"{p}-{i:05d}" for p, n in zip(parts, counts) for i in range(n)],
+        "label": codes,
+        "split": [("test" if p == "test" else "train")
+                  for p, n in zip(parts, counts) for _ in range(n)],
+    }), _npz_metadata(arrays, parts, counts)], axis=1)
+    _check_no_missing(metadata, metadata.columns, "Metadata")
+    pixels = torch.from_numpy(np.ascontiguousarray(np.concatenate(images)))
+    label = name or _display_name(path_or_file)
+    return _build_imageset(label, pixels, metadata, _npz_classes(arrays, codes),
+                           f"{len(codes)} images from the user's .npz file {label!r}.")
+
+
+# --- public: the dashboard's dispatcher ----------------------------------------------------------
+_FOLDER_OPTIONS = {"file_column", "label_column", "image_size", "channels", "test_fraction",
+                   "seed", "name"}
+
+
+def load_user_data(upload_name: str, data: bytes | bytearray | Path | str, csv: CsvInput = None,
+                   **options: Any) -> ImageSet:
+    """Load an upload by its name: ``.zip`` (+ CSV) or ``.npz``; a folder path also works.
+
+    ``options`` are :func:`load_image_folder`'s keyword options. For ``.npz`` only ``name`` and
+    ``image_size`` apply (the file carries its own labels and split); the CSV-only options are
+    ignored so the dashboard can pass one set of options. ``name`` defaults to the upload's stem.
+    """
+    unknown = set(options) - _FOLDER_OPTIONS
+    if unknown:
+        raise TypeError(f"Unknown loader option(s): {sorted(unknown)}")
+    options.setdefault("name", _display_name(upload_name))
+    is_folder = isinstance(data, (str, Path)) and Path(data).is_dir()
+    suffix = Path(upload_name).suffix.lower()
+    if is_folder or suffix == ".zip":
+        return load_image_folder(data, csv, **options)
+    if suffix == ".npz":
+        if csv is not None:
+            raise UserError("A .npz file carries its own labels and split; do not add a CSV to it.")
+        return load_npz(data, name=options["name"], image_size=options.get("image_size"))
+    hint = " Put the CSV inside a ZIP with the images." if suffix == ".csv" else ""
+    raise UserError(
+        f"Cannot load {upload_name!r}: the file type {suffix or '(none)'!r} is not supported. "
+        f"Upload a .zip of images with a CSV, or a MedMNIST-style .npz.{hint}"
+    )
