@@ -107,10 +107,18 @@ def _read_torchscript(payload: bytes, name: str) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in module.state_dict().items()}
 
 
+def _looks_like_pickle(payload: bytes) -> bool:
+    """torch.save writes a ZIP; a raw pickle starts with the PROTO opcode (0x80)."""
+    return payload[:1] == b"\x80" or zipfile.is_zipfile(io.BytesIO(payload))
+
+
 def _read_weights_only_pickle(payload: bytes, name: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if not _looks_like_pickle(payload):
+            raise UserError(f"{name} is not a weight file we can read (safetensors, .pt state_dict or "
+                            "TorchScript).") from error
         raise UserError(
             f"Refusing to load {name}: it is a pickle that contains more than tensors (it could run "
             "code when opened). Save the weights with safetensors or as a plain state_dict "
