@@ -1,0 +1,539 @@
+"""Background jobs: a run is the command line itself, executed in a detached subprocess.
+
+Why a subprocess running ``python -m unlearn_core ...``: the dashboard stays responsive, a crash
+or out-of-memory in training cannot take it down, Cancel can always end the work (by killing
+the process group if need be), progress survives page reloads (it lives in the registry), and
+what ran in the background is exactly the command a user could type to reproduce it.
+
+Life of a background run::
+
+    submit(ws, argv, kind=...)      creates a queued record with command = python -m unlearn_core argv
+      └ start_job / poll_queue      claims it when a slot is free (UNLEARN_STUDIO_MAX_JOBS, default 1)
+          └ subprocess              python -m unlearn_core <argv> --run-id <id>, log -> runs/<id>/log.txt
+              └ run_context         running + pid; reporter/should_stop; done | failed | cancelled
+    cancel(ws, id)                  flag + SIGTERM to the process group, SIGKILL after a grace
+    reconcile(ws)                   running runs whose process is gone become "interrupted"
+
+How a command uses it (the same code runs in a terminal and as a background job)::
+
+    from unlearn_core.jobs import add_run_id_argument, command_run
+    from unlearn_core.runs import Workspace, cli_command
+
+    def register(subparsers):
+        parser = subparsers.add_parser("train", help="train the original model")
+        ...
+        add_run_id_argument(parser)          # hidden --run-id, passed by start_job
+        parser.set_defaults(func=run_train)
+
+    def run_train(args) -> int:
+        workspace = Workspace()
+        # started by start_job: continues that record; typed in a terminal: creates one.
+        with command_run(workspace, args.run_id, kind="train",
+                         command=cli_command(sys.argv[1:]),
+                         dataset=args.dataset, seed=args.seed, config=config) as ctx:
+            ctx.update(dataset_fingerprint=data.fingerprint())     # known once data is loaded
+            model = train(data, config, on_progress=ctx.reporter, should_stop=ctx.should_stop)
+            ctx.workspace.save_weights(ctx.run_id, model.state_dict(), {"architecture": arch})
+            ctx.finish(metrics={"original": evaluate(model, data)})
+        return 0
+
+On leaving the block the run is ``done``; a :class:`UserError` or any other exception marks it
+``failed`` with the message (and is re-raised, so the command line prints it); Ctrl-C, a Cancel
+or :class:`~unlearn_core.progress.Cancelled` mark it ``cancelled``. Long loops should call
+``ctx.should_stop()`` (cheap) and raise ``Cancelled`` when it is true.
+
+A page starts work with ``submit(ws, ["train", "--dataset", "fundus"], kind="train", ...)``,
+polls ``poll_queue(ws)`` and ``ws.get(run_id)`` / ``ws.progress_events(run_id, since_seq)``, and
+stops it with ``cancel(ws, run_id)``.
+
+Process checks use ``/proc`` (Linux); elsewhere a pid is trusted while it exists. The workspace
+is assumed to be used from one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import unlearn_core
+from unlearn_core.errors import UserError
+from unlearn_core.progress import (
+    CancelToken,
+    Cancelled,
+    MultiReporter,
+    RegistryReporter,
+    StderrReporter,
+)
+from unlearn_core.runs import (
+    ACTIVE_STATUSES,
+    HOME_ENV,
+    RunRecord,
+    Workspace,
+    cli_command,
+    command_argv,
+)
+
+MAX_JOBS_ENV = "UNLEARN_STUDIO_MAX_JOBS"
+#: One job at a time by default: on a CPU, two trainings at once are each slower than in turn.
+DEFAULT_MAX_JOBS = 1
+#: Seconds a job gets to stop by itself after SIGTERM before it is killed.
+CANCEL_GRACE_S = 3.0
+#: A claimed run gets its pid within this time; after it, a pid-less running run is interrupted.
+PIDLESS_GRACE_S = 30.0
+
+#: Job processes started by this process, so their exit is reaped (no zombies that look alive).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_CHILDREN_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def process_start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+
+    Why: pids are reused; a stored (pid, start time) pair identifies one process for good.
+    Returns "" where ``/proc`` is unavailable or the process is gone.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # The command name (field 2) is in parentheses and may contain spaces: split after it.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _process_state(pid: int) -> str:
+    """The one-letter state from ``/proc/<pid>/stat`` ("Z" = zombie), or "" if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rfind(")") + 2 :].split()[0]
+
+
+def _reap(pid: int) -> bool:
+    """If ``pid`` is our child and has exited, collect it; True when it has exited."""
+    with _CHILDREN_LOCK:
+        child = _CHILDREN.get(pid)
+        if child is None or child.poll() is None:
+            return False
+        del _CHILDREN[pid]
+        return True
+
+
+def _reap_finished() -> None:
+    """Collect every job process of ours that has ended, so none lingers as a zombie."""
+    with _CHILDREN_LOCK:
+        pids = list(_CHILDREN)
+    for pid in pids:
+        _reap(pid)
+
+
+def process_alive(pid: int, start_time: str = "") -> bool:
+    """Whether ``pid`` is a live process and, if ``start_time`` is given, still the same one."""
+    if pid <= 0 or _reap(pid):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if _process_state(pid) in ("Z", "X"):
+        return False
+    current = process_start_time(pid)
+    return not (start_time and current and current != start_time)
+
+
+def _signal_job(pid: int, sig: signal.Signals) -> None:
+    """Signal a job's whole process group (its data-loader workers too), or just the process."""
+    try:
+        group = os.getpgid(pid)
+        if group == pid and group != os.getpgrp():
+            os.killpg(group, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    except PermissionError as error:
+        raise UserError(f"Cannot stop process {pid}: it belongs to another user.") from error
+
+
+def _wait_exit(pid: int, start_time: str, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the process to end; True if it did."""
+    with _CHILDREN_LOCK:
+        child = _CHILDREN.get(pid)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid, start_time):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _terminate(pid: int, start_time: str, grace: float) -> None:
+    """SIGTERM (the job stops cleanly and records ``cancelled``), then SIGKILL after ``grace``."""
+    _signal_job(pid, signal.SIGTERM)
+    if not _wait_exit(pid, start_time, grace):
+        _signal_job(pid, signal.SIGKILL)
+        _wait_exit(pid, start_time, 2.0)
+
+
+# ---------------------------------------------------------------------- queue
+
+
+def job_limit(value: int | None = None) -> int:
+    """The concurrency limit: ``value``, else ``$UNLEARN_STUDIO_MAX_JOBS``, else 1."""
+    if value is None:
+        text = os.environ.get(MAX_JOBS_ENV, "").strip()
+        if not text:
+            return DEFAULT_MAX_JOBS
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+    if value < 1:
+        raise UserError(f"{MAX_JOBS_ENV} must be a whole number of at least 1, not {value!r}.")
+    return value
+
+
+def job_command(argv: list[str], run_id: str) -> list[str]:
+    """The process a job runs: this interpreter, the command line, and the run to continue."""
+    return [sys.executable, "-m", "unlearn_core", *argv, "--run-id", run_id]
+
+
+def _job_env(workspace: Workspace, limit: int) -> dict[str, str]:
+    """The job's environment: same workspace, same limit, and this package importable."""
+    env = dict(os.environ)
+    env[HOME_ENV] = str(workspace.path)
+    env[MAX_JOBS_ENV] = str(limit)
+    package_root = str(Path(unlearn_core.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"  # the log shows output as it happens
+    return env
+
+
+def _launch(workspace: Workspace, record: RunRecord, limit: int) -> RunRecord:
+    """Start the process for a claimed run and store its pid; a failed start fails the run."""
+    argv = command_argv(record.command)
+    if not argv:
+        workspace.set_status(record.id, "failed", error=(
+            "This run has no recorded `python -m unlearn_core ...` command to execute."))
+        return workspace.get(record.id)
+    workspace.append_log(record.id, f"starting: {record.command_text}")
+    try:
+        with open(workspace.log_path(record.id), "ab") as log:
+            process = subprocess.Popen(
+                job_command(argv, record.id),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=_job_env(workspace, limit),
+            )
+    except OSError as error:
+        workspace.set_status(record.id, "failed", error=f"Could not start the job: {error}.")
+        return workspace.get(record.id)
+    with _CHILDREN_LOCK:
+        _CHILDREN[process.pid] = process
+    return workspace.update(
+        record.id, pid=process.pid, process_start=process_start_time(process.pid)
+    )
+
+
+def poll_queue(workspace: Workspace, max_jobs: int | None = None) -> list[RunRecord]:
+    """Mark dead runs interrupted, then start queued runs while slots are free; returns started.
+
+    Called by pages and ``runs list`` whenever they poll, and by a job when it ends, so the
+    queue moves on without a scheduler process.
+    """
+    limit = job_limit(max_jobs)
+    _reap_finished()
+    reconcile(workspace)
+    started = []
+    while (record := workspace.claim_next_queued(limit)) is not None:
+        started.append(_launch(workspace, record, limit))
+    return started
+
+
+def start_job(
+    workspace: Workspace, argv: list[str], run_id: str, max_jobs: int | None = None
+) -> RunRecord:
+    """Run ``python -m unlearn_core *argv --run-id run_id`` in the background for a queued run.
+
+    The command is recorded on the run (without ``--run-id``: that is plumbing, not part of
+    reproducing it). If the concurrency limit is reached the run stays ``queued`` and a later
+    :func:`poll_queue` starts it. Returns the run's record after the attempt.
+    """
+    if "--run-id" in argv:
+        raise ValueError("argv must not contain --run-id; start_job adds it")
+    record = workspace.get(run_id)
+    if record.status != "queued":
+        raise UserError(
+            f"Run {run_id} is already {record.status}; start it again as a new run with "
+            f"`python -m unlearn_core runs rerun {run_id}`."
+        )
+    if not workspace.set_status(run_id, "queued", expect=("queued",), command=cli_command(argv)):
+        raise UserError(f"Run {run_id} was started or cancelled meanwhile; see `runs show {run_id}`.")
+    poll_queue(workspace, max_jobs)
+    return workspace.get(run_id)
+
+
+def submit(
+    workspace: Workspace, argv: list[str], kind: str, max_jobs: int | None = None, **fields: Any
+) -> RunRecord:
+    """Create a run for ``argv`` and start it in the background (or queue it)."""
+    record = workspace.create_run(kind, command=cli_command(argv), **fields)
+    return start_job(workspace, argv, record.id, max_jobs)
+
+
+#: What a rerun copies from the original: everything that describes what to do.
+_RERUN_FIELDS = ("dataset", "dataset_fingerprint", "base_model_hash", "criteria_text", "criteria",
+                 "method", "config", "recipe_hash", "seed", "device", "label")
+
+
+def rerun(workspace: Workspace, run_id: str, max_jobs: int | None = None) -> RunRecord:
+    """Start a run's recorded command again as a new run (same parents, where they still exist)."""
+    original = workspace.get(run_id)
+    argv = command_argv(original.command)
+    if not argv:
+        raise UserError(f"Run {run_id} has no recorded command to run again.")
+    fields = {name: getattr(original, name) for name in _RERUN_FIELDS}
+    parents = [parent for parent in original.parents if workspace.exists(parent)]
+    return submit(workspace, argv, original.kind, max_jobs, parents=parents, **fields)
+
+
+def _age_seconds(iso_time: str | None) -> float:
+    if not iso_time:
+        return float("inf")
+    return time.time() - datetime.fromisoformat(iso_time).timestamp()
+
+
+def _process_gone(record: RunRecord) -> bool:
+    if record.pid is None:  # claimed; the starter has not stored the pid yet (or crashed)
+        return _age_seconds(record.started_at) > PIDLESS_GRACE_S
+    return not process_alive(record.pid, record.process_start)
+
+
+def reconcile(workspace: Workspace) -> list[str]:
+    """Mark ``interrupted`` every running run whose process is gone or was replaced.
+
+    Why: a killed job, a crash or a reboot cannot report its own end; without this the run
+    would show "running" forever. Returns the ids it marked.
+    """
+    marked = []
+    for record in workspace.list_runs(status="running"):
+        if not _process_gone(record):
+            continue
+        error = (
+            f"The process (pid {record.pid}) ended without recording a result (killed, crashed "
+            f"or the machine restarted); see its log at {workspace.log_path(record.id)}."
+        )
+        if workspace.set_status(record.id, "interrupted", error=error, expect=("running",)):
+            marked.append(record.id)
+    return marked
+
+
+def cancel(workspace: Workspace, run_id: str, grace: float = CANCEL_GRACE_S) -> RunRecord:
+    """Stop a run: a queued one is cancelled at once; a running one is asked, then killed.
+
+    The ``cancel_requested`` flag and SIGTERM let the job stop cleanly (it records
+    ``cancelled`` itself); after ``grace`` seconds its process group gets SIGKILL. A run of this
+    very process is only flagged (its ``should_stop`` turns true; it ends itself).
+    """
+    if workspace.set_status(
+        run_id, "cancelled", expect=("queued",), cancel_requested=True,
+        error="Cancelled before it started.",
+    ):
+        return workspace.get(run_id)
+    record = workspace.get(run_id)
+    if record.status not in ACTIVE_STATUSES:
+        raise UserError(f"Run {run_id} already ended ({record.status}); nothing to cancel.")
+    workspace.request_cancel(run_id)
+    if record.pid == os.getpid():  # our own run (in-process): its should_stop sees the flag
+        return workspace.get(run_id)
+    if record.pid is not None and process_alive(record.pid, record.process_start):
+        _terminate(record.pid, record.process_start, grace)
+    workspace.set_status(run_id, "cancelled", expect=("running",), error="Cancelled by the user.")
+    with contextlib.suppress(UserError):
+        poll_queue(workspace)
+    return workspace.get(run_id)
+
+
+# ---------------------------------------------------------------------- the job's side
+
+
+@dataclass
+class RunContext:
+    """What a command gets while its run is open.
+
+    Attributes:
+        workspace, run_id: where to save artifacts (``workspace.save_weights(run_id, ...)``).
+        reporter: pass as ``on_progress``; writes to the registry (throttled) and the log.
+        should_stop: pass as ``should_stop``; true once a cancel was requested.
+    """
+
+    workspace: Workspace
+    run_id: str
+    reporter: MultiReporter
+    should_stop: CancelToken
+
+    def record(self) -> RunRecord:
+        """The run's current record."""
+        return self.workspace.get(self.run_id)
+
+    def update(self, **fields: Any) -> RunRecord:
+        """Record facts learned while working (dataset fingerprint, device, parents...)."""
+        return self.workspace.update(self.run_id, **fields)
+
+    def log(self, text: str) -> None:
+        """Add a line to the run's log."""
+        self.workspace.append_log(self.run_id, text)
+
+    def finish(self, metrics: dict[str, Any] | None = None, **fields: Any) -> RunRecord:
+        """Store the results now; the run becomes ``done`` when the ``with`` block ends cleanly."""
+        if metrics is not None:
+            fields["metrics"] = metrics
+        return self.workspace.update(self.run_id, **fields)
+
+
+@contextlib.contextmanager
+def _cancel_on_sigterm(token: CancelToken) -> Iterator[None]:
+    """Turn SIGTERM into a cancel request the work sees through ``should_stop``.
+
+    Only possible in the main thread (Python's rule); elsewhere cancellation still works
+    through the registry flag, and by killing the process.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: token.cancel())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _end_run(workspace: Workspace, run_id: str, status: str, error: str = "") -> None:
+    """Record how the run ended; a registry failure here is logged, not raised over the cause."""
+    try:
+        workspace.set_status(run_id, status, error=error, expect=("running",))
+    except UserError as failure:
+        print(f"error: could not record the end of run {run_id}: {failure}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def run_context(workspace: Workspace, run_id: str) -> Iterator[RunContext]:
+    """Execute the body as run ``run_id``: running with this pid, then done/failed/cancelled.
+
+    The run must be queued or running (a job started by :func:`start_job`). On exit the
+    reporter is flushed, the status recorded, and queued runs get the freed slot.
+    """
+    record = workspace.get(run_id)
+    if record.status not in ACTIVE_STATUSES:
+        raise UserError(
+            f"Run {run_id} is already {record.status}; start it again with "
+            f"`python -m unlearn_core runs rerun {run_id}`."
+        )
+    pid = os.getpid()
+    if not workspace.set_status(run_id, "running", pid=pid, process_start=process_start_time(pid)):
+        raise UserError(f"Run {run_id} ended before it could start ({workspace.get(run_id).status}).")
+    token = CancelToken(workspace, run_id)
+    reporter = MultiReporter(RegistryReporter(workspace, run_id), StderrReporter())
+    context = RunContext(workspace, run_id, reporter, token)
+    try:
+        with _cancel_on_sigterm(token):
+            yield context
+        if token() or workspace.cancel_requested(run_id):
+            raise Cancelled("cancel requested")
+    except KeyboardInterrupt:  # Ctrl-C, Cancelled
+        _end_run(workspace, run_id, "cancelled", "Cancelled by the user.")
+        raise
+    except UserError as error:
+        _end_run(workspace, run_id, "failed", str(error))
+        raise
+    except BaseException as error:
+        with contextlib.suppress(Exception):
+            workspace.append_log(run_id, traceback.format_exc())
+        _end_run(workspace, run_id, "failed", f"{type(error).__name__}: {error}")
+        raise
+    else:
+        _end_run(workspace, run_id, "done")
+    finally:
+        with contextlib.suppress(Exception):
+            reporter.flush()
+        _start_next(workspace)
+
+
+def _start_next(workspace: Workspace) -> None:
+    """Give the freed slot to a queued run; never let that hide how this run ended."""
+    try:
+        poll_queue(workspace)
+    except Exception as error:  # noqa: BLE001 - best effort; the run's own status is recorded
+        print(f"warning: could not start queued runs: {error}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def open_run(workspace: Workspace, kind: str, command: list[str], **fields: Any) -> Iterator[RunContext]:
+    """Create a run for work done in this process (a command typed in a terminal) and open it.
+
+    Foreground runs do not wait for the background queue: the user chose to run it now. The
+    record is created ``running`` with this pid, so no background poller can claim it meanwhile.
+    """
+    pid = os.getpid()
+    record = workspace.create_run(kind, status="running", command=command, pid=pid,
+                                  process_start=process_start_time(pid), **fields)
+    with run_context(workspace, record.id) as context:
+        yield context
+
+
+@contextlib.contextmanager
+def command_run(
+    workspace: Workspace, run_id: str | None, *, kind: str, command: list[str], **fields: Any
+) -> Iterator[RunContext]:
+    """The one context every command uses: continue job ``run_id``, or create a run if None.
+
+    For a job, ``fields`` are recorded on the existing run and its command is kept (it is the
+    recorded one without ``--run-id``).
+    """
+    if run_id is None:
+        with open_run(workspace, kind, command, **fields) as context:
+            yield context
+        return
+    record = workspace.get(run_id)
+    if record.kind != kind:
+        raise UserError(f"Run {run_id} is a {record.kind} run; this command makes {kind} runs.")
+    with run_context(workspace, run_id) as context:
+        if fields:
+            context.update(**fields)
+        yield context
+
+
+def add_run_id_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the hidden ``--run-id`` option :func:`start_job` passes to the commands it runs."""
+    parser.add_argument("--run-id", default=None, help=argparse.SUPPRESS)
+
+
+__all__ = [
+    "CANCEL_GRACE_S", "DEFAULT_MAX_JOBS", "MAX_JOBS_ENV", "RunContext", "add_run_id_argument",
+    "cancel", "command_run", "job_command", "job_limit", "open_run", "poll_queue",
+    "process_alive", "process_start_time", "reconcile", "rerun", "run_context", "start_job",
+    "submit",
+]
