@@ -1,0 +1,382 @@
+"""Plotly figures built from library data (no Streamlit here: any notebook can use them).
+
+Every function takes plain data (numpy arrays, pandas objects, metric dicts, embedding panels)
+and returns a ``plotly.graph_objects.Figure``; none computes anything expensive. Colours are
+fixed so that a figure reads the same everywhere: orange = to forget, blue-grey = to keep,
+and one colour per class from :data:`CLASS_COLORS`.
+
+Histograms are binned with numpy and drawn as bars, so a 20,000-sample column sends ~30 numbers
+to the browser instead of 20,000.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+FORGET_COLOR = "#E8702A"
+FORGET_LIGHT = "#F6B98F"
+KEEP_COLOR = "#4C6A92"
+KEEP_LIGHT = "#A9BBD3"
+#: Colour per model in comparisons: original, retrain (the reference), unlearned.
+MODEL_COLORS = {"original": "#8C8C8C", "retrain": "#2E9E5B", "unlearned": "#E8702A"}
+CLASS_COLORS = (
+    "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2",
+    "#B279A2", "#EECA3B", "#9D755D", "#FF9DA6", "#BAB0AC",
+)
+SET_LABELS = {
+    "forget_train": "Forget · training (D_f)",
+    "remain_train": "Keep · training (D_r)",
+    "forget_test": "Forget · test (T_f)",
+    "remain_test": "Keep · test (T_r)",
+}
+SET_COLORS = {
+    "forget_train": FORGET_COLOR, "forget_test": FORGET_LIGHT,
+    "remain_train": KEEP_COLOR, "remain_test": KEEP_LIGHT,
+}
+_FONT = dict(size=13)
+
+
+def class_color(index: int) -> str:
+    return CLASS_COLORS[index % len(CLASS_COLORS)]
+
+
+def _layout(fig: go.Figure, title: str = "", height: int = 320, **extra) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
+        height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        font=_FONT, legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+        **extra,
+    )
+    return fig
+
+
+def with_unit(column: str, unit: str = "") -> str:
+    return f"{column} ({unit})" if unit else column
+
+
+# --- data summaries ----------------------------------------------------------------------------
+def class_counts(table: pd.DataFrame, title: str = "Images per class") -> go.Figure:
+    """Grouped bars of images per class and split (``ImageSet.class_counts()``)."""
+    fig = go.Figure()
+    for split, color in (("train", KEEP_COLOR), ("test", KEEP_LIGHT)):
+        if split in table.columns:
+            fig.add_bar(x=[str(c) for c in table.index], y=table[split].to_numpy(), name=split,
+                        marker_color=color, hovertemplate="%{x}: %{y} " + split + " images<extra></extra>")
+    fig.update_layout(barmode="group", xaxis=dict(title="class", type="category"), yaxis_title="images")
+    return _layout(fig, title)
+
+
+def is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def _bin_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    if np.issubdtype(values.dtype, np.integer) and hi - lo <= 60:
+        return np.arange(lo - 0.5, hi + 1.5, 1.0)
+    if lo == hi:
+        return np.array([lo - 0.5, hi + 0.5])
+    return np.linspace(lo, hi, bins + 1)
+
+
+def metadata_histogram(
+    values: pd.Series | np.ndarray,
+    column: str,
+    unit: str = "",
+    selected: np.ndarray | None = None,
+    shade: tuple[float | None, float | None] | None = None,
+    bins: int = 30,
+    title: str | None = None,
+    height: int = 260,
+) -> go.Figure:
+    """Histogram of a numeric column; forget-selected samples stacked in orange.
+
+    ``shade`` = ``(low, high)`` shades the selected range (``None`` = open on that side).
+    Missing values are left out and counted in the title.
+    """
+    raw = np.asarray(values)
+    finite = np.isfinite(raw.astype(float))
+    data = raw[finite]
+    label = with_unit(column, unit)
+    missing = int((~finite).sum())
+    heading = title if title is not None else label + (f" · {missing} missing" if missing else "")
+    fig = go.Figure()
+    if len(data) == 0:
+        fig.add_annotation(text="no values", showarrow=False)
+        return _layout(fig, heading, height)
+    edges = _bin_edges(data, bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    widths = np.diff(edges)
+    hover = "%{customdata[0]:.4g} – %{customdata[1]:.4g}: %{y} "
+    custom = np.stack([edges[:-1], edges[1:]], axis=1)
+    if selected is None:
+        counts, _ = np.histogram(data, edges)
+        fig.add_bar(x=centers, y=counts, width=widths, marker_color=KEEP_COLOR, name="all",
+                    customdata=custom, hovertemplate=hover + "images<extra></extra>")
+    else:
+        chosen = np.asarray(selected, dtype=bool)[finite]
+        keep, _ = np.histogram(data[~chosen], edges)
+        forget, _ = np.histogram(data[chosen], edges)
+        fig.add_bar(x=centers, y=keep, width=widths, marker_color=KEEP_LIGHT, name="keep",
+                    customdata=custom, hovertemplate=hover + "kept<extra></extra>")
+        fig.add_bar(x=centers, y=forget, width=widths, marker_color=FORGET_COLOR, name="forget",
+                    customdata=custom, hovertemplate=hover + "to forget<extra></extra>")
+    if shade is not None:
+        low = edges[0] if shade[0] is None else shade[0]
+        high = edges[-1] if shade[1] is None else shade[1]
+        fig.add_vrect(x0=low, x1=high, fillcolor=FORGET_COLOR, opacity=0.12, line_width=0, layer="below")
+        for edge, given in ((low, shade[0]), (high, shade[1])):
+            if given is not None:
+                fig.add_vline(x=edge, line=dict(color=FORGET_COLOR, width=2, dash="dash"))
+    fig.update_layout(barmode="stack", bargap=0.05, xaxis_title=label, yaxis_title="images",
+                      showlegend=selected is not None)
+    return _layout(fig, heading, height)
+
+
+def metadata_bars(
+    values: pd.Series | np.ndarray,
+    column: str,
+    selected: np.ndarray | None = None,
+    chosen_values: Sequence | None = None,
+    title: str | None = None,
+    height: int = 260,
+    max_values: int = 25,
+) -> go.Figure:
+    """Bar chart of a categorical column (most frequent first); forget-selected in orange.
+
+    ``chosen_values`` are outlined (the values a picker selected).
+    """
+    series = pd.Series(np.asarray(values, dtype=object)).astype(str)
+    order = series.value_counts().index[:max_values]
+    fig = go.Figure()
+    outline = [2 if chosen_values is not None and v in {str(c) for c in chosen_values} else 0 for v in order]
+    if selected is None:
+        counts = series.value_counts().reindex(order, fill_value=0)
+        fig.add_bar(x=list(order), y=counts.to_numpy(), marker_color=KEEP_COLOR, name="all",
+                    marker_line=dict(width=outline, color=FORGET_COLOR),
+                    hovertemplate="%{x}: %{y} images<extra></extra>")
+    else:
+        chosen = np.asarray(selected, dtype=bool)
+        keep = series[~chosen].value_counts().reindex(order, fill_value=0)
+        forget = series[chosen].value_counts().reindex(order, fill_value=0)
+        fig.add_bar(x=list(order), y=keep.to_numpy(), marker_color=KEEP_LIGHT, name="keep",
+                    hovertemplate="%{x}: %{y} kept<extra></extra>")
+        fig.add_bar(x=list(order), y=forget.to_numpy(), marker_color=FORGET_COLOR, name="forget",
+                    hovertemplate="%{x}: %{y} to forget<extra></extra>")
+    fig.update_layout(barmode="stack", xaxis_title=column, yaxis_title="images",
+                      showlegend=selected is not None, xaxis_type="category")
+    return _layout(fig, title if title is not None else column, height)
+
+
+def metadata_chart(values: pd.Series, column: str, unit: str = "", **kwargs) -> go.Figure:
+    """:func:`metadata_histogram` for numbers, :func:`metadata_bars` for anything else."""
+    if is_numeric(values):
+        kwargs.pop("chosen_values", None)
+        return metadata_histogram(values, column, unit, **kwargs)
+    kwargs.pop("shade", None)
+    kwargs.pop("bins", None)
+    return metadata_bars(values, column, **kwargs)
+
+
+def split_per_class(table: pd.DataFrame, title: str = "Samples per class in each set") -> go.Figure:
+    """Grouped bars: per class, how many samples go to D_f, D_r, T_f, T_r."""
+    fig = go.Figure()
+    for key in ("forget_train", "forget_test", "remain_train", "remain_test"):
+        if key in table.columns:
+            fig.add_bar(x=[str(c) for c in table.index], y=table[key].to_numpy(), name=SET_LABELS[key],
+                        marker_color=SET_COLORS[key],
+                        hovertemplate="%{x}: %{y}<extra>" + SET_LABELS[key] + "</extra>")
+    fig.update_layout(barmode="group", xaxis_title="class", yaxis_title="images", xaxis_type="category")
+    _layout(fig, title, 360)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0))
+    return fig
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, classes: Sequence[str],
+                     title: str = "Confusion matrix (test set)") -> go.Figure:
+    """Counts of true (rows) × predicted (columns); colour = share of the true class."""
+    k = len(classes)
+    true = np.asarray(true, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    counts = np.bincount(true * k + predicted, minlength=k * k)[: k * k].reshape(k, k)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    names = [str(c) for c in classes]
+    fig = go.Figure(go.Heatmap(
+        z=share, x=names, y=names, text=counts, texttemplate="%{text}", colorscale="Blues",
+        zmin=0, zmax=1, colorbar=dict(title="share", tickformat=".0%"),
+        hovertemplate="true %{y}, predicted %{x}: %{text} images (%{z:.0%} of %{y})<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", title="true class", type="category")
+    fig.update_xaxes(title="predicted class", type="category")
+    return _layout(fig, title, max(300, 40 * k + 120))
+
+
+# --- images ----------------------------------------------------------------------------------------
+def _to_rgb(images: np.ndarray) -> np.ndarray:
+    """``uint8 [n, C, H, W]`` → ``uint8 [n, H, W, 3]``."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    arr = np.moveaxis(arr, 1, -1)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return arr[..., :3].astype(np.uint8)
+
+
+def image_grid(
+    images: np.ndarray,
+    hover: Sequence[str] | None = None,
+    captions: Sequence[str] | None = None,
+    columns: int = 8,
+    title: str = "",
+    tile_px: int = 96,
+    border: Sequence[str | None] | None = None,
+) -> go.Figure:
+    """A mosaic of images with one hover text per tile (one image trace, fast to send).
+
+    Args:
+        images: ``uint8 [n, C, H, W]`` (C = 1 or 3).
+        hover: text per tile shown on hover (HTML ``<br>`` allowed), e.g. its metadata.
+        captions: a short label drawn under each tile.
+        columns: tiles per row.
+        tile_px: displayed size of a tile in screen pixels.
+        border: a colour per tile to frame it (``None`` = no frame).
+    """
+    rgb = _to_rgb(images)
+    n = len(rgb)
+    fig = go.Figure()
+    if n == 0:
+        fig.add_annotation(text="no images", showarrow=False)
+        return _layout(fig, title, 120)
+    h, w = rgb.shape[1:3]
+    gap = max(2, w // 16)
+    caption_px = max(10, h // 4) if captions is not None else 0
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    cell_h, cell_w = h + gap + caption_px, w + gap
+    canvas = np.full((rows * cell_h, cols * cell_w, 3), 255, dtype=np.uint8)
+    xs, ys = [], []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        top, left = r * cell_h, c * cell_w
+        if border is not None and border[i]:
+            color = np.array(_hex_rgb(border[i]), dtype=np.uint8)
+            pad = max(1, gap // 2)
+            canvas[max(0, top - pad): top + h + pad, max(0, left - pad): left + w + pad] = color
+        canvas[top: top + h, left: left + w] = rgb[i]
+        xs.append(left + w / 2)
+        ys.append(top + h / 2)
+    fig.add_trace(go.Image(z=canvas, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers", marker=dict(size=1, opacity=0), showlegend=False,
+        hovertext=list(hover) if hover is not None else None,
+        hoverinfo="text" if hover is not None else "skip",
+    ))
+    if captions is not None:
+        fig.add_trace(go.Scatter(
+            x=xs, y=[y + h / 2 + caption_px / 2 + 1 for y in ys], mode="text", text=list(captions),
+            textfont=dict(size=10, color="#333"), hoverinfo="skip", showlegend=False,
+        ))
+    scale = tile_px / w
+    fig.update_xaxes(visible=False, range=[-0.5, cols * cell_w - gap + 0.5])
+    fig.update_yaxes(visible=False, range=[rows * cell_h - gap + 0.5, -0.5], scaleanchor="x")
+    fig = _layout(fig, title, int(rows * cell_h * scale) + (40 if title else 10))
+    fig.update_layout(hoverdistance=int(tile_px * 0.7), plot_bgcolor="white",
+                      width=int(cols * cell_w * scale) + 20)
+    return fig
+
+
+def _hex_rgb(color: str) -> tuple[int, int, int]:
+    value = color.lstrip("#")
+    return tuple(int(value[i: i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def hover_text(metadata: pd.DataFrame, classes: Sequence[str], units: Mapping[str, str] | None = None,
+               columns: Sequence[str] | None = None) -> list[str]:
+    """One hover text per row: class, then every metadata column with its unit."""
+    units = dict(units or {})
+    cols = [c for c in (columns or metadata.columns) if c != "label"]
+    texts = []
+    for row in metadata.to_dict("records"):
+        parts = [f"<b>{classes[int(row['label'])]}</b>"] if "label" in row else []
+        for col in cols:
+            value = row[col]
+            if isinstance(value, float):
+                value = f"{value:.4g}"
+            parts.append(f"{col}: {value}{(' ' + units[col]) if col in units else ''}")
+        texts.append("<br>".join(parts))
+    return texts
+
+
+# --- results ---------------------------------------------------------------------------------------
+def per_class_accuracy(accuracies: Mapping[str, Sequence[float]], classes: Sequence[str],
+                       title: str = "Test accuracy per class") -> go.Figure:
+    """Grouped bars: per class, each model's test accuracy (``per_class_test_acc`` lists)."""
+    fig = go.Figure()
+    names = [str(c) for c in classes]
+    for model_name, values in accuracies.items():
+        vals = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values]
+        fig.add_bar(x=names, y=vals, name=model_name, marker_color=MODEL_COLORS.get(model_name),
+                    hovertemplate="%{x}: %{y:.1%}<extra>" + model_name + "</extra>")
+    fig.update_layout(barmode="group", yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.05]),
+                      xaxis=dict(title="class", type="category"))
+    return _layout(fig, title, 320)
+
+
+def loss_histograms(losses: Mapping[str, Mapping[str, np.ndarray]], bins: int = 30,
+                    title: str = "Per-sample loss: forget set vs unseen test images") -> go.Figure:
+    """One panel per model: loss on the forget-train samples vs on test samples.
+
+    ``losses = {"original": {"forget": array, "test": array}, ...}``. A membership attack works
+    when the two histograms differ (trained-on samples have lower loss); after good unlearning
+    the forget set looks like the test set, as it does for the retrained model.
+    """
+    names = list(losses)
+    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names, shared_yaxes=True)
+    all_values = np.concatenate([np.asarray(v, dtype=float) for d in losses.values() for v in d.values()
+                                 if len(v)] or [np.zeros(1)])
+    hi = float(np.quantile(all_values, 0.99)) if len(all_values) else 1.0
+    edges = np.linspace(0.0, max(hi, 1e-3), bins + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    for i, name in enumerate(names, start=1):
+        for part, color, label in (("test", KEEP_COLOR, "test images (never trained on)"),
+                                   ("forget", FORGET_COLOR, "forget set (D_f)")):
+            values = np.clip(np.asarray(losses[name].get(part, []), dtype=float), 0, edges[-1])
+            counts, _ = np.histogram(values, edges)
+            share = counts / max(1, counts.sum())
+            fig.add_bar(x=centers, y=share, width=np.diff(edges), marker_color=color, opacity=0.6,
+                        name=label, legendgroup=part, showlegend=i == 1, row=1, col=i,
+                        hovertemplate="loss %{x:.3g}: %{y:.1%}<extra>" + label + "</extra>")
+        fig.update_xaxes(title_text="loss", row=1, col=i)
+    fig.update_layout(barmode="overlay")
+    fig.update_yaxes(title_text="share of samples", tickformat=".0%", row=1, col=1)
+    return _layout(fig, title, 320)
+
+
+def progress_curves(events: Sequence[Mapping], title: str = "Live accuracy") -> go.Figure:
+    """Lines of the live metrics (``forget_acc``, ``remain_acc``...) from progress events."""
+    fig = go.Figure()
+    points: dict[str, tuple[list, list]] = {}
+    for i, event in enumerate(events):
+        x = event.get("fraction")
+        x = i if x is None else float(x) * 100
+        for name, value in (event.get("metrics") or {}).items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                points.setdefault(name, ([], []))
+                points[name][0].append(x)
+                points[name][1].append(value)
+    colors = {"forget_acc": FORGET_COLOR, "remain_acc": KEEP_COLOR, "train_acc": KEEP_COLOR,
+              "test_acc": MODEL_COLORS["retrain"]}
+    for name, (xs, ys) in points.items():
+        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=name.replace("_", " "),
+                        line=dict(color=colors.get(name)))
+    percent = all(0 <= v <= 1 for _, ys in points.values() for v in ys)
+    fig.update_layout(xaxis_title="progress (%)", yaxis=dict(tickformat=".0%" if percent else None))
+    if not points:
+        fig.add_annotation(text="waiting for the first measurement…", showarrow=False)
+    return _layout(fig, title, 280)

@@ -1,0 +1,158 @@
+"""Cached loaders for the dashboard, keyed by content.
+
+Why here: pages rerun top to bottom on every click, so anything heavy (generating a data set,
+loading a model, predicting the test set) must be computed once and reused. Keys are content
+identifiers: a built-in set's name (its data are generated from a fixed seed), an upload's
+path (which contains the file's SHA-256) and a model key (``ModelChoice.key``: the weights'
+path or run id). Uploads are written to the workspace so background jobs and the command
+line can read exactly the same file (``--dataset PATH`` / ``--weights PATH``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from unlearn_core.data.imageset import ImageSet
+from unlearn_core.errors import UserError
+from unlearn_core.ui.state import ModelChoice
+
+UPLOADS = "uploads"
+
+
+# --- workspace ---------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _workspace(path: str):
+    from unlearn_core.runs import Workspace
+
+    return Workspace(path)
+
+
+def workspace():
+    """The run registry of ``$UNLEARN_STUDIO_HOME`` (or ``./workspace``), opened once."""
+    from unlearn_core.runs import default_home
+
+    return _workspace(str(default_home().resolve()))
+
+
+# --- data ----------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=4)
+def dataset(ref: str) -> ImageSet:
+    """A built-in set by name or a stored upload by path (what ``--dataset`` accepts)."""
+    from unlearn_core.data.catalog import load_dataset
+
+    return load_dataset(ref)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def fingerprint(ref: str) -> str:
+    return dataset(ref).fingerprint()
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def forget_mask(ref: str, criteria_text: str) -> np.ndarray:
+    """Boolean mask of the samples the criteria select (raises ``UserError`` for bad text)."""
+    from unlearn_core.data.criteria import ForgetCriteria
+
+    data = dataset(ref)
+    return ForgetCriteria.parse(criteria_text).mask(data.metadata, data.classes)
+
+
+def split_counts(data: ImageSet, mask: np.ndarray) -> pd.DataFrame:
+    """Per-class counts of forget/keep × train/test for a selection mask (cheap: bincounts)."""
+    labels = data.metadata["label"].to_numpy(dtype=np.int64)
+    train = data.metadata["split"].to_numpy() == "train"
+    k = data.num_classes
+    table = {
+        "forget_train": np.bincount(labels[mask & train], minlength=k)[:k],
+        "remain_train": np.bincount(labels[~mask & train], minlength=k)[:k],
+        "forget_test": np.bincount(labels[mask & ~train], minlength=k)[:k],
+        "remain_test": np.bincount(labels[~mask & ~train], minlength=k)[:k],
+    }
+    return pd.DataFrame(table, index=pd.Index(list(data.classes), name="class"))
+
+
+# --- models -------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=6)
+def model(ref: str, model_key: str):
+    """The selected model, checked against the data set (shape, classes, shipped fingerprint)."""
+    from unlearn_core.cli.common import load_model_for
+
+    data = dataset(ref)
+    choice = ModelChoice.from_key(model_key)
+    loaded = load_model_for(data, None if choice.kind == "shipped" else choice.path, choice.arch or None)
+    spec = loaded.spec
+    if spec.num_classes != data.num_classes or spec.in_channels != data.channels:
+        raise UserError(
+            f"The model predicts {spec.num_classes} classes from {spec.in_channels}-channel images, "
+            f"but the data set has {data.num_classes} classes and {data.channels}-channel images. "
+            "Choose weights trained on this data set."
+        )
+    return loaded.eval()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def test_logits(ref: str, model_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The model's logits on the test split and the true labels."""
+    from unlearn_core.models.inference import predict_logits
+
+    data = dataset(ref)
+    indices = data.test_indices
+    logits = predict_logits(model(ref, model_key), data.images, indices)
+    return logits, data.labels.numpy()[indices]
+
+
+# --- uploads ----------------------------------------------------------------------------------------
+def _uploads_dir(digest: str) -> Path:
+    return Path(workspace().path) / UPLOADS / digest
+
+
+def _safe_name(name: str, default: str) -> str:
+    stem = Path(name or default).name
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem).lstrip(".")
+    return cleaned or default
+
+
+def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name: str = "") -> str:
+    """Write an uploaded data file into the workspace; returns the path ``--dataset`` takes.
+
+    A ZIP with a separate CSV becomes one ZIP: the images plus the CSV at its root (any CSV
+    the ZIP already had is left out so there is exactly one), because the command line takes
+    a single file. The folder name is the content hash, so the same upload is stored once.
+    """
+    digest = hashlib.sha256(data + (csv or b"")).hexdigest()[:16]
+    folder = _uploads_dir(digest)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / _safe_name(name, "upload.zip")
+    if target.exists():
+        return str(target)
+    if csv is not None and target.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(target, "w") as out:
+                for info in source.infolist():
+                    if not info.filename.lower().endswith(".csv"):
+                        out.writestr(info, source.read(info))
+                out.writestr(_safe_name(csv_name, "labels.csv"), csv)
+        except zipfile.BadZipFile as error:
+            target.unlink(missing_ok=True)
+            raise UserError(f"{name} is not a readable ZIP file ({error}); upload a .zip of images.") from error
+        return str(target)
+    target.write_bytes(data)
+    return str(target)
+
+
+def store_weights_upload(name: str, data: bytes) -> str:
+    """Write uploaded weights into the workspace; returns the path ``--weights`` takes."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = _uploads_dir(digest)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / _safe_name(name, "weights.safetensors")
+    if not target.exists():
+        target.write_bytes(data)
+    return str(target)

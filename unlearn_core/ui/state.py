@@ -1,0 +1,234 @@
+"""What the user has selected so far: the one place the dashboard keeps session state.
+
+Every page reads the selection through :func:`selection` and changes it only through the
+setters here, so the rules live in one place: choosing another data set clears the model,
+forget criteria and run that belonged to the old one; the demo button sets all of them.
+
+Widget values are *not* the selection. Streamlit forgets a widget's value when its page is
+left, so pages keep their widgets in sync with the selection (see ``forget_controls``) and
+the selection itself lives under keys no widget uses (``us.*``).
+
+Example::
+
+    from unlearn_core.ui import state
+    sel = state.selection()
+    if sel.dataset is None:
+        ...  # ask the user to pick data first
+    state.set_criteria('vpf_mm >= 12')
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+_PREFIX = "us."
+_DATASET = _PREFIX + "dataset"
+_DATASET_LABEL = _PREFIX + "dataset_label"
+_MODEL = _PREFIX + "model"
+_CRITERIA = _PREFIX + "criteria"
+_RUN = _PREFIX + "run_id"
+_TRAIN_RUN = _PREFIX + "train_run_id"
+_UNLEARN_RUN = _PREFIX + "unlearn_run_id"
+_FLASH = _PREFIX + "flash"
+
+#: Widget-key prefixes of page controls that describe the current data set; cleared when the
+#: data set changes so no stale column or class survives in a widget.
+DATASET_WIDGET_PREFIXES = ("fs_",)
+
+DEMO_DATASET = "oculoplastic"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model the user works with.
+
+    Attributes:
+        kind: ``"shipped"`` (the demo model in ``assets/``), ``"file"`` (uploaded weights saved
+            in the workspace) or ``"run"`` (trained here; the run's saved weights).
+        path: the weights file for ``file`` and ``run`` (what ``--weights`` gets).
+        arch: the architecture, when the file does not say it itself.
+        run_id: the training run, for ``run``.
+        label: how to name it on screen (the uploaded file's name, ...).
+    """
+
+    kind: str
+    path: str = ""
+    arch: str = ""
+    run_id: str = ""
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        """A string that identifies the weights (the path holds a content hash or a run id)."""
+        return f"{self.kind}|{self.path}|{self.arch}|{self.run_id}"
+
+    def cli_args(self) -> list[str]:
+        """The command-line options that load this model (none for the shipped one)."""
+        if self.kind == "shipped":
+            return []
+        args = ["--weights", self.path]
+        if self.arch:
+            args += ["--arch", self.arch]
+        return args
+
+    def describe(self) -> str:
+        """A few words for status panels."""
+        if self.kind == "shipped":
+            return "the shipped demo model"
+        if self.kind == "run":
+            return f"trained here (run {self.run_id})"
+        return f"uploaded weights {self.label or self.path}" + (f" ({self.arch})" if self.arch else "")
+
+    @classmethod
+    def from_key(cls, key: str) -> ModelChoice:
+        kind, path, arch, run_id = (key.split("|") + ["", "", "", ""])[:4]
+        return cls(kind=kind, path=path, arch=arch, run_id=run_id)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The selection so far; ``None``/empty where the user has not chosen yet."""
+
+    dataset: str | None = None
+    dataset_label: str = ""
+    model: ModelChoice | None = None
+    criteria: str = ""
+    run_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def dataset_args(self) -> list[str]:
+        return ["--dataset", self.dataset] if self.dataset else []
+
+    def unlearn_command(self, method: str = "psg", settings: dict | None = None,
+                        retrain: bool = False, seed: int | None = None) -> str:
+        """The command line that runs the same unlearning as the dashboard would."""
+        return shlex.join(unlearn_argv(self, method, settings, retrain, seed))
+
+
+def unlearn_argv(sel: Selection, method: str = "psg", settings: dict | None = None,
+                 retrain: bool = False, seed: int | None = None) -> list[str]:
+    """``python -m unlearn_core unlearn ...`` for the selection (argv after the module name
+    is ``result[3:]``)."""
+    argv = ["python", "-m", "unlearn_core", "unlearn", *sel.dataset_args]
+    if sel.model is not None:
+        argv += sel.model.cli_args()
+    argv += ["--forget", sel.criteria or "CRITERIA", "--method", method]
+    for name, value in (settings or {}).items():
+        argv += ["--set", f"{name}={_cli_value(value)}"]
+    if retrain:
+        argv.append("--retrain")
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    return argv
+
+
+def _cli_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- reading ---------------------------------------------------------------------------------
+def selection() -> Selection:
+    ss = st.session_state
+    return Selection(
+        dataset=ss.get(_DATASET),
+        dataset_label=ss.get(_DATASET_LABEL, ""),
+        model=ss.get(_MODEL),
+        criteria=ss.get(_CRITERIA, ""),
+        run_id=ss.get(_RUN),
+    )
+
+
+def train_run() -> str | None:
+    """The training run started from the Data & model page, if any."""
+    return st.session_state.get(_TRAIN_RUN)
+
+
+def unlearn_run() -> str | None:
+    """The unlearning run started from the Unlearn page, if any (may still be running)."""
+    return st.session_state.get(_UNLEARN_RUN)
+
+
+# --- changing ----------------------------------------------------------------------------------
+def set_dataset(ref: str, label: str = "") -> bool:
+    """Select a data set (a built-in name or a file path ``load_dataset`` accepts).
+
+    Choosing a different one clears the model, criteria and runs chosen for the old one.
+    Returns whether the selection changed.
+    """
+    ss = st.session_state
+    changed = ss.get(_DATASET) != ref
+    if changed:
+        for key in (_MODEL, _CRITERIA, _RUN, _TRAIN_RUN, _UNLEARN_RUN):
+            ss.pop(key, None)
+        clear_widgets(DATASET_WIDGET_PREFIXES)
+    ss[_DATASET] = ref
+    ss[_DATASET_LABEL] = label or ref
+    return changed
+
+
+def clear_dataset() -> None:
+    ss = st.session_state
+    for key in (_DATASET, _DATASET_LABEL, _MODEL, _CRITERIA, _RUN, _TRAIN_RUN, _UNLEARN_RUN):
+        ss.pop(key, None)
+    clear_widgets(DATASET_WIDGET_PREFIXES)
+
+
+def set_model(choice: ModelChoice | None) -> None:
+    st.session_state[_MODEL] = choice
+
+
+def set_criteria(text: str) -> None:
+    st.session_state[_CRITERIA] = (text or "").strip()
+
+
+def set_run(run_id: str | None) -> None:
+    st.session_state[_RUN] = run_id
+
+
+def set_train_run(run_id: str | None) -> None:
+    st.session_state[_TRAIN_RUN] = run_id
+
+
+def set_unlearn_run(run_id: str | None) -> None:
+    st.session_state[_UNLEARN_RUN] = run_id
+
+
+def clear_widgets(prefixes: tuple[str, ...]) -> None:
+    """Forget widget values whose key starts with one of ``prefixes``."""
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefixes)]:
+        del st.session_state[key]
+
+
+def select_builtin(name: str) -> None:
+    """Select a built-in set and, when one is shipped, its demo model."""
+    from unlearn_core.assets import has_demo_model
+    from unlearn_core.data.builtin import BUILTIN_SETS
+
+    set_dataset(name, BUILTIN_SETS[name].title)
+    if has_demo_model(name) and selection().model is None:
+        set_model(ModelChoice("shipped"))
+
+
+def load_demo(name: str = DEMO_DATASET) -> None:
+    """The one-click demo: the built-in set, its shipped model and its demo forget criteria."""
+    from unlearn_core.data.builtin import BUILTIN_SETS
+
+    select_builtin(name)
+    set_criteria(BUILTIN_SETS[name].demo_forget)
+    clear_widgets(DATASET_WIDGET_PREFIXES)
+
+
+# --- one-shot messages across a rerun or a page switch -----------------------------------------
+def flash(message: str, kind: str = "success") -> None:
+    """Show ``message`` once, at the top of the next page that calls :func:`take_flash`."""
+    st.session_state[_FLASH] = (kind, message)
+
+
+def take_flash() -> tuple[str, str] | None:
+    return st.session_state.pop(_FLASH, None)
