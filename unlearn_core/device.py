@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from unlearn_core.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported inside the functions so the command line starts fast
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -15,6 +18,8 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     Why a helper: nothing in the library may assume a GPU, and asking for one that is absent
     must say so plainly instead of failing deep inside a kernel.
     """
+    import torch
+
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -37,6 +42,8 @@ def resolve_device(name: str | None = "auto") -> torch.device:
 
 def describe_devices() -> dict[str, object]:
     """What accelerators this machine has, for the dashboard's device picker."""
+    import torch
+
     info: dict[str, object] = {"cuda": torch.cuda.is_available(), "mps": False, "cuda_name": None}
     if info["cuda"]:
         info["cuda_name"] = torch.cuda.get_device_name(0)
@@ -52,4 +59,6 @@ def use_amp(device: torch.device, enabled: bool = True) -> bool:
 
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast context on CUDA when ``enabled``; a no-op elsewhere."""
+    import torch
+
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp(device, enabled))

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what was typed, so a run can record the command that reproduces it
     try:
         return int(args.func(args) or 0)
     except UserError as error:

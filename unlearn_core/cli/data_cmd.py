@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from unlearn_core.cli.common import add_dataset_argument, add_json_flag, print_json, print_table
-from unlearn_core.data.builtin import BUILTIN_SETS, load_builtin
-from unlearn_core.data.catalog import describe_dataset, load_dataset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    from unlearn_core.data.builtin import BUILTIN_SETS, load_builtin
+    from unlearn_core.data.catalog import describe_dataset
+
     summaries = []
     for name, builtin in BUILTIN_SETS.items():
         summary = describe_dataset(load_builtin(name))
@@ -40,6 +41,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from unlearn_core.data.catalog import load_dataset
     from unlearn_core.data.criteria import ForgetCriteria, split_sets
 
     data = load_dataset(args.dataset)

@@ -6,9 +6,9 @@ import argparse
 import sys
 import time
 
-from unlearn_core.cli.common import add_dataset_argument, add_device_argument, add_json_flag, print_json
-from unlearn_core.models.architectures import ARCHITECTURES
-from unlearn_core.training import TrainConfig
+from unlearn_core.cli.common import (
+    ARCHITECTURE_NAMES, add_dataset_argument, add_device_argument, add_json_flag, print_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,12 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--retrain", action="store_true",
                        help="train on the remain set only (the gold-standard reference); needs --forget")
     train.add_argument("--forget", metavar="CRITERIA", help="forget criteria (with --retrain)")
-    defaults = TrainConfig()
-    train.add_argument("--arch", choices=list(ARCHITECTURES), default=defaults.arch)
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.lr)
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    # Defaults mirror TrainConfig (checked by a test) without importing torch here.
+    train.add_argument("--arch", choices=ARCHITECTURE_NAMES, default="small_cnn")
+    train.add_argument("--epochs", type=int, default=8)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--seed", type=int, default=0)
     add_device_argument(train)
     train.add_argument("--out", metavar="FILE", help="write the model here (.safetensors)")
     add_json_flag(train)
@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from unlearn_core.errors import UserError
     from unlearn_core.models.weights import save_model
     from unlearn_core.progress import StderrReporter
-    from unlearn_core.training import train_model
+    from unlearn_core.training import TrainConfig, train_model
 
     data = load_dataset(args.dataset)
     config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

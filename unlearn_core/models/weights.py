@@ -58,6 +58,7 @@ def save_model(model: Classifier, path: str | Path, metadata: dict[str, str] | N
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

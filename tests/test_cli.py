@@ -1,0 +1,91 @@
+"""The command line: fast start-up, methods listing, unlearn JSON, and its bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from unlearn_core.cli import main
+from unlearn_core.cli.common import ARCHITECTURE_NAMES, BUILTIN_NAMES
+
+
+def test_parser_constants_mirror_the_library():
+    from unlearn_core.data.builtin import BUILTIN_SETS
+    from unlearn_core.models.architectures import ARCHITECTURES
+    from unlearn_core.training import TrainConfig
+    from unlearn_core.cli import build_parser
+
+    assert tuple(BUILTIN_SETS) == BUILTIN_NAMES
+    assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES
+    defaults = build_parser().parse_args(["train", "--dataset", "digits"])
+    config = TrainConfig()
+    assert (defaults.arch, defaults.epochs, defaults.batch_size, defaults.lr, defaults.seed) == (
+        config.arch, config.epochs, config.batch_size, config.lr, config.seed)
+
+
+def test_building_the_parser_does_not_import_torch():
+    code = "import sys; from unlearn_core.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_methods_json_lists_every_method_with_typed_fields(capsys):
+    assert main(["methods", "--json"]) == 0
+    listing = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert {"retrain", "psg", "boundary_shrink"} <= set(listing)
+    for method in listing.values():
+        assert method["summary"] and method["fields"]
+        for field in method["fields"]:
+            assert {"name", "type", "default", "help", "min", "max", "choices"} <= set(field)
+            assert field["help"], f"{method['name']}.{field['name']} has no help text"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--method", "nosuch"], "Unknown method 'nosuch'; available:"),
+    (["--method", "retrain", "--set", "bogus=1"], "no setting bogus; valid settings:"),
+    (["--method", "retrain", "--set", "epochs=-3"], "epochs=-3 is below its minimum"),
+    (["--method", "retrain", "--set", "epochs"], "--set expects key=value"),
+])
+def test_unlearn_bad_input_is_one_clear_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARN_STUDIO_HOME", str(tmp_path))
+    code = main(["unlearn", "--dataset", "digits", "--forget", 'label == "3"', "--no-record", *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unlearn_refuses_empty_and_whole_forget_sets(capsys):
+    assert main(["unlearn", "--dataset", "digits", "--forget", "ink > 5", "--no-record"]) == 2
+    assert "select" in capsys.readouterr().err
+    assert main(["unlearn", "--dataset", "digits", "--forget", "ink >= 0", "--no-record"]) == 2
+    assert "nothing would remain" in capsys.readouterr().err
+
+
+def test_unlearn_prints_the_json_report_and_records_the_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARN_STUDIO_HOME", str(tmp_path))
+    argv = ["unlearn", "--dataset", "digits", "--forget", 'label == "3"', "--method", "gradient_ascent",
+            "--set", "epochs=1", "--retrain", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    for block in ("original", "unlearned", "retrain"):
+        for key in ("forget_train_acc", "remain_train_acc", "forget_test_acc", "remain_test_acc", "test_acc",
+                    "mia_loss_lr", "mia_svc_efficacy", "mia_membership_auc"):
+            assert key in report[block], (block, key)
+    for key in ("seconds_unlearn", "seconds_retrain", "distance_to_retrain", "flip_rate", "collapsed"):
+        assert key in report
+    assert report["retrain"]["forget_test_acc"] < 0.05, "the retrain reference never saw a 3"
+    assert report["unlearned"]["forget_train_acc"] < report["original"]["forget_train_acc"]
+    assert report["retrain_reused"] is False
+
+    from unlearn_core.runs import Workspace
+
+    workspace = Workspace()
+    record = workspace.get(report["run_id"])
+    assert record.status == "done" and record.parents == [report["retrain_run"]]
+    assert record.command[-len(argv):] == argv
+    assert workspace.artifact_path(record.id, "model.safetensors").is_file()
+    # A second run with the same data, criteria, seed and recipe reuses the retrain reference.
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["retrain_reused"] is True and again["retrain_run"] == report["retrain_run"]
