@@ -148,7 +148,7 @@ def train_model(
             optimizer.step()
             scheduler.step()
             step += 1
-            running_loss += float(loss) * len(batch)
+            running_loss += float(loss.detach()) * len(batch)
             seen += len(batch)
             if on_progress is not None:
                 elapsed = time.perf_counter() - started

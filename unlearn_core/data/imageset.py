@@ -62,7 +62,7 @@ class ImageSet:
     @property
     def labels(self) -> torch.Tensor:
         """Class index per image as ``int64 [N]``."""
-        return torch.as_tensor(self.metadata["label"].to_numpy(dtype=np.int64))
+        return torch.from_numpy(self.metadata["label"].to_numpy(dtype=np.int64, copy=True))
 
     @property
     def train_indices(self) -> np.ndarray:
