@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import Classifier
@@ -57,5 +59,6 @@ def make_demo_model(data: ImageSet, **train_kwargs) -> TrainResult:
     save_model(result.model, demo_model_path(data.name), {
         "data_fingerprint": data.fingerprint(), "dataset": data.name,
         "recipe": config.recipe_key(), "test_acc": f"{result.test_acc:.4f}",
+        "train_seconds": f"{result.seconds:.1f}", "train_threads": str(torch.get_num_threads()),
     })
     return result
