@@ -115,10 +115,10 @@ def _execute(args, request, on_progress, should_stop, context) -> dict:
                              retrain_model=retrain_model, retrain_seconds=retrain_seconds)
     report = outcome.report
     if context is not None:
-        from unlearn_core.models.weights import model_to_bytes  # noqa: F401  (format documented there)
-
         workspace = context.workspace
-        workspace.save_weights(context.run_id, outcome.unlearned.state_dict(), _weights_metadata(outcome, report))
+        workspace.save_weights(context.run_id, outcome.unlearned.state_dict(), model_metadata(
+            outcome.unlearned, report["dataset_fingerprint"], report["base_model_hash"], report["method"],
+            report["criteria"]))
         workspace.save_json(context.run_id, "split.json", {k: v.tolist() for k, v in vars(outcome.split).items()})
         workspace.save_json(context.run_id, "history.json", report["history"])
         if retrain_run is not None:
@@ -132,14 +132,14 @@ def _execute(args, request, on_progress, should_stop, context) -> dict:
     return report
 
 
-def _weights_metadata(outcome, report) -> dict[str, str]:
+def model_metadata(model, data_fingerprint: str, base_model_hash: str, method: str, criteria: str) -> dict[str, str]:
+    """Provenance stored in a run's safetensors header, so the file explains itself."""
     import json
 
     from unlearn_core.models.weights import SPEC_KEY
 
-    return {SPEC_KEY: json.dumps(outcome.unlearned.spec.to_dict()), "data_fingerprint": report["dataset_fingerprint"],
-            "base_model_hash": report["base_model_hash"], "method": report["method"],
-            "criteria": report["criteria"]}
+    return {SPEC_KEY: json.dumps(model.spec.to_dict()), "data_fingerprint": data_fingerprint,
+            "base_model_hash": base_model_hash, "method": method, "criteria": criteria}
 
 
 def _reuse_or_train_retrain(workspace, data, model, request, on_progress, should_stop):
@@ -147,7 +147,7 @@ def _reuse_or_train_retrain(workspace, data, model, request, on_progress, should
     from unlearn_core.data.criteria import ForgetCriteria, split_sets
     from unlearn_core.evaluate import evaluate_model
     from unlearn_core.models.architectures import build_model
-    from unlearn_core.models.weights import load_state_into
+    from unlearn_core.models.weights import load_state_into, state_hash
     from unlearn_core.pipeline import retrain_recipe, train_retrain
     from unlearn_core.runs import cli_command, recipe_hash
 
@@ -168,7 +168,8 @@ def _reuse_or_train_retrain(workspace, data, model, request, on_progress, should
         command=cli_command(["train", "--dataset", data.name, "--retrain", "--forget", criteria.to_text(),
                              "--arch", recipe.arch, "--epochs", str(recipe.epochs), "--seed", str(request.seed)]),
     )
-    workspace.save_weights(record.id, retrained.state_dict(), {"data_fingerprint": data.fingerprint()})
+    workspace.save_weights(record.id, retrained.state_dict(), model_metadata(
+        retrained, data.fingerprint(), state_hash(model), "retrain", criteria.to_text()))
     workspace.set_status(record.id, "done", metrics={"retrain": evaluate_model(retrained, data, split),
                                                      "seconds_retrain": seconds})
     return retrained, seconds, {"id": record.id, "reused": False}
