@@ -14,5 +14,6 @@ st.set_page_config(page_title="Unlearning Studio", page_icon=":material/auto_fix
 home = st.Page(widgets.HOME.path, title=widgets.HOME.title, icon=widgets.HOME.icon, default=True)
 steps = [st.Page(page.path, title=page.title, icon=page.icon) for page in widgets.STEPS]
 navigation = st.navigation({"": [home], "Steps": steps})
-widgets.sidebar_status()
+if navigation.title != widgets.HOME.title:  # the home page shows the selection in full
+    widgets.sidebar_status()
 navigation.run()

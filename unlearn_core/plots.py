@@ -355,7 +355,10 @@ def loss_histograms(losses: Mapping[str, Mapping[str, np.ndarray]], bins: int = 
         fig.update_xaxes(title_text="loss", row=1, col=i)
     fig.update_layout(barmode="overlay")
     fig.update_yaxes(title_text="share of samples", tickformat=".0%", row=1, col=1)
-    return _layout(fig, title, 320)
+    _layout(fig, title, 360)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
 
 
 def progress_curves(events: Sequence[Mapping], title: str = "Live accuracy") -> go.Figure:
@@ -380,3 +383,112 @@ def progress_curves(events: Sequence[Mapping], title: str = "Live accuracy") -> 
     if not points:
         fig.add_annotation(text="waiting for the first measurement…", showarrow=False)
     return _layout(fig, title, 280)
+
+
+# --- decision regions --------------------------------------------------------------------------
+def _light(color: str, amount: float = 0.7) -> str:
+    r, g, b = _hex_rgb(color)
+    mix = lambda c: int(round(c + (255 - c) * amount))  # noqa: E731
+    return f"rgb({mix(r)},{mix(g)},{mix(b)})"
+
+
+def tsne_panels(
+    panels: Mapping[str, object],
+    classes: Sequence[str],
+    hover: Mapping[int, str] | None = None,
+    titles: Mapping[str, str] | None = None,
+    height: int = 460,
+) -> go.Figure:
+    """Side-by-side 2-D maps of the same test images under each model.
+
+    ``panels`` are :class:`~unlearn_core.embedding.EmbeddingPanel` (or anything with the same
+    attributes), e.g. ``{"original": ..., "retrain": ..., "unlearned": ...}``. Stars = forget
+    images, circles = remain images; fill colour = the model's predicted class; a thick outline
+    in the *true* class's colour marks a misclassified image; the background shows the class a
+    k-NN vote over the model's predictions gives each place (an approximation of the model's
+    decision regions in 2-D). ``hover`` maps an image's row index to its hover text; each
+    point's ``customdata`` is that row index (for selections).
+    """
+    names = list(panels)
+    k = len(classes)
+    fig = make_subplots(rows=1, cols=max(1, len(names)), horizontal_spacing=0.03,
+                        subplot_titles=[(titles or {}).get(n, n) for n in names])
+    scale = []
+    for c in range(k):
+        low, high = c / k, (c + 1) / k
+        scale += [[low, _light(class_color(c))], [high, _light(class_color(c))]]
+    for col, name in enumerate(names, start=1):
+        panel = panels[name]
+        fig.add_trace(go.Heatmap(
+            x=panel.grid_x, y=panel.grid_y, z=panel.region_labels, zmin=-0.5, zmax=k - 0.5,
+            colorscale=scale, showscale=False, hoverinfo="skip",
+        ), row=1, col=col)
+        predicted = np.asarray(panel.predicted)
+        true = np.asarray(panel.true)
+        forget = np.asarray(panel.is_forget, dtype=bool)
+        indices = np.asarray(panel.indices)
+        for cls in range(k):
+            for is_forget in (False, True):
+                sel = (predicted == cls) & (forget == is_forget)
+                if not sel.any():
+                    continue
+                wrong = true[sel] != cls
+                texts = None
+                if hover is not None:
+                    texts = [f"{hover.get(int(i), '')}<br>predicted: <b>{classes[cls]}</b>"
+                             + (" (wrong)" if w else "") for i, w in zip(indices[sel], wrong)]
+                fig.add_trace(go.Scatter(
+                    x=panel.coords[sel, 0], y=panel.coords[sel, 1], mode="markers",
+                    name=str(classes[cls]), legendgroup=f"class{cls}",
+                    showlegend=col == 1 and not is_forget,
+                    customdata=indices[sel],
+                    hovertext=texts, hoverinfo="text" if texts is not None else "x+y",
+                    marker=dict(
+                        symbol="star" if is_forget else "circle",
+                        size=13 if is_forget else 7,
+                        color=class_color(cls),
+                        line=dict(color=[class_color(int(t)) if w else "white" for t, w in zip(true[sel], wrong)],
+                                  width=[2.5 if w else (0.8 if is_forget else 0.4) for w in wrong]),
+                    ),
+                ), row=1, col=col)
+        fig.update_xaxes(visible=False, row=1, col=col)
+        fig.update_yaxes(visible=False, row=1, col=col)
+    for symbol, label in (("star", "forget image"), ("circle", "kept image")):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label, legendgroup=symbol,
+                                 marker=dict(symbol=symbol, size=11, color="#555")), row=1, col=1)
+    fig.update_layout(plot_bgcolor="white", dragmode="lasso", clickmode="event+select")
+    _layout(fig, "", height)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
+                      margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def tradeoff(candidates: Sequence[Mapping], original: Mapping | None = None, retrain: Mapping | None = None,
+             x: str = "remain_test_acc", y: str = "forget_test_acc",
+             title: str = "Forgetting vs what is kept", highlight: str | None = None) -> go.Figure:
+    """Scatter of candidates (``{"label", "metrics"}``) with the original and retrain points.
+
+    x = remain test accuracy (higher is better), y = forget test accuracy (ideal: the retrain
+    model's). Candidates of a sweep are joined by a line in the given order.
+    """
+    fig = go.Figure()
+    xs = [c["metrics"].get(x) for c in candidates]
+    ys = [c["metrics"].get(y) for c in candidates]
+    fig.add_scatter(x=xs, y=ys, mode="lines+markers+text", text=[c["label"] for c in candidates],
+                    textposition="top center", name="candidates", marker=dict(size=10, color=FORGET_COLOR),
+                    line=dict(color=FORGET_LIGHT),
+                    hovertemplate="%{text}<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
+    if highlight is not None:
+        for c, cx, cy in zip(candidates, xs, ys):
+            if c["label"] == highlight:
+                fig.add_scatter(x=[cx], y=[cy], mode="markers", name="saved", hoverinfo="skip",
+                                marker=dict(size=22, symbol="circle-open", color=FORGET_COLOR, line=dict(width=3)))
+    for name, block, symbol in (("original", original, "square"), ("retrain", retrain, "diamond")):
+        if block:
+            fig.add_scatter(x=[block.get(x)], y=[block.get(y)], mode="markers+text", text=[name],
+                            textposition="bottom center", name=name,
+                            marker=dict(size=14, symbol=symbol, color=MODEL_COLORS[name]),
+                            hovertemplate=name + "<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
+    fig.update_layout(xaxis=dict(title="remain test accuracy (higher is better)", tickformat=".0%"),
+                      yaxis=dict(title="forget test accuracy (closer to retrain is better)", tickformat=".0%"))
+    return _layout(fig, title, 420)

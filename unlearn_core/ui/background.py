@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import streamlit as st
 
@@ -128,21 +127,3 @@ def finished_message(record, what: str) -> None:
     elif record.status in ("failed", "interrupted"):
         reason = record.error or "no reason was recorded"
         st.error(f"{what} {record.status} (run `{record.id}`): {reason}", icon=":material/error:")
-
-
-def wait_for(run_id: str, timeout: float = 60.0, poll: float = 0.2) -> object:
-    """Block until a run ends (for tests and scripts, never for pages)."""
-    from unlearn_core import jobs
-
-    workspace = cache.workspace()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs.poll_queue(workspace)
-        record = workspace.get(run_id)
-        if not record.is_active:
-            return record
-        time.sleep(poll)
-    return workspace.get(run_id)
-
-
-ProgressCallback = Callable[[dict], None]

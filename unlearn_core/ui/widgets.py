@@ -95,7 +95,6 @@ def status_panel(sel: state.Selection | None = None, compact: bool = False) -> N
 
 def sidebar_status() -> None:
     with st.sidebar:
-        st.divider()
         st.caption("Selected so far")
         status_panel(compact=True)
 

@@ -1,0 +1,130 @@
+"""Step 3 · Unlearn: pick a method and its settings, start it in the background, watch it."""
+
+import shlex
+
+import streamlit as st
+
+from unlearn_core.data.criteria import ForgetCriteria, split_sets
+from unlearn_core.device import describe_devices
+from unlearn_core.errors import UserError
+from unlearn_core.ui import background, cache, state, widgets
+from unlearn_core.ui import method_settings as ms
+
+DEFAULT_METHOD = "psg"
+
+widgets.page_header(
+    "Unlearn",
+    "Pick how to make the model forget, then start. The work runs in the background: you can "
+    "leave this page and come back, and the progress is still here.",
+)
+sel, data = widgets.require_dataset("unlearn")
+widgets.require_model(sel, "unlearn")
+widgets.require_criteria(sel, "unlearn")
+try:
+    split = split_sets(data, ForgetCriteria.parse(sel.criteria))
+except UserError as error:
+    widgets.show_error(error, "The forget set can't be used")
+    widgets.link(widgets.FORGET, "Change the forget set")
+    st.stop()
+sizes = split.sizes()
+st.markdown(
+    f"**Forgetting:** {ForgetCriteria.parse(sel.criteria).describe(data.classes, data.units)} "
+    f"({sizes['forget_train']:,} training images; {sizes['remain_train']:,} are kept) from "
+    f"{sel.model.describe()}."
+)
+
+# --- a run in progress? --------------------------------------------------------------------------
+run_id = state.unlearn_run()
+record = None
+if run_id:
+    try:
+        record = cache.workspace().get(run_id)
+    except UserError:
+        state.set_unlearn_run(None)
+if record is not None and record.is_active:
+    background.progress_panel(run_id, f"Unlearning with {record.method or 'the method'}", key="ul_progress")
+    st.caption("Cancel stops the run; nothing is saved from a cancelled run.")
+    st.stop()
+if record is not None:
+    background.finished_message(record, "Unlearning")
+    if record.status == "done":
+        metrics = record.metrics or {}
+        cols = st.columns(4)
+        for col, (name, label) in zip(cols, [("original", "Original"), ("unlearned", "Unlearned"),
+                                             ("retrain", "Retrained")]):
+            block = metrics.get(name)
+            if block:
+                col.metric(f"{label}: forget / remain test acc.",
+                           f"{block['forget_test_acc']:.0%} / {block['remain_test_acc']:.0%}")
+        if metrics.get("distance_to_retrain") is not None:
+            cols[3].metric("Distance to retrain", f"{metrics['distance_to_retrain']:.3f}",
+                           help="0 = behaves like a model retrained without the forget set.")
+        widgets.next_step(widgets.RESULTS, "see the full comparison and the decision regions.",
+                          "See the results")
+        st.divider()
+        st.subheader("Run again with other settings")
+
+# --- method and settings ---------------------------------------------------------------------------
+if not background.can_run_in_background("unlearn"):
+    st.warning("Unlearning from the dashboard is not available in this version yet (the `unlearn` "
+               "command is missing).", icon=":material/construction:")
+    st.stop()
+
+from unlearn_core.methods import list_methods  # noqa: E402 - imports every method module
+
+methods = {m.name: m for m in list_methods() if m.name != "retrain"}
+order = sorted(methods, key=lambda n: (n != DEFAULT_METHOD, n != "boundary_shrink", methods[n].title))
+st.session_state.setdefault("ul_method", DEFAULT_METHOD if DEFAULT_METHOD in methods else order[0])
+st.subheader("Method")
+method_name = st.selectbox("Method", order, key="ul_method", format_func=lambda n: methods[n].title,
+                           help="PSG is the default: it moves each forget image across the nearest "
+                                "decision boundary and teaches the model that label. The others are "
+                                "baselines from the literature.")
+method = methods[method_name]
+st.markdown(method.summary + (f"  \n_{method.citation}_" if method.citation else ""))
+
+preset_key = f"ul_preset_{method_name}"
+preset = None
+if method.presets:
+    choice = st.selectbox("Preset", [ms.NO_PRESET, *sorted(method.presets)], key=preset_key,
+                          on_change=ms.apply_preset, args=(method, preset_key),
+                          help="A named set of settings (for example the published recipe).")
+    preset = None if choice == ms.NO_PRESET else choice
+
+with st.expander("Settings (the defaults work well)", expanded=False):
+    values = ms.settings_form(method, preset)
+
+st.subheader("Where and how")
+devices = describe_devices()
+gpu_note = (f"GPU found: {devices['cuda_name']}." if devices["cuda"]
+            else "Apple GPU (MPS) found." if devices["mps"] else "No GPU found: runs on the CPU.")
+cols = st.columns(3)
+device = cols[0].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="ul_device",
+                           help=f"auto uses a GPU when there is one. {gpu_note}")
+cols[0].caption(gpu_note)
+seed = cols[1].number_input("Seed", 0, 2**31 - 1, 0, step=1, key="ul_seed",
+                            help="Same seed, same result.")
+retrain = cols[2].checkbox("Also train the retrain reference", value=True, key="ul_retrain",
+                           help="Trains a model on the kept images only: the gold standard the "
+                                "unlearned model is compared with. Reused when it exists already; "
+                                "otherwise it takes about as long as the original training.")
+
+settings = ms.changed_settings(method, preset, values)
+argv = state.unlearn_argv(sel, method_name, settings, retrain=retrain, seed=int(seed))
+if preset:
+    argv += ["--preset", preset]
+if device != "auto":
+    argv += ["--device", device]
+with st.expander("The same from the command line"):
+    st.code(shlex.join(argv), language="bash", wrap_lines=True)
+
+if st.button("Start unlearning", key="ul_start", type="primary", icon=":material/play_arrow:"):
+    try:
+        started = background.start(argv[3:], "unlearn", dataset=sel.dataset, criteria_text=sel.criteria,
+                                   method=method_name, seed=int(seed))
+    except UserError as error:
+        widgets.show_error(error, "Unlearning could not start")
+    else:
+        state.set_unlearn_run(started.id)
+        state.set_run(started.id)
+        st.rerun()

@@ -1,0 +1,189 @@
+"""Step 4 · Results: did the model forget, what did it keep, and how close is it to retraining?"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from unlearn_core import plots
+from unlearn_core.errors import UserError
+from unlearn_core.metrics import METRIC_DEFINITIONS
+from unlearn_core.ui import cache, state, widgets
+
+MAX_POINTS = 2000
+MODEL_NAMES = {"original": "Original", "retrain": "Retrained (reference)", "unlearned": "Unlearned"}
+ACCURACIES = [("forget_train_acc", "Forget (train)"), ("remain_train_acc", "Remain (train)"),
+              ("forget_test_acc", "Forget (test)"), ("remain_test_acc", "Remain (test)"),
+              ("test_acc", "All test")]
+ATTACKS = [("mia_loss_lr", "MIA"), ("mia_svc_efficacy", "MIA-SVC"), ("mia_membership_auc", "Member. AUC")]
+
+widgets.page_header(
+    "Results",
+    "Compare the original model, the unlearned one and, when computed, a model retrained without "
+    "the forget images (the gold standard). Good unlearning looks like the retrained model: low "
+    "accuracy on what was forgotten, unchanged accuracy on the rest.",
+)
+
+workspace = cache.workspace()
+try:
+    runs = [r for r in workspace.list_runs(status="done") if r.kind in ("unlearn", "compose")]
+except UserError as error:
+    widgets.show_error(error, "The run history could not be read")
+    st.stop()
+if not runs:
+    st.info("No finished unlearning run yet. Start one on the Unlearn page; it appears here when done.",
+            icon=":material/info:")
+    widgets.link(widgets.UNLEARN, "Go to Unlearn")
+    st.stop()
+
+sel = state.selection()
+ids = [r.id for r in runs]
+by_id = {r.id: r for r in runs}
+if st.session_state.get("rs_run") not in ids:
+    st.session_state["rs_run"] = sel.run_id if sel.run_id in ids else ids[0]
+
+
+def _run_label(run_id: str) -> str:
+    r = by_id[run_id]
+    label = f" “{r.label}”" if r.label else ""
+    return f"{r.id}{label} · {r.method or r.kind} · {r.dataset} · {r.criteria_text}"
+
+
+run_id = st.selectbox("Run", ids, key="rs_run", format_func=_run_label,
+                      on_change=lambda: state.set_run(st.session_state["rs_run"]),
+                      help="Finished unlearning and composition runs, newest first.")
+record = by_id[run_id]
+if sel.run_id != run_id:
+    state.set_run(run_id)
+metrics = record.metrics or {}
+present = [m for m in ("original", "retrain", "unlearned") if isinstance(metrics.get(m), dict)]
+if "unlearned" not in present:
+    st.warning("This run has no recorded scores for an unlearned model.", icon=":material/warning:")
+    st.stop()
+st.markdown(f"**Forgot:** {metrics.get('criteria_description') or record.criteria_text} · "
+            f"**method:** {record.method} · **data:** {record.dataset}")
+if "retrain" not in present:
+    st.info("This run has no retrained reference, so 'distance to retrain' is missing. Tick **Also train "
+            "the retrain reference** on the Unlearn page to get it.", icon=":material/info:")
+
+# --- at a glance ---------------------------------------------------------------------------------
+
+
+def _fmt(value, pattern: str = "{:.3f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return pattern.format(value)
+
+
+u, o = metrics["unlearned"], metrics["original"]
+cols = st.columns(4)
+cols[0].metric("Forget accuracy (test)", _fmt(u.get("forget_test_acc"), "{:.1%}"),
+               delta=_fmt((u.get("forget_test_acc") or 0) - (o.get("forget_test_acc") or 0), "{:+.1%}")
+               + " vs original", delta_color="off", help=METRIC_DEFINITIONS["forget_test_acc"])
+cols[1].metric("Remain accuracy (test)", _fmt(u.get("remain_test_acc"), "{:.1%}"),
+               delta=_fmt((u.get("remain_test_acc") or 0) - (o.get("remain_test_acc") or 0), "{:+.1%}")
+               + " vs original", delta_color="off", help=METRIC_DEFINITIONS["remain_test_acc"])
+cols[2].metric("Distance to retrain", _fmt(metrics.get("distance_to_retrain")),
+               delta=(f"original: {_fmt(metrics.get('original_distance_to_retrain'))}"
+                      if metrics.get("original_distance_to_retrain") is not None else None),
+               delta_color="off", delta_arrow="off", help=METRIC_DEFINITIONS["distance_to_retrain"])
+seconds = metrics.get("seconds_unlearn")
+speed = metrics.get("speedup")
+cols[3].metric("Time to unlearn", _fmt(seconds, "{:.1f} s"),
+               delta=f"{speed:.1f}× faster than retraining" if speed else None, delta_color="off",
+               delta_arrow="off",
+               help="Wall-clock time of the unlearning itself; the speed-up compares it with "
+                    "training the retrain reference.")
+if metrics.get("collapsed"):
+    st.error("The unlearned model **collapsed**: it lost more than 10 points of remain accuracy, so it forgot "
+             "by breaking rather than by unlearning. Try gentler settings.", icon=":material/error:")
+
+# --- the table -------------------------------------------------------------------------------------
+st.subheader("Scores")
+rows, config = [], {}
+for name in present:
+    block = metrics[name]
+    row = {"model": MODEL_NAMES[name]}
+    for key, label in ACCURACIES + ATTACKS:
+        row[label] = block.get(key)
+    rows.append(row)
+table = pd.DataFrame(rows).set_index("model")
+for key, label in ACCURACIES:
+    config[label] = st.column_config.NumberColumn(label, help=METRIC_DEFINITIONS[key], format="percent")
+for key, label in ATTACKS:
+    config[label] = st.column_config.NumberColumn(label, help=METRIC_DEFINITIONS[key], format="%.3f")
+st.dataframe(table, column_config=config, width="stretch")
+st.caption("Accuracies on the images to forget and to keep, in training and test; then three "
+           "membership-attack scores (MIA). Hover over a column name for its definition. For every "
+           "score the ideal is the retrained model's value.")
+
+# --- charts ----------------------------------------------------------------------------------------
+try:
+    data = cache.dataset(record.dataset)
+except Exception as error:  # noqa: BLE001 - the run's data file may have been removed
+    widgets.show_error(error, "The run's data set could not be loaded, so charts are not available")
+    st.stop()
+
+left, right = st.columns(2)
+with left:
+    per_class = {name: metrics[name].get("per_class_test_acc") for name in present
+                 if metrics[name].get("per_class_test_acc")}
+    if per_class:
+        st.plotly_chart(plots.per_class_accuracy(per_class, data.classes), key="rs_per_class")
+        st.caption("Whether forgetting one group damaged the other classes.")
+with right:
+    try:
+        with st.spinner("Computing per-image losses…"):
+            losses = cache.run_losses(run_id)
+        st.plotly_chart(plots.loss_histograms(losses), key="rs_losses")
+        st.caption("A membership attack works when the forget images (orange) have lower loss than unseen "
+                   "test images (blue); after unlearning they should look like unseen images.")
+    except UserError as error:
+        widgets.show_error(error, "Losses could not be computed")
+
+# --- decision regions ------------------------------------------------------------------------------
+st.subheader("Decision regions")
+st.markdown(
+    "Each panel places the same test images on a 2-D map of what the model sees (t-SNE of its "
+    "last-layer features). **Stars** are images like the forgotten ones, **circles** the rest; "
+    "the fill colour is the predicted class, a thick outline in another colour marks a wrong "
+    "prediction, and the background shows which class the model predicts in that area."
+)
+try:
+    with st.spinner("Computing the maps (a few seconds the first time)…"):
+        panels = cache.run_panels(run_id, MAX_POINTS)
+except UserError as error:
+    widgets.show_error(error, "The maps could not be computed")
+    st.stop()
+first = next(iter(panels.values()))
+meta = data.metadata.iloc[first.indices]
+hover = dict(zip(first.indices.tolist(), plots.hover_text(meta, data.classes, data.units)))
+fig = plots.tsne_panels(panels, data.classes, hover=hover,
+                        titles={k: MODEL_NAMES.get(k, k) for k in panels})
+event = st.plotly_chart(fig, key="rs_tsne", on_select="rerun", selection_mode=("points", "box", "lasso"))
+st.caption("The maps are an approximation: t-SNE keeps neighbours together but distorts distances, and "
+           "the background is a vote of nearby points, not the model's exact boundary. Click or lasso "
+           "points to see their images.")
+
+points = []
+selection = getattr(event, "selection", None) or {}
+for point in (selection.get("points", []) if isinstance(selection, dict) else getattr(selection, "points", [])):
+    value = point.get("customdata")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is not None:
+        points.append(int(value))
+if points:
+    chosen = np.array(sorted(set(points)))[:48]
+    st.markdown(f"**{len(set(points))} selected image(s)**" + (" (first 48 shown)" if len(set(points)) > 48 else ""))
+    chosen_meta = data.metadata.iloc[chosen]
+    st.plotly_chart(plots.image_grid(
+        data.images[chosen].numpy(), hover=plots.hover_text(chosen_meta, data.classes, data.units),
+        captions=[data.classes[int(i)] for i in chosen_meta["label"]], columns=12, tile_px=72),
+        key="rs_selected_images")
+    st.dataframe(chosen_meta.assign(label=[data.classes[int(i)] for i in chosen_meta["label"]]),
+                 hide_index=True, width="stretch")
+
+widgets.next_step(widgets.COMPOSE, "optionally blend runs to trade forgetting against accuracy, or go to "
+                  "**Runs** to download the model and a report.")

@@ -1,0 +1,202 @@
+"""Step 5 · Compose (optional): blend finished runs to trade forgetting against kept accuracy."""
+
+import shlex
+
+import streamlit as st
+
+from unlearn_core import plots
+from unlearn_core.errors import UserError
+from unlearn_core.ui import background, cache, state, widgets
+
+STRATEGIES = {
+    "interpolate": "Interpolate between two runs (α sweep)",
+    "head_swap": "Head swap: body of run A, head of run B",
+    "blockwise": "Block-wise: choose each block from a run",
+    "task_sum": "Task-vector sum: add up what each run changed",
+}
+NEEDS = {"interpolate": (2, 2), "head_swap": (2, 2), "blockwise": (1, 8), "task_sum": (1, 8)}
+
+widgets.page_header(
+    "Compose (optional)",
+    "Unlearning methods trade forgetting against what the model keeps, and different runs land on "
+    "different sides. Here you can build new models from finished runs (blend their weights, swap "
+    "parts) and see every candidate on one forgetting-vs-keeping chart, next to the original and "
+    "the retrained reference. Save the one you like as a new run.",
+)
+
+workspace = cache.workspace()
+try:
+    done = [r for r in workspace.list_runs(kind="unlearn", status="done")]
+except UserError as error:
+    widgets.show_error(error, "The run history could not be read")
+    st.stop()
+if not done:
+    st.info("Composition needs finished unlearning runs. Run at least one (two for most strategies) on the "
+            "Unlearn page first.", icon=":material/info:")
+    widgets.link(widgets.UNLEARN, "Go to Unlearn")
+    st.stop()
+
+by_id = {r.id: r for r in done}
+sel = state.selection()
+# Runs can only be combined when they started from the same model on the same data.
+groups: dict[tuple, list[str]] = {}
+for r in done:
+    groups.setdefault((r.dataset, r.base_model_hash), []).append(r.id)
+start_run = sel.run_id if sel.run_id in by_id else done[0].id
+group_key = (by_id[start_run].dataset, by_id[start_run].base_model_hash)
+candidates_ids = groups[group_key]
+
+st.subheader("Runs to combine")
+st.caption(f"Finished unlearning runs on **{group_key[0]}** that started from the same model "
+           f"({len(candidates_ids)} available). The order matters: A is the first picked.")
+st.session_state.setdefault("cp_runs", candidates_ids[:2])
+st.session_state["cp_runs"] = [i for i in st.session_state["cp_runs"] if i in candidates_ids]
+picked = st.multiselect(
+    "Runs", candidates_ids, key="cp_runs", max_selections=8,
+    format_func=lambda i: f"{i} · {by_id[i].method} · {by_id[i].criteria_text}",
+    help="Pick A first, then B (and more for block-wise or task-vector sums).")
+strategy = st.radio("Strategy", list(STRATEGIES), format_func=STRATEGIES.get, key="cp_strategy")
+
+cols = st.columns(3)
+alphas = "0, 0.25, 0.5, 0.75, 1"
+if strategy == "interpolate":
+    alphas = cols[0].text_input("α values", alphas, key="cp_alphas",
+                                help="Weights of run B: 0 is run A, 1 is run B; each α gives one candidate.")
+scales = "1"
+if strategy == "task_sum":
+    scales = cols[0].text_input("Scales", scales, key="cp_scales",
+                                help="Original + scale × the sum of what each run changed; one candidate per scale.")
+recalibrate = cols[1].checkbox("Recalibrate BatchNorm on kept images", True, key="cp_bn",
+                               help="Mixed weights no longer match their stored normalization statistics; "
+                                    "re-estimating them on the kept training images usually helps.")
+repair = cols[2].number_input("Repair epochs", 0, 50, 0, key="cp_repair",
+                              help="Short fine-tuning on the kept images after composing (0 = none; the "
+                                   "reference uses 5).")
+
+low, high = NEEDS[strategy]
+problem = None
+if not (low <= len(picked) <= high):
+    problem = (f"{STRATEGIES[strategy].split(':')[0]} needs "
+               + (f"exactly {low}" if low == high else f"at least {low}") + f" run(s); {len(picked)} picked.")
+
+
+def _numbers(text: str) -> list[str]:
+    values = [v.strip() for v in text.replace(";", ",").split(",") if v.strip()]
+    for v in values:
+        float(v)
+    return values
+
+
+argv = ["compose", "--runs", *picked, "--strategy", strategy]
+try:
+    if strategy == "interpolate":
+        argv += ["--alpha", *_numbers(alphas)]
+    if strategy == "task_sum":
+        argv += ["--scale", *_numbers(scales)]
+except ValueError:
+    problem = "α values and scales must be numbers separated by commas, e.g. 0, 0.5, 1."
+if repair:
+    argv += ["--repair-epochs", str(int(repair))]
+if not recalibrate:
+    argv += ["--no-recalibrate"]
+if strategy == "blockwise" and picked and not problem:
+    try:
+        blocks = cache.run_models(picked[0])["unlearned"].blocks()
+    except Exception as error:  # noqa: BLE001 - a run whose weights are gone
+        blocks = []
+        problem = f"The model of run {picked[0]} could not be loaded: {error}"
+    if blocks:
+        st.markdown("**Which run each block comes from** (input side first)")
+        block_cols = st.columns(min(len(blocks), 6))
+        for i, block in enumerate(blocks):
+            source = block_cols[i % len(block_cols)].selectbox(
+                block, list(range(len(picked))), key=f"cp_block_{block}",
+                format_func=lambda n: f"{'ABCDEFGH'[n]}: {picked[n]}",
+                index=min(len(picked) - 1, 1) if block == "head" else 0)
+            if source:
+                argv += ["--blocks", f"{block}={source}"] if "--blocks" not in argv else [f"{block}={source}"]
+
+if problem:
+    st.warning(problem, icon=":material/warning:")
+else:
+    with st.expander("The same from the command line"):
+        st.code(shlex.join(["python", "-m", "unlearn_core", *argv]), language="bash", wrap_lines=True)
+
+available = background.can_run_in_background("compose")
+if not available:
+    st.warning("Composing from the dashboard is not available in this version yet (the `compose` command "
+               "is missing). The other pages work; come back after updating.", icon=":material/construction:")
+
+# --- a composition in progress or finished ----------------------------------------------------
+run_key = "cp__run"
+compose_id = st.session_state.get(run_key)
+record = None
+if compose_id:
+    try:
+        record = workspace.get(compose_id)
+    except UserError:
+        st.session_state.pop(run_key, None)
+if record is not None and record.is_active:
+    background.progress_panel(compose_id, "Composing", key="cp_progress", show_curves=False)
+    st.stop()
+
+if available and st.button("Build and score candidates", key="cp_start", type="primary",
+                           disabled=problem is not None, icon=":material/play_arrow:"):
+    try:
+        started = background.start(argv, "compose", dataset=group_key[0], parents=list(picked),
+                                   base_model_hash=group_key[1])
+        st.session_state[run_key] = started.id
+        st.rerun()
+    except UserError as error:
+        widgets.show_error(error, "Composition could not start")
+
+if record is None:
+    st.stop()
+background.finished_message(record, "Composition")
+if record.status != "done":
+    st.stop()
+
+metrics = record.metrics or {}
+found = metrics.get("candidates") or []
+if not found:
+    st.info("This composition recorded no candidate scores.", icon=":material/info:")
+    st.stop()
+chosen = metrics.get("chosen")
+st.plotly_chart(plots.tradeoff(found, metrics.get("original"), metrics.get("retrain"), highlight=chosen),
+                key="cp_tradeoff")
+st.caption("Right is better (more kept accuracy); for forgetting, closer to the retrained model is better. "
+           "The saved candidate is ringed.")
+st.dataframe([{"candidate": c.get("label"),
+               "forget acc. (test)": c.get("metrics", {}).get("forget_test_acc"),
+               "remain acc. (test)": c.get("metrics", {}).get("remain_test_acc"),
+               "membership AUC": c.get("metrics", {}).get("mia_membership_auc"),
+               "distance to retrain": c.get("distance_to_retrain"),
+               "collapsed": c.get("collapsed")} for c in found],
+             hide_index=True, width="stretch",
+             column_config={"forget acc. (test)": st.column_config.NumberColumn(format="percent"),
+                            "remain acc. (test)": st.column_config.NumberColumn(format="percent"),
+                            "membership AUC": st.column_config.NumberColumn(format="%.3f"),
+                            "distance to retrain": st.column_config.NumberColumn(format="%.3f")})
+st.success(f"Saved candidate **{chosen}** as run `{record.id}` "
+           + ("(the one closest to the retrained model)." if metrics.get("retrain") else "(best kept minus forget accuracy)."),
+           icon=":material/check_circle:")
+state.set_run(record.id)
+others = [c["label"] for c in found if c.get("label") != chosen]
+if others:
+    cols = st.columns([2, 1], vertical_alignment="bottom")
+    pick = cols[0].selectbox("Save another candidate instead", others, key="cp_pick")
+    if cols[1].button("Save it as a new run", key="cp_save", icon=":material/save:"):
+        from unlearn_core.runs import command_argv
+
+        again = [a for a in command_argv(record.command) if a != "--json"]
+        if "--select" in again:
+            del again[again.index("--select"): again.index("--select") + 2]
+        try:
+            started = background.start([*again, "--select", pick], "compose", dataset=record.dataset,
+                                       parents=list(record.parents), base_model_hash=record.base_model_hash)
+            st.session_state[run_key] = started.id
+            st.rerun()
+        except UserError as error:
+            widgets.show_error(error, "Could not save that candidate")
+widgets.next_step(widgets.RESULTS, "look at the saved composition like any run, or go to **Runs** to download it.",
+                  "See its results")

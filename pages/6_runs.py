@@ -1,0 +1,174 @@
+"""Step 6 · Runs: the history of every model revision; compare, re-run, delete, download."""
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from unlearn_core.errors import UserError
+from unlearn_core.metrics import METRIC_DEFINITIONS
+from unlearn_core.runs import ACTIVE_STATUSES, KINDS, STATUSES, export_bytes
+from unlearn_core.ui import background, cache, state, widgets
+
+widgets.page_header(
+    "Runs & export",
+    "Every training, unlearning and composition run is recorded here with what it forgot, how, and "
+    "the result. Tick runs in the table to compare them; pick one below to re-run it, delete it, or "
+    "download its model, scores and a report for the audit trail.",
+)
+
+workspace = cache.workspace()
+try:
+    from unlearn_core import jobs
+
+    jobs.poll_queue(workspace)
+    runs = workspace.list_runs()
+except UserError as error:
+    widgets.show_error(error, "The run history could not be read")
+    st.stop()
+if not runs:
+    st.info("No runs yet. Start one on the Unlearn page (or train a model on Data & model).",
+            icon=":material/info:")
+    widgets.link(widgets.UNLEARN, "Go to Unlearn")
+    st.stop()
+
+# --- filters ---------------------------------------------------------------------------------------
+cols = st.columns([1, 1, 2])
+kinds = cols[0].multiselect("Kind", list(KINDS), key="rn_kinds", placeholder="all kinds")
+statuses = cols[1].multiselect("Status", list(STATUSES), key="rn_status", placeholder="all statuses")
+search = cols[2].text_input("Search", key="rn_search", placeholder="method, data set, criteria, label or id")
+
+
+def _num(block, key):
+    value = (block or {}).get(key) if isinstance(block, dict) else None
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+rows = []
+for r in runs:
+    m = r.metrics or {}
+    text = " ".join([r.id, r.kind, r.method, r.dataset, r.criteria_text, r.label]).lower()
+    if (kinds and r.kind not in kinds) or (statuses and r.status not in statuses) or \
+            (search and search.lower() not in text):
+        continue
+    result = m.get("unlearned") if isinstance(m.get("unlearned"), dict) else m.get(r.kind)
+    rows.append({
+        "id": r.id, "created": (r.created_at or "")[:19].replace("T", " "), "kind": r.kind,
+        "status": r.status, "method": r.method, "data set": r.dataset, "forget criteria": r.criteria_text,
+        "label": r.label,
+        "forget acc. (test)": _num(result, "forget_test_acc"),
+        "remain acc. (test)": _num(result, "remain_test_acc"),
+        "distance to retrain": _num(m, "distance_to_retrain"),
+        "seconds": _num(m, "seconds_unlearn"),
+    })
+if not rows:
+    st.info("No run matches these filters.", icon=":material/filter_alt_off:")
+    st.stop()
+table = pd.DataFrame(rows)
+event = st.dataframe(
+    table, key="rn_table", on_select="rerun", selection_mode="multi-row", hide_index=True, width="stretch",
+    column_config={
+        "forget acc. (test)": st.column_config.NumberColumn(format="percent",
+                                                            help=METRIC_DEFINITIONS["forget_test_acc"]),
+        "remain acc. (test)": st.column_config.NumberColumn(format="percent",
+                                                            help=METRIC_DEFINITIONS["remain_test_acc"]),
+        "distance to retrain": st.column_config.NumberColumn(format="%.3f",
+                                                             help=METRIC_DEFINITIONS["distance_to_retrain"]),
+        "seconds": st.column_config.NumberColumn(format="%.1f", help="Time the unlearning itself took."),
+    },
+)
+st.caption(f"{len(rows)} of {len(runs)} runs. Click a column name to sort; tick rows to compare them.")
+selected_rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+selected_ids = [table.iloc[i]["id"] for i in selected_rows if i < len(table)]
+by_id = {r.id: r for r in runs}
+
+# --- compare ---------------------------------------------------------------------------------------
+if len(selected_ids) >= 2:
+    st.subheader("Side by side")
+    compare = {}
+    for run_id in selected_ids:
+        m = by_id[run_id].metrics or {}
+        block = m.get("unlearned") if isinstance(m.get("unlearned"), dict) else m.get(by_id[run_id].kind) or {}
+        compare[run_id] = {
+            "method": by_id[run_id].method, "forget criteria": by_id[run_id].criteria_text,
+            "forget acc. (train)": _num(block, "forget_train_acc"), "remain acc. (train)": _num(block, "remain_train_acc"),
+            "forget acc. (test)": _num(block, "forget_test_acc"), "remain acc. (test)": _num(block, "remain_test_acc"),
+            "membership AUC": _num(block, "mia_membership_auc"),
+            "distance to retrain": _num(m, "distance_to_retrain"), "seconds": _num(m, "seconds_unlearn"),
+            "settings": ", ".join(f"{k}={v}" for k, v in sorted((by_id[run_id].config or {}).items())
+                                  if k not in ("device", "amp", "channels_last")),
+        }
+    st.dataframe(pd.DataFrame(compare).astype(str), width="stretch")
+
+# --- one run ---------------------------------------------------------------------------------------
+st.subheader("One run")
+choices = selected_ids or [row["id"] for row in rows]
+if st.session_state.get("rn_run") not in choices:
+    st.session_state["rn_run"] = choices[0]
+run_id = st.selectbox("Run", choices, key="rn_run",
+                      format_func=lambda i: f"{i} · {by_id[i].kind} · {by_id[i].method or ''} · {by_id[i].status}")
+record = by_id[run_id]
+st.markdown(f"**Status:** {record.status} · **kind:** {record.kind} · **data set:** {record.dataset} · "
+            f"**forget:** `{record.criteria_text or '–'}`")
+if record.error:
+    st.error(record.error, icon=":material/error:")
+if record.command:
+    st.code(record.command_text, language="bash", wrap_lines=True)
+    st.caption("The exact command that reproduces this run.")
+
+action_cols = st.columns(4)
+if record.status in ACTIVE_STATUSES:
+    if action_cols[0].button("Cancel", key="rn_cancel", icon=":material/stop_circle:"):
+        try:
+            background.cancel(run_id)
+            st.rerun()
+        except UserError as error:
+            widgets.show_error(error)
+else:
+    if action_cols[0].button("Run again", key="rn_rerun", icon=":material/replay:",
+                             help="Start the same command as a new run."):
+        try:
+            from unlearn_core import jobs
+
+            new = jobs.rerun(workspace, run_id)
+            if new.kind == "unlearn":
+                state.set_unlearn_run(new.id)
+            state.flash(f"Started run {new.id} with the same command.")
+            st.rerun()
+        except UserError as error:
+            widgets.show_error(error, "Could not run it again")
+    if record.kind in ("unlearn", "compose") and record.status == "done":
+        if action_cols[1].button("Show results", key="rn_show", icon=":material/insights:"):
+            state.set_run(run_id)
+            st.session_state["rs_run"] = run_id
+            st.switch_page(widgets.RESULTS.path)
+    with action_cols[2].popover("Delete", icon=":material/delete:"):
+        dependants = workspace.dependants(run_id)
+        st.markdown(f"Delete run `{run_id}` and its files? This can't be undone.")
+        if dependants:
+            st.warning(f"Runs {', '.join(dependants)} used this one; they will name a run that no longer exists.")
+        if st.button("Yes, delete", key="rn_delete", type="primary"):
+            try:
+                workspace.delete(run_id, force=bool(dependants))
+                if state.selection().run_id == run_id:
+                    state.set_run(None)
+                state.flash(f"Deleted run {run_id}.")
+                st.rerun()
+            except UserError as error:
+                widgets.show_error(error)
+
+st.markdown("**Downloads**")
+download_cols = st.columns(4)
+for col, (fmt, label, mime) in zip(download_cols, [
+    ("weights", "Model (.safetensors)", "application/octet-stream"),
+    ("csv", "Scores (.csv)", "text/csv"),
+    ("json", "Everything recorded (.json)", "application/json"),
+    ("html", "Report (.html)", "text/html"),
+]):
+    try:
+        payload, filename = export_bytes(workspace, run_id, fmt)
+    except UserError as error:
+        col.caption(f"{label}: not available ({error})")
+        continue
+    col.download_button(label, payload, file_name=filename, mime=mime, key=f"rn_download_{fmt}",
+                        icon=":material/download:")

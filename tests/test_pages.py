@@ -1,0 +1,243 @@
+"""Dashboard pages under Streamlit's AppTest: each renders, has its key widgets, and its main
+action works on small data (the real ``digits`` set and its shipped model; the demo once).
+
+Runs recorded for the Results/Runs/Compose pages are made directly in a temporary workspace
+(the shipped model stands in for every model) so the tests need no training; one test starts a
+real background unlearning job and cancels it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from unlearn_core.ui.state import ModelChoice  # noqa: E402
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def workspace_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("studio_home")
+    previous = os.environ.get("UNLEARN_STUDIO_HOME")
+    os.environ["UNLEARN_STUDIO_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("UNLEARN_STUDIO_HOME", None)
+    else:
+        os.environ["UNLEARN_STUDIO_HOME"] = previous
+
+
+@pytest.fixture(scope="module")
+def digits_runs(workspace_home):
+    """Two finished unlearn runs on digits (forget class 3), with a retrain reference run."""
+    from unlearn_core.assets import load_demo_model
+    from unlearn_core.data.builtin import load_builtin
+    from unlearn_core.data.criteria import ForgetCriteria, split_sets
+    from unlearn_core.evaluate import evaluate_model
+    from unlearn_core.models.weights import SPEC_KEY, state_hash
+    from unlearn_core.runs import Workspace, cli_command
+
+    data = load_builtin("digits")
+    model = load_demo_model(data)
+    criteria = 'label == "3"'
+    split = split_sets(data, ForgetCriteria.parse(criteria))
+    block = evaluate_model(model, data, split)
+    ws = Workspace()
+    meta = {SPEC_KEY: json.dumps(model.spec.to_dict())}
+    retrain = ws.create_run("retrain", status="running", dataset="digits", criteria_text=criteria, method="retrain")
+    ws.save_weights(retrain.id, model.state_dict(), meta)
+    ws.set_status(retrain.id, "done", metrics={"retrain": block})
+    ids = []
+    for method in ("psg", "finetune"):
+        run = ws.create_run(
+            "unlearn", status="running", dataset="digits", dataset_fingerprint=data.fingerprint(),
+            base_model_hash=state_hash(model), criteria_text=criteria, method=method, parents=[retrain.id],
+            command=cli_command(["unlearn", "--dataset", "digits", "--forget", criteria, "--method", method]))
+        ws.save_weights(run.id, model.state_dict(), meta)
+        ws.save_json(run.id, "split.json", {k: v.tolist() for k, v in vars(split).items()})
+        ws.set_status(run.id, "done", metrics={
+            "original": block, "unlearned": block, "retrain": block, "retrain_run": retrain.id,
+            "distance_to_retrain": 0.0, "original_distance_to_retrain": 0.0, "collapsed": False,
+            "seconds_unlearn": 1.0, "seconds_retrain": 10.0, "speedup": 10.0, "flip_rate": 0.5,
+            "criteria_description": "training images of class '3'"})
+        ids.append(run.id)
+    return ids
+
+
+def _app(page: str | None = None, **session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in session.items():
+        at.session_state[key.replace("__", ".")] = value
+    if page is not None:
+        at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+DIGITS = {"us__dataset": "digits", "us__dataset_label": "Handwritten digits", "us__model": ModelChoice("shipped")}
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_home_renders_and_loads_the_demo(workspace_home):
+    from unlearn_core.data.builtin import BUILTIN_SETS
+
+    at = _app()
+    assert at.title[0].value == "Unlearning Studio"
+    button = at.button(key="load_demo")
+    button.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["us.dataset"] == "oculoplastic"
+    assert at.session_state["us.criteria"] == BUILTIN_SETS["oculoplastic"].demo_forget
+    assert not at.error, [e.value for e in at.error]
+    assert any("Demo loaded" in s.value for s in at.success)
+    # the demo's forget set is ready on the next page
+    at.switch_page("pages/2_forget_set.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert int(_metric(at, "To forget (training)").replace(",", "")) > 10
+
+
+def test_data_model_page_picks_a_builtin_set(workspace_home):
+    at = _app("pages/1_data_model.py")
+    assert at.radio(key="dm_source").value == "builtin"
+    at.selectbox(key="dm_builtin").set_value("digits").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["us.dataset"] == "digits"
+    assert at.session_state["us.model"] == ModelChoice("shipped")  # the shipped model is selected with it
+    assert _metric(at, "Training images") == "1,438"
+    assert float(_metric(at, "Test accuracy").rstrip("%")) > 80
+    assert len(at.get("plotly_chart")) >= 4  # classes, metadata, samples, confusion matrix
+    assert at.radio(key="dm_model_source").value == "shipped"
+
+
+def test_forget_set_counts_follow_the_controls_and_the_text(workspace_home):
+    at = _app("pages/2_forget_set.py", **DIGITS)
+    assert _metric(at, "To forget (training)") == "0"
+    assert at.multiselect(key="fs_classes").value == []
+    assert at.slider(key="fs_range_ink") is not None
+    assert at.toggle(key="fs_fraction_on").value is False
+    assert at.text_input(key="fs_text").value == ""
+    slider = at.slider(key="fs_range_width_px")
+    slider.set_value((20, int(slider.max))).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["us.criteria"] == "width_px >= 20"
+    forget = int(_metric(at, "To forget (training)").replace(",", ""))
+    assert 0 < forget < 1438
+    assert int(_metric(at, "To keep (training)").replace(",", "")) == 1438 - forget
+    assert len(at.get("plotly_chart")) >= 2  # histogram with the range shaded, thumbnails
+    assert any("unlearn_core unlearn" in c.value for c in at.code)
+
+    at.text_input(key="fs_text").set_value('label == "3"')
+    at.button(key="fs_apply_text").click().run()
+    assert at.session_state["us.criteria"] == 'label == "3"'
+    assert at.multiselect(key="fs_classes").value == ["3"]
+    assert any("entirely" in w.value for w in at.warning)  # a whole class is selected
+
+    at.text_input(key="fs_text").set_value("colour == 3")
+    at.button(key="fs_apply_text").click().run()
+    assert at.error and "colour" in at.error[0].value
+    assert at.session_state["us.criteria"] == 'label == "3"'  # a bad text changes nothing
+
+
+def test_unlearn_page_starts_and_cancels_a_background_run(workspace_home):
+    from unlearn_core import jobs
+    from unlearn_core.runs import Workspace
+
+    at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
+    assert at.selectbox(key="ul_method").value == "psg"
+    assert at.selectbox(key="ul_device").value == "auto"
+    assert at.number_input(key="ul_set_psg_eps").value == pytest.approx(0.1)
+    at.selectbox(key="ul_method").set_value("finetune").run()
+    at.number_input(key="ul_set_finetune_epochs").set_value(1)
+    at.checkbox(key="ul_retrain").uncheck().run()
+    command = at.code[0].value
+    assert "--method finetune" in command and "--set epochs=1" in command and "--retrain" not in command
+    at.button(key="ul_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run_id = at.session_state["us.unlearn_run_id"]
+    ws = Workspace()
+    assert ws.get(run_id).status in ("queued", "running")
+    jobs.cancel(ws, run_id, grace=1.0)
+    assert ws.get(run_id).status == "cancelled"
+    at.run()
+    assert any("cancelled" in w.value for w in at.warning)
+
+
+def test_results_page_shows_scores_and_decision_regions(digits_runs):
+    at = _app("pages/4_results.py", us__run_id=digits_runs[0], **DIGITS)
+    assert at.selectbox(key="rs_run").value == digits_runs[0]
+    assert _metric(at, "Distance to retrain") == "0.000"
+    assert len(at.dataframe) >= 1
+    assert len(at.get("plotly_chart")) >= 3  # per-class bars, loss histograms, t-SNE panels
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_runs_page_lists_compares_and_deletes(digits_runs):
+    from unlearn_core.runs import Workspace
+
+    at = _app("pages/6_runs.py", **DIGITS)
+    assert at.selectbox(key="rn_run").value in [r.id for r in Workspace().list_runs()]
+    assert at.text_input(key="rn_search") is not None
+    labels = [b.label for b in at.get("download_button")]
+    assert {"Model (.safetensors)", "Scores (.csv)", "Everything recorded (.json)"} <= set(labels)
+    extra = Workspace().create_run("train", status="running", dataset="digits")
+    Workspace().set_status(extra.id, "failed", error="boom")
+    at.run()
+    at.selectbox(key="rn_run").set_value(extra.id).run()
+    assert any("boom" in e.value for e in at.error)
+    at.button(key="rn_delete").click().run()
+    assert not Workspace().exists(extra.id)
+
+
+def test_compose_page_builds_the_command(digits_runs):
+    at = _app("pages/5_compose.py", us__run_id=digits_runs[0], **DIGITS)
+    assert set(at.multiselect(key="cp_runs").value) == set(digits_runs)
+    assert at.radio(key="cp_strategy").value == "interpolate"
+    command = at.code[0].value
+    assert command.startswith("python -m unlearn_core compose --runs") and "--alpha 0 0.25 0.5 0.75 1" in command
+    at.multiselect(key="cp_runs").set_value(digits_runs[:1]).run()
+    assert any("exactly 2" in w.value for w in at.warning)
+
+
+def test_pages_without_a_selection_say_what_to_do(workspace_home):
+    for page in ("pages/2_forget_set.py", "pages/3_unlearn.py"):
+        at = _app(page)
+        assert any("First choose a data set" in i.value for i in at.info), page
+        assert at.get("page_link")
+
+
+@pytest.mark.parametrize("bad", ["/no/such/file.npz"])
+def test_a_missing_upload_is_a_message_not_a_crash(workspace_home, bad):
+    at = _app("pages/1_data_model.py", us__dataset=bad, us__dataset_label="gone.npz")
+    assert at.error and "could not be loaded" in at.error[0].value
+
+
+def test_forget_controls_round_trip_through_text():
+    from unlearn_core.data.builtin import load_builtin
+    from unlearn_core.data.criteria import ForgetCriteria
+    from unlearn_core.ui import forget_controls as fc
+
+    data = load_builtin("digits")
+    controls = fc.build_controls(data)
+    text = 'label in ("3", "5") and width_px >= 20 and fraction(0.5, seed=3)'
+    values = fc.values_from_criteria(ForgetCriteria.parse(text), controls, data.classes)
+    rebuilt = fc.criteria_from_values(values, controls, data.classes)
+    original_mask = ForgetCriteria.parse(text).mask(data.metadata, data.classes)
+    assert np.array_equal(rebuilt.mask(data.metadata, data.classes), original_mask)
+    assert fc.criteria_from_values(fc.default_values(controls), controls, data.classes) is None
+    started = time.perf_counter()
+    fc.criteria_from_values(values, controls, data.classes).mask(data.metadata, data.classes)
+    assert time.perf_counter() - started < 0.15
