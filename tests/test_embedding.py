@@ -1,0 +1,209 @@
+"""t-SNE decision-boundary panels: sampling, shapes, determinism, k-NN regions, aligned layouts,
+storage and cache keys. Small untrained models on real digits keep each t-SNE under a second."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+from unlearn_core.data.builtin import load_builtin
+from unlearn_core.data.criteria import ForgetCriteria, ForgetSplit, split_sets
+from unlearn_core.embedding import (
+    EmbeddingPanel,
+    cache_key,
+    compute_panels,
+    load_panels,
+    sample_points,
+    save_panels,
+)
+from unlearn_core.errors import UserError
+from unlearn_core.training import TrainConfig, train_model
+
+N_POINTS = 150
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared, busy CPU two threads made training 20× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_builtin("digits")
+
+
+@pytest.fixture(scope="module")
+def split(data) -> ForgetSplit:
+    return split_sets(data, ForgetCriteria.parse("label == 3"))
+
+
+@pytest.fixture(scope="module")
+def models(data, split) -> dict:
+    """An original and a retrained model, briefly trained on a few hundred digits (so both map
+    digits into similar clusters, as real ones do), and a head-only "unlearned" variant."""
+    rng = np.random.default_rng(0)
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.05, device="cpu")
+    train = rng.choice(data.train_indices, 300, replace=False)
+    remain = rng.choice(split.remain_train, 300, replace=False)
+    built = {
+        "original": train_model(data, train, replace(config, seed=0)).model.eval(),
+        "retrain": train_model(data, remain, replace(config, seed=1)).model.eval(),
+    }
+    unlearned = copy.deepcopy(built["original"])
+    with torch.no_grad():
+        unlearned.head.bias[3] -= 100.0  # never predicts class 3 any more
+    built["unlearned"] = unlearned
+    return built
+
+
+@pytest.fixture(scope="module")
+def points(data, split) -> np.ndarray:
+    return sample_points(data, split, max_points=N_POINTS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def panels(models, data, points, split) -> dict[str, EmbeddingPanel]:
+    return compute_panels(models, data, points, seed=0, grid_size=20, split=split)
+
+
+# --- sampling ------------------------------------------------------------------------------
+def test_sample_points_keeps_all_forget_test_points_and_fills_with_remain(data, split, points):
+    assert len(points) == N_POINTS
+    assert np.all(np.diff(points) > 0), "sorted and unique"
+    assert set(split.forget_test) <= set(points.tolist())
+    assert set(points.tolist()) <= set(split.forget_test.tolist()) | set(split.remain_test.tolist())
+
+
+def test_sample_points_is_seeded(data, split):
+    first = sample_points(data, split, max_points=N_POINTS, seed=0)
+    again = sample_points(data, split, max_points=N_POINTS, seed=0)
+    other = sample_points(data, split, max_points=N_POINTS, seed=1)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_sample_points_reserves_room_for_remain_points_when_forget_set_is_large(data, split):
+    points = sample_points(data, split, max_points=20, seed=0)
+    in_forget = np.isin(points, split.forget_test)
+    assert len(points) == 20
+    assert in_forget.sum() == 15 and (~in_forget).sum() == 5
+
+
+def test_sample_points_takes_everything_when_it_fits(data, split):
+    points = sample_points(data, split, max_points=10_000)
+    assert np.array_equal(points, np.union1d(split.forget_test, split.remain_test))
+
+
+# --- panels --------------------------------------------------------------------------------
+def test_panel_shapes_labels_and_frame(panels, data, points, split, models):
+    assert list(panels) == list(models)
+    labels = data.labels.numpy()
+    for name, panel in panels.items():
+        n = len(points)
+        assert panel.model_label == name
+        assert panel.coords.shape == (n, 2) and np.isfinite(panel.coords).all()
+        assert panel.predicted.shape == panel.true.shape == panel.is_forget.shape == (n,)
+        assert np.array_equal(panel.true, labels[points])
+        assert np.array_equal(panel.is_forget, np.isin(points, split.forget_test))
+        assert list(panel.sample_ids) == list(data.metadata["sample_id"].iloc[points])
+        assert panel.grid_x.shape == panel.grid_y.shape == (20,)
+        assert panel.region_labels.shape == (20, 20)
+        assert set(np.unique(panel.region_labels)) <= set(np.unique(panel.predicted))
+        frame = panel.to_frame()
+        assert list(frame.columns) == ["x", "y", "predicted", "true", "forget", "sample_id", "index", "correct"]
+        assert np.array_equal(frame["correct"], panel.predicted == panel.true)
+
+
+def test_predictions_are_the_models_own(panels, models, data, points):
+    from unlearn_core.models.inference import predict_logits
+
+    for name, model in models.items():
+        expected = predict_logits(model, data.images, points).argmax(1)
+        assert np.array_equal(panels[name].predicted, expected)
+    assert 3 in panels["original"].predicted and 3 not in panels["unlearned"].predicted
+
+
+def test_same_seed_gives_identical_coordinates(models, data, points, panels):
+    subset = {"original": models["original"], "retrain": models["retrain"]}
+    again = compute_panels(subset, data, points, seed=0, grid_size=20)
+    for name in subset:
+        assert np.array_equal(again[name].coords, panels[name].coords)
+
+
+def test_region_grid_matches_a_hand_fitted_knn(panels):
+    panel = panels["retrain"]
+    knn = KNeighborsClassifier(n_neighbors=5).fit(panel.coords, panel.predicted)
+    for i, j in [(0, 0), (3, 17), (10, 10), (19, 2), (19, 19)]:
+        point = np.array([[panel.grid_x[j], panel.grid_y[i]]])
+        assert panel.region_labels[i, j] == knn.predict(point)[0]
+    assert panel.grid_x[0] < panel.coords[:, 0].min() and panel.grid_x[-1] > panel.coords[:, 0].max()
+    assert panel.grid_y[0] < panel.coords[:, 1].min() and panel.grid_y[-1] > panel.coords[:, 1].max()
+
+
+def _spread_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean distance between the same points in two maps, in units of the first map's spread."""
+    return float(np.linalg.norm(a - b, axis=1).mean() / a.std())
+
+
+def test_shared_init_panels_line_up_better_than_independent_ones(models, data, points, panels):
+    subset = {"original": models["original"], "retrain": models["retrain"]}
+    independent = compute_panels(subset, data, points, seed=0, layout="independent", grid_size=20)
+    assert np.array_equal(independent["original"].coords, panels["original"].coords)
+    shared = _spread_distance(panels["original"].coords, panels["retrain"].coords)
+    separate = _spread_distance(independent["original"].coords, independent["retrain"].coords)
+    assert shared < 0.5 * separate, (shared, separate)
+
+
+def test_bad_layout_and_too_few_points_are_user_errors(models, data, points):
+    with pytest.raises(UserError, match="layout"):
+        compute_panels(models, data, points, layout="umap")
+    with pytest.raises(UserError, match="2 points"):
+        compute_panels(models, data, points[:1])
+
+
+# --- storage and cache keys ----------------------------------------------------------------
+def test_save_and_load_round_trip(panels, tmp_path):
+    path = save_panels(panels, tmp_path / "run1" / "embedding", key="abc")
+    assert path.suffix == ".npz"
+    index = json.loads(path.with_suffix(".json").read_text())
+    assert index["key"] == "abc" and index["names"] == list(panels)
+    loaded = load_panels(path)
+    assert list(loaded) == list(panels)
+    for name, panel in panels.items():
+        for field in ("coords", "predicted", "true", "is_forget", "sample_ids", "indices",
+                      "grid_x", "grid_y", "region_labels"):
+            saved, restored = getattr(panel, field), getattr(loaded[name], field)
+            assert restored.dtype.kind == saved.dtype.kind and np.array_equal(restored, saved), field
+        assert loaded[name].model_label == panel.model_label
+
+
+def test_load_missing_embedding_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="No saved embedding"):
+        load_panels(tmp_path / "nothing.npz")
+
+
+def test_cache_key_depends_on_every_input():
+    hashes = {"original": "aaa", "unlearned": "bbb"}
+    ids = ["s1", "s2", "s3"]
+    base = cache_key(hashes, ids, 0, "shared_init", grid_size=80)
+    assert base == cache_key(dict(hashes), list(ids), 0, "shared_init", grid_size=80)
+    variants = [
+        cache_key(hashes, ids, 1, "shared_init", grid_size=80),
+        cache_key(hashes, ["s1", "s2", "s4"], 0, "shared_init", grid_size=80),
+        cache_key(hashes, ["s1", "s2"], 0, "shared_init", grid_size=80),
+        cache_key(hashes, ids, 0, "independent", grid_size=80),
+        cache_key({"original": "aaa", "unlearned": "ccc"}, ids, 0, "shared_init", grid_size=80),
+        cache_key({"unlearned": "bbb", "original": "aaa"}, ids, 0, "shared_init", grid_size=80),
+        cache_key(hashes, ids, 0, "shared_init", grid_size=40),
+    ]
+    assert len({base, *variants}) == len(variants) + 1
