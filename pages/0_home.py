@@ -31,7 +31,12 @@ with right:
         try:
             with st.spinner("Preparing the demo data (a few seconds the first time)…"):
                 cache.dataset(state.DEMO_DATASET)
-            st.success("Demo loaded: data set, model and forget set are selected.")
+            if state.selection().model is not None:
+                st.success("Demo loaded: data set, model and forget set are selected.")
+            else:
+                st.warning("Demo data and forget set are selected, but no shipped model for it is available "
+                           "in this installation: train one on the Data & model page (about a minute), or "
+                           "run `python -m unlearn_core make-demo-models`.", icon=":material/warning:")
         except UserError as error:
             widgets.show_error(error, "The demo data could not be prepared")
         except Exception as error:  # noqa: BLE001 - a generator still being built must not crash home

@@ -1,5 +1,7 @@
 """Step 2 · Forget set: choose which images the model must forget, and see exactly which."""
 
+import numbers
+
 import numpy as np
 import streamlit as st
 
@@ -125,7 +127,7 @@ with right:
                         "(the 'forget (test)' scores will be empty).", icon=":material/info:")
 
     with st.expander("Per class", expanded=criteria is not None):
-        shown = table.rename(columns={k: plots.SET_LABELS[k] for k in table.columns})
+        shown = table.rename(columns={k: plots.SET_SHORT[k] for k in table.columns})
         st.dataframe(shown, width="stretch")
         if criteria is not None:
             st.plotly_chart(plots.split_per_class(table), key="fs_per_class_chart")
@@ -155,10 +157,17 @@ with right:
             rng = np.random.default_rng(0)
             pick = np.sort(rng.choice(forget_idx, size=min(THUMBNAILS, len(forget_idx)), replace=False))
             meta = data.metadata.iloc[pick]
+            shown_cols = [c for c in criteria.columns if c != "label"][:1]
+            if shown_cols:  # caption each image with the value it was selected by
+                col = shown_cols[0]
+                unit = data.units.get(col, "")
+                captions = [f"{v:g} {unit}".strip() if isinstance(v, numbers.Number) else str(v)
+                            for v in meta[col]]
+            else:
+                captions = [data.classes[int(i)] for i in meta["label"]]
             st.plotly_chart(plots.image_grid(
                 data.images[pick].numpy(), hover=plots.hover_text(meta, data.classes, data.units),
-                captions=[data.classes[int(i)] for i in meta["label"]], columns=8, tile_px=80),
-                key="fs_thumbnails")
+                captions=captions, columns=8, tile_px=80), key="fs_thumbnails")
             st.caption(f"{len(pick)} of the {n_forget:,} training images to forget. Hover for metadata.")
 
 # --- the same from the command line --------------------------------------------------------------

@@ -78,6 +78,9 @@ problem = None
 if not (low <= len(picked) <= high):
     problem = (f"{STRATEGIES[strategy].split(':')[0]} needs "
                + (f"exactly {low}" if low == high else f"at least {low}") + f" run(s); {len(picked)} picked.")
+    if len(candidates_ids) < low:
+        problem += (f" Only {len(candidates_ids)} suitable run(s) exist: run another unlearning on the Unlearn "
+                    "page (another method or other settings) to combine them.")
 
 
 def _numbers(text: str) -> list[str]:

@@ -168,7 +168,7 @@ for col, (fmt, label, mime) in zip(download_cols, [
     try:
         payload, filename = export_bytes(workspace, run_id, fmt)
     except UserError as error:
-        col.caption(f"{label}: not available ({error})")
+        col.caption(f"{label}: not available for this run", help=str(error))
         continue
     col.download_button(label, payload, file_name=filename, mime=mime, key=f"rn_download_{fmt}",
                         icon=":material/download:")

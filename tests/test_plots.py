@@ -87,10 +87,11 @@ def test_result_figures():
     losses = {name: {"forget": np.full(20, 0.1), "test": np.full(30, 2.0)} for name in ("original", "unlearned")}
     fig = plots.loss_histograms(losses)
     assert len(_bars(fig)) == 4 and sum(_bars(fig)[1].y) == pytest.approx(1.0)
-    events = [{"fraction": 0.5, "metrics": {"forget_acc": 0.8, "remain_acc": 0.99}},
-              {"fraction": 1.0, "metrics": {"forget_acc": 0.1, "remain_acc": 0.98}}]
+    events = [{"phase": "retrain", "fraction": 0.5, "metrics": {"loss": 2.3}},
+              {"phase": "psg", "fraction": 0.5, "metrics": {"forget_acc": 0.8, "remain_acc": 0.99}},
+              {"phase": "psg", "fraction": 1.0, "metrics": {"forget_acc": 0.1, "remain_acc": 0.98, "loss": 0.2}}]
     fig = plots.progress_curves(events)
-    assert {t.name for t in fig.data} == {"forget acc", "remain acc"} and list(fig.data[0].x) == [50, 100]
+    assert {t.name for t in fig.data} == {"psg: forget", "psg: remain"} and list(fig.data[0].x) == [50, 100]
     fig = plots.tradeoff([{"label": "α=0", "metrics": {"remain_test_acc": 0.9, "forget_test_acc": 0.8}},
                           {"label": "α=1", "metrics": {"remain_test_acc": 0.8, "forget_test_acc": 0.1}}],
                          original={"remain_test_acc": 0.95, "forget_test_acc": 0.9},
@@ -120,7 +121,10 @@ def test_tsne_panels_marks_forget_stars_and_wrong_predictions():
     assert sum(len(t.x) for t in points) == 2 * n
     stars = [t for t in points if t.marker.symbol == "star"]
     assert sum(len(t.x) for t in stars) == 2 * forget.sum()
-    widths = np.concatenate([np.asarray(t.marker.line.width) for t in points[: len(points) // 2]])
-    assert (widths == 2.5).sum() == 5  # the five misclassified points are outlined
+    first_panel = [t for t in points if t.xaxis == "x"]
+    outlined = [t for t in first_panel if t.marker.line.width == 2.5]
+    assert sum(len(t.x) for t in outlined) == 5  # the five misclassified points are outlined
+    for t in outlined:  # in the colour of their true class
+        assert all(int(c) == true[int(i) - 100] for c, i in zip(t.marker.line.color, t.customdata))
     assert all(int(i) >= 100 for t in points for i in t.customdata)
     assert [a.text for a in fig.layout.annotations] == ["original", "unlearned"]

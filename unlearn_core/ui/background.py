@@ -59,9 +59,22 @@ def _eta(seconds: float | None) -> str:
     return f"about {seconds // 60} min {seconds % 60:02d} s left" if seconds >= 60 else f"about {seconds} s left"
 
 
+PHASES = {
+    "train": "Training", "retrain": "Training the retrain reference (on the kept images only)",
+    "evaluate": "Scoring the models", "compose": "Building and scoring candidates", "done": "Finishing",
+}
+
+
+def phase_text(phase: str | None) -> str:
+    """A phase name in words; a method's own phase (``psg``, ``finetune``...) is unlearning."""
+    if not phase:
+        return "Working"
+    return PHASES.get(phase, f"Unlearning ({phase})")
+
+
 def describe_event(event: dict) -> str:
-    """``train · epoch 3/8 · step 12/40 · about 20 s left`` from a progress event."""
-    parts = [str(event.get("phase") or "working")]
+    """``Training · epoch 3/8 · step 12/40 · about 20 s left`` from a progress event."""
+    parts = [phase_text(event.get("phase"))]
     if event.get("epoch") and event.get("epochs"):
         parts.append(f"epoch {event['epoch']}/{event['epochs']}")
     if event.get("step") and event.get("steps"):
@@ -105,7 +118,8 @@ def progress_panel(run_id: str, what: str, key: str, show_curves: bool = True) -
         if event.get("message"):
             st.caption(event["message"])
         if show_curves:
-            events = [e for e in workspace.progress_events(run_id) if e.get("metrics")]
+            events = [e for e in workspace.progress_events(run_id)
+                      if any(k.endswith("_acc") for k in (e.get("metrics") or {}))]
             if events:
                 st.plotly_chart(plots.progress_curves(events), key=f"{key}_curves")
         if st.button("Cancel", key=f"{key}_cancel", icon=":material/stop_circle:"):

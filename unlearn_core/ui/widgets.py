@@ -112,7 +112,7 @@ def require_dataset(action: str = "continue"):
     try:
         with st.spinner(f"Loading {sel.dataset_label or sel.dataset}…"):
             return sel, cache.dataset(sel.dataset)
-    except UserError as error:
+    except Exception as error:  # noqa: BLE001 - a bad file or generator must not crash the page
         show_error(error, "The selected data set could not be loaded")
         link(DATA, "Choose another data set")
         st.stop()
