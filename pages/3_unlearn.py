@@ -35,6 +35,11 @@ st.markdown(
 
 # --- a run in progress? --------------------------------------------------------------------------
 run_id = state.unlearn_run()
+if not run_id:  # after a reload the session is new, but a run started before is still going
+    active = [r for r in cache.workspace().list_runs(kind="unlearn") if r.is_active]
+    if active:
+        run_id = active[0].id
+        state.set_unlearn_run(run_id)
 record = None
 if run_id:
     try:

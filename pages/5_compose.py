@@ -133,6 +133,10 @@ if not available:
 # --- a composition in progress or finished ----------------------------------------------------
 run_key = "cp__run"
 compose_id = st.session_state.get(run_key)
+if not compose_id:  # after a reload: show a composition that is still running
+    active = [r for r in workspace.list_runs(kind="compose") if r.is_active]
+    if active:
+        compose_id = st.session_state[run_key] = active[0].id
 record = None
 if compose_id:
     try:

@@ -225,6 +225,30 @@ def test_pages_without_a_selection_say_what_to_do(workspace_home):
         assert at.get("page_link")
 
 
+def test_an_uploaded_npz_is_stored_and_usable(workspace_home):
+    import io
+
+    from unlearn_core.ui import cache
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez(buffer, train_images=rng.integers(0, 255, (60, 16, 16), dtype=np.uint8),
+             train_labels=np.arange(60) % 2, test_images=rng.integers(0, 255, (20, 16, 16), dtype=np.uint8),
+             test_labels=np.arange(20) % 2, classes=np.array(["benign", "malignant"]),
+             train_site=np.where(np.arange(60) < 30, "A", "B"), test_site=np.where(np.arange(20) < 10, "A", "B"))
+    path = cache.store_data_upload("scans.npz", buffer.getvalue())
+    assert Path(path).is_file() and str(workspace_home) in path
+    assert cache.store_data_upload("scans.npz", buffer.getvalue()) == path  # stored once, by content
+    at = _app("pages/1_data_model.py", us__dataset=path, us__dataset_label="scans.npz")
+    assert at.radio(key="dm_source").value == "upload"
+    assert _metric(at, "Training images") == "60"
+    assert at.radio(key="dm_model_source").value == "file"  # no shipped model for a user's data
+    at.switch_page("pages/2_forget_set.py").run()
+    at.multiselect(key="fs_values_site").set_value(["B"]).run()
+    assert at.session_state["us.criteria"] == 'site == "B"'
+    assert _metric(at, "To forget (training)") == "30"
+
+
 @pytest.mark.parametrize("bad", ["/no/such/file.npz"])
 def test_a_missing_upload_is_a_message_not_a_crash(workspace_home, bad):
     at = _app("pages/1_data_model.py", us__dataset=bad, us__dataset_label="gone.npz")

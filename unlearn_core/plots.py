@@ -519,6 +519,6 @@ def tradeoff(candidates: Sequence[Mapping], original: Mapping | None = None, ret
                             textposition="bottom center", name=name,
                             marker=dict(size=14, symbol=symbol, color=MODEL_COLORS[name]),
                             hovertemplate=name + "<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
-    fig.update_layout(xaxis=dict(title="remain test accuracy (higher is better)", tickformat=".0%"),
+    fig.update_layout(xaxis=dict(title="remain test accuracy (higher is better)", tickformat=".1%"),
                       yaxis=dict(title="forget test accuracy (closer to retrain is better)", tickformat=".0%"))
     return _layout(fig, title, 420)
