@@ -89,3 +89,23 @@ def test_unlearn_prints_the_json_report_and_records_the_run(capsys, tmp_path, mo
     assert main(argv) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["retrain_reused"] is True and again["retrain_run"] == report["retrain_run"]
+
+
+def test_train_records_a_run_with_loadable_weights(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARN_STUDIO_HOME", str(tmp_path))
+    out = tmp_path / "copy.safetensors"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    from unlearn_core.models.weights import load_model, state_hash
+    from unlearn_core.runs import Workspace
+
+    record = Workspace().get(summary["run_id"])
+    assert record.kind == "train" and record.status == "done" and record.config["arch"] == "small_cnn"
+    recorded = load_model(Workspace().artifact_path(record.id, "model.safetensors"))
+    assert state_hash(recorded) == state_hash(load_model(out)) == summary["model_hash"]
+    assert 0.0 <= record.metrics["test_acc"] <= 1.0
+
+
+def test_retrain_needs_forget_criteria(capsys):
+    assert main(["train", "--dataset", "digits", "--retrain", "--no-record"]) == 2
+    assert "--retrain needs --forget" in capsys.readouterr().err
