@@ -135,6 +135,14 @@ def test_report_has_criteria_metrics_definitions_numbers_command_and_hashes(ws):
     assert "PSG" in page and "Full configuration" in page and "(changed)" in page
     assert "No retrain reference was computed" not in page
     assert "Collapsed:" not in page
+    assert "already behaved like the retrained one" not in page
+
+
+def test_nothing_to_unlearn_is_said_when_the_original_already_matches_retrain(ws):
+    record = _unlearn_run(ws)
+    ws.update(record.id, metrics={**record.metrics, "original_distance_to_retrain": 0.004})
+    page = report.render_run_report(ws.get(record.id), ws)
+    assert "The original model already behaved like the retrained one" in page
 
 
 def test_user_strings_are_escaped(ws):
