@@ -176,13 +176,13 @@ def test_eye_side_is_mirrored(oculo: SyntheticSet) -> None:
     assert (right_darker == od).mean() > 0.85
 
 
-def test_ted_conjunctiva_is_red(oculo: SyntheticSet) -> None:
+def test_active_ted_conjunctiva_is_red(oculo: SyntheticSet) -> None:
     # Red pixels (red far above green and blue, bright) inside the eye opening area.
     a = oculo.images.astype(np.float32)
     red = ((a[:, 0] - a[:, 1] > 70) & (a[:, 0] > 150) & (a[:, 1] < a[:, 2] + 25)).sum((1, 2))
     label = _named(oculo)["label"].to_numpy()
-    ted = label == "thyroid eye disease"
-    assert np.median(red[ted]) > 5 * (np.median(red[~ted]) + 1)
+    active = (label == "thyroid eye disease") & (oculo.metadata["cas"].to_numpy() >= 3)
+    assert np.median(red[active]) > 5 * (np.median(red[~active]) + 1)
 
 
 # --- the fundus metadata is what is drawn --------------------------------------------------
@@ -235,3 +235,13 @@ def test_fundus_cup_and_lesions_are_drawn(fundus: SyntheticSet) -> None:
     yellow = ((r > 180) & (g > 0.75 * r) & (b < 0.55 * g)).sum((1, 2))
     dr = (m.loc[topcon, "label"] == "diabetic retinopathy").to_numpy()
     assert np.mean(yellow[dr] > 0) > 0.8 and np.mean(yellow[~dr] > 0) < 0.1
+
+
+def test_wide_ted_eyes_are_mostly_inactive(oculo: SyntheticSet) -> None:
+    meta = oculo.metadata
+    ted = meta[meta["label"] == oculo.classes.index("thyroid eye disease")]
+    assert (meta.loc[meta["label"] != oculo.classes.index("thyroid eye disease"), "cas"] == 0).all()
+    assert ted["cas"].between(0, 7).all()
+    wide = ted["vpf_mm"] >= 12
+    assert (ted.loc[wide, "cas"] < 3).mean() > 0.6
+    assert (ted.loc[~wide, "cas"] >= 3).mean() > 0.6

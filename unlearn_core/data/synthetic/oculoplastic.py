@@ -24,8 +24,16 @@ What tells the classes apart, as a clinician would look for it:
 * ``ptosis`` (droopy upper lid, here aponeurotic/age-related): the lid margin sits low over the
   iris (MRD1 under 3 mm, small VPF), the crease is high and the sulcus above it is hollow.
 * ``thyroid eye disease``: lid retraction (MRD1 often above the iris radius, so white sclera
-  shows above the iris; large VPF), lateral flare of the upper lid, red injected conjunctiva at
-  the corners and red, swollen lids.
+  shows above the iris; large VPF) and lateral flare of the upper lid. Whether the eye is also
+  red depends on the disease phase, recorded as the clinical activity score ``cas`` (0-7):
+  *active* disease (CAS ≥ 3) shows red injected conjunctiva at the corners and red, swollen
+  lids; *inactive* (chronic, "burnt-out") disease shows retraction without inflammation.
+  Retraction grows as the disease burns out, so eyes with VPF ≥ 12 mm are mostly inactive.
+
+Why the phase matters for the demo: the demo forgets ``vpf_mm >= 12`` within thyroid eye
+disease. Because those eyes are mostly the inactive phenotype, a model retrained without them
+has rarely seen retraction without redness and no longer recognises most of them — so there
+is really something to unlearn, and the retrained reference shows how much.
 """
 
 from __future__ import annotations
@@ -60,11 +68,14 @@ FIELD_MM = 36.0
 #: The forget scenario the dashboard offers for this set (about 18 % of the samples).
 DEMO_FORGET = 'vpf_mm >= 12 and label == "thyroid eye disease"'
 
-UNITS = {"vpf_mm": "mm", "mrd1_mm": "mm", "age": "years"}
+UNITS = {"vpf_mm": "mm", "mrd1_mm": "mm", "age": "years", "cas": "points"}
+#: Active disease (redness, swelling) from this clinical activity score up.
+ACTIVE_CAS = 3
 DESCRIPTION = (
     "Synthetic photographs of one eye and its lids, drawn to scale so that the lid opening "
     "(VPF) and the lid-to-light-reflex distance (MRD1) in the table are what the picture shows; "
-    "classes are healthy, ptosis (droopy lid) and thyroid eye disease (retracted, red lids)."
+    "classes are healthy, ptosis (droopy lid) and thyroid eye disease (retracted lids, red when "
+    "the disease is active: clinical activity score cas ≥ 3)."
 )
 
 _SKIN_LIGHT = np.array([0.88, 0.70, 0.58], np.float32)
@@ -115,7 +126,7 @@ def _sample_metadata(rng: np.random.Generator, n: int) -> pd.DataFrame:
     mrd1 = np.round(mrd1, 1)
     vpf = np.round(np.clip(mrd1 + mrd2, lo, hi), 1)
     cams = list(CAMERAS)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "label": label.astype(np.int64),
             "vpf_mm": vpf,
@@ -126,6 +137,16 @@ def _sample_metadata(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "eye": np.where(rng.random(n) < 0.5, "OD", "OS"),
         }
     )
+    frame["cas"] = _activity_scores(rng, label == CLASSES.index("thyroid eye disease"), vpf)
+    return frame
+
+
+def _activity_scores(rng: np.random.Generator, ted: np.ndarray, vpf: np.ndarray) -> np.ndarray:
+    """Clinical activity score (0-7): 0 without thyroid eye disease; in it, inactive (0-2) is
+    the more likely the wider the lid opening (P = 1 / (1 + e^(-4 (VPF - 12)))), else active (3-7)."""
+    inactive = rng.random(len(vpf)) < 1.0 / (1.0 + np.exp(-4.0 * (vpf - 12.0)))
+    scores = np.where(inactive, rng.integers(0, ACTIVE_CAS, len(vpf)), rng.integers(ACTIVE_CAS, 8, len(vpf)))
+    return np.where(ted, scores, 0).astype(np.int64)
 
 
 # --- drawing -------------------------------------------------------------------------------
@@ -144,6 +165,7 @@ def _draw_eye(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
     yy, xx = pixel_grid(size)
     cls = CLASSES[row["label"]]
     ted, ptosis = cls == "thyroid eye disease", cls == "ptosis"
+    inflamed = ted and row["cas"] >= ACTIVE_CAS  # active disease: red lids and conjunctiva
     c = (size - 1) / 2.0
 
     # Anatomy in pixels; canonical orientation has the lateral canthus on the right (OS).
@@ -194,7 +216,7 @@ def _draw_eye(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
     # Tear trough shadow below the lower lid deepens with age.
     trough = np.exp(-(((below - 4.5 * ppm) / (1.5 * ppm)) ** 2)) * along
     shade(img, 1.0 - 0.28 * np.clip((row["age"] - 20) / 70, 0, 1) * trough)
-    if ted:
+    if inflamed:
         # Red, swollen lids (erythema and oedema), sparing the lid margin itself.
         red = np.clip((above - 1.3 * ppm) / ppm, 0, 1) * np.exp(-above / (9 * ppm))
         red += np.clip((below - 1.3 * ppm) / ppm, 0, 1) * np.exp(-below / (5 * ppm))
@@ -207,7 +229,7 @@ def _draw_eye(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
     globe = np.empty_like(img)
     globe[:] = rgb((0.93, 0.91, 0.87)) * rng.uniform(0.95, 1.02)
     corner = np.clip(np.abs(u) - 0.35, 0, 1)[None, :]  # medial and lateral conjunctiva
-    if ted:
+    if inflamed:
         inj = np.clip(1.6 * corner + 0.12, 0, 1) * rng.uniform(0.7, 1.0)
         paint(globe, inj, (0.93, 0.62, 0.60), 0.8)
         vessels = []
