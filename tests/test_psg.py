@@ -23,7 +23,9 @@ from unlearn_core.methods.base import UnlearnData
 from unlearn_core.methods.boundary_search import (
     LAM_SCHEDULES, NOISE_FAMILIES, BoundaryResult, PerturbedSignGradient, lam_at, sample_noise,
 )
-from unlearn_core.methods.psg import PRESETS, SCENARIO_PRESETS, PSGConfig, make_search, soft_targets
+from unlearn_core.methods.psg import (
+    PRESETS, SCENARIO_PRESETS, PSGConfig, balanced_batches, make_search, soft_targets,
+)
 from unlearn_core.models.architectures import Classifier, build_model, small_cnn_body, spec_for
 from unlearn_core.models.inference import predict_logits, to_pixels
 from unlearn_core.progress import Cancelled
@@ -247,6 +249,8 @@ def test_psg_forgets_the_class_and_keeps_the_rest():
     labels = result.diagnostics["new_label_counts"]
     assert "3" not in labels and sum(labels.values()) == len(split.forget_train)
     assert 0 <= result.diagnostics["flip_rate"] <= 1 and result.seconds > 0
+    assert result.diagnostics["searched_images"] == 3 * len(split.forget_train)  # relabel every pass
+    assert result.diagnostics["trained_images"] > result.diagnostics["searched_images"]  # φ > 0 adds remain images
 
 
 def test_progress_reports_every_step_and_live_accuracy():
@@ -348,6 +352,14 @@ def test_presets_and_boundary_shrink_method():
     assert isinstance(method.make_config(), PSGConfig)
     for name, values in SCENARIO_PRESETS.items():
         psg.make_config(values)  # every tuned scenario setting is a valid config
+
+
+def test_balanced_batches_cover_each_sample_once():
+    indices = np.arange(100, 244)
+    batches = balanced_batches(indices, 64, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [48, 48, 48]
+    assert sorted(np.concatenate(batches).tolist()) == indices.tolist()
+    assert [len(b) for b in balanced_batches(indices[:5], 64, torch.Generator())] == [5]
 
 
 def test_soft_targets_top_k():
