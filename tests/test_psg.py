@@ -92,7 +92,7 @@ def test_reference_preset_is_one_fgsm_step(model, batch):
 def test_fgsm_step_with_rounding_matches_reference_code(model, batch):
     """The reference code's ``round(clamp(x + ε sign ∇) · 255) / 255`` (ε on the 1/255 grid)."""
     x, y = batch
-    search = PerturbedSignGradient(eps=8 / 255, steps=1, early_stop_on_flip=False, round_to_255=True)
+    search = PerturbedSignGradient(gamma=0.0, eps=8 / 255, steps=1, early_stop_on_flip=False, round_to_255=True)
     expected = torch.round((x + 8 / 255 * input_grad(model, x, y).sign()).clamp(0, 1) * 255) / 255
     assert torch.allclose(search(model, x, y).x_star, expected, atol=1e-6)
 
@@ -100,15 +100,15 @@ def test_fgsm_step_with_rounding_matches_reference_code(model, batch):
 def test_closeness_term_pulls_towards_the_original_image(model, batch):
     x, y = batch
     x = 0.25 + 0.5 * x  # pixels away from 0 and 1, so clamping cannot break the symmetry below
-    search = PerturbedSignGradient(eps=0.2, steps=4, lam=1.0, early_stop_on_flip=False)
+    search = PerturbedSignGradient(gamma=0.0, eps=0.2, steps=4, lam=1.0, early_stop_on_flip=False)
     # Direction at x_t = x + 0.1 with a zero gradient: −λ (x_t − x) < 0, i.e. back towards x.
     direction = search._direction(torch.zeros_like(x), x + 0.1, x, t=1, generator=None)
     assert torch.all(direction < 0)
     # λ huge: step 1 moves away (x_t = x, the term is 0), step 2 comes straight back.
-    back = PerturbedSignGradient(eps=0.2, steps=2, lam=1e6, early_stop_on_flip=False)(model, x, y)
+    back = PerturbedSignGradient(gamma=0.0, eps=0.2, steps=2, lam=1e6, early_stop_on_flip=False)(model, x, y)
     assert torch.equal(back.x_star, x)
-    far = PerturbedSignGradient(eps=0.2, steps=5, lam=0.0, early_stop_on_flip=False)(model, x, y)
-    near = PerturbedSignGradient(eps=0.2, steps=5, lam=1e6, early_stop_on_flip=False)(model, x, y)
+    far = PerturbedSignGradient(gamma=0.0, eps=0.2, steps=5, lam=0.0, early_stop_on_flip=False)(model, x, y)
+    near = PerturbedSignGradient(gamma=0.0, eps=0.2, steps=5, lam=1e6, early_stop_on_flip=False)(model, x, y)
     assert (near.x_star - x).abs().mean() < 0.5 * (far.x_star - x).abs().mean()
 
 
@@ -154,22 +154,22 @@ def test_relative_noise_scales_with_the_gradient():
 
 def test_early_stop_freezes_flipped_samples_where_they_first_flipped(model, batch):
     x, y = batch
-    stopping = PerturbedSignGradient(eps=0.15, steps=6, early_stop_on_flip=True)(model, x, y)
+    stopping = PerturbedSignGradient(gamma=0.0, eps=0.15, steps=6, early_stop_on_flip=True)(model, x, y)
     frozen = stopping.flipped & (stopping.steps_taken < 6)
     assert frozen.sum() >= 3, "the test needs samples that flipped before the last step"
     for k in sorted(set(stopping.steps_taken[frozen].tolist())):
         # the same deterministic search without early stop, cut after k steps
-        plain = PerturbedSignGradient(eps=0.15, steps=k, early_stop_on_flip=False) if k else None
+        plain = PerturbedSignGradient(gamma=0.0, eps=0.15, steps=k, early_stop_on_flip=False) if k else None
         rows = frozen & (stopping.steps_taken == k)
         reference = x[rows] if plain is None else plain(model, x[rows], y[rows]).x_star
         assert torch.equal(stopping.x_star[rows], reference)
-    longer = PerturbedSignGradient(eps=0.15, steps=6, early_stop_on_flip=False)(model, x, y)
+    longer = PerturbedSignGradient(gamma=0.0, eps=0.15, steps=6, early_stop_on_flip=False)(model, x, y)
     assert not torch.equal(longer.x_star[frozen], stopping.x_star[frozen])
 
 
 def test_failed_flips_next_best_and_skip(model, batch):
     x, y = batch
-    tiny = dict(eps=1e-4, steps=1)
+    tiny = dict(eps=1e-4, steps=1, gamma=0.0)
     best = PerturbedSignGradient(**tiny, failed_flip="next_best")(model, x, y)
     assert best.flipped.float().mean() < 0.2 and bool(best.keep.all())
     assert not bool((best.new_labels == y).any())
@@ -225,7 +225,7 @@ def test_batched_search_is_at_least_5x_faster():
 
 def test_result_concat_keeps_order(model, batch):
     x, y = batch
-    search = PerturbedSignGradient(eps=0.1, steps=2)
+    search = PerturbedSignGradient(gamma=0.0, eps=0.1, steps=2)
     joined = BoundaryResult.concat([search(model, x[:10], y[:10]), search(model, x[10:20], y[10:20])])
     assert torch.equal(joined.new_labels, search(model, x[:20], y[:20]).new_labels)
 

@@ -8,7 +8,7 @@ al., "Boundary Unlearning", CVPR 2023). See ``docs/method.md``, section "Inner s
 Like a torchattacks attack, the search is an object holding its hyperparameters, called on a
 model and a batch::
 
-    search = PerturbedSignGradient(eps=16 / 255, steps=5, gamma=0.5)
+    search = PerturbedSignGradient(eps=0.1, steps=5, gamma=0.5)     # the PSG defaults
     result = search(model, pixels, labels)      # BoundaryResult
     result.new_labels, result.flipped, result.x_star
 
@@ -143,6 +143,8 @@ class PerturbedSignGradient:
     Nahass et al., arXiv 2505.21872 (PSG); ``steps=1, step_size=eps, gamma=0, lam=0`` is the
     FGSM search of Boundary Shrink, Chen et al., CVPR 2023.
 
+    Defaults are those of the ``psg`` method (ε = 0.1, five steps of ε/4, relative noise γ = 0.5).
+
     Args:
         eps: radius ε of the L∞ ball around each image, in pixel units (1/255 = one grey level).
         step_size: η per inner step; ``0`` means automatic: ε for a single step (the reference),
@@ -153,7 +155,9 @@ class PerturbedSignGradient:
         noise_scale: ``raw`` (s_t = 1, the reference) or ``relative`` (s_t = RMS of each
             sample's input gradient; **fix**: raw gradients are often 1e-4..1e-6, so a raw γ
             means different things per model).
-        lam: closeness weight λ ≥ 0 (0 disables the pull back towards x).
+        lam: closeness weight λ ≥ 0 (0 disables the pull back towards x). It competes with the
+            raw input gradient: ``λ(x_t − x)`` is at most λε per pixel, so λ ≈ g/ε (g a typical
+            gradient element, e.g. 1e-3 on the digits model) makes it matter near the ball's edge.
         lam_schedule: ``constant``, ``inverse`` (λ/t), ``exp`` (λ e^{−0.01t}) or ``linear``
             (λ(1 − (t−1)/T)); see :func:`lam_at`.
         early_stop_on_flip: freeze a sample once ``argmax f(x_t) != y`` (it sits just past the
@@ -166,8 +170,8 @@ class PerturbedSignGradient:
         amp: bf16 autocast on CUDA for the forward/backward (ignored elsewhere).
     """
 
-    def __init__(self, *, eps: float = 16 / 255, step_size: float = 0.0, steps: int = 5,
-                 gamma: float = 0.0, noise: str = "normal", noise_scale: str = "relative",
+    def __init__(self, *, eps: float = 0.1, step_size: float = 0.0, steps: int = 5,
+                 gamma: float = 0.5, noise: str = "normal", noise_scale: str = "relative",
                  lam: float = 0.0, lam_schedule: str = "constant", early_stop_on_flip: bool = True,
                  round_to_255: bool = False, failed_flip: str = "next_best", amp: bool = False) -> None:
         if not eps >= 0 or not math.isfinite(eps):
