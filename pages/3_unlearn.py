@@ -67,7 +67,6 @@ if record is not None:
         widgets.next_step(widgets.RESULTS, "see the full comparison and the decision regions.",
                           "See the results")
         st.divider()
-        st.subheader("Run again with other settings")
 
 # --- method and settings ---------------------------------------------------------------------------
 if not background.can_run_in_background("unlearn"):
@@ -80,7 +79,7 @@ from unlearn_core.methods import list_methods  # noqa: E402 - imports every meth
 methods = {m.name: m for m in list_methods() if m.name != "retrain"}
 order = sorted(methods, key=lambda n: (n != DEFAULT_METHOD, n != "boundary_shrink", methods[n].title))
 st.session_state.setdefault("ul_method", DEFAULT_METHOD if DEFAULT_METHOD in methods else order[0])
-st.subheader("Method")
+st.subheader("Method" if record is None or record.status != "done" else "Run again with other settings")
 method_name = st.selectbox("Method", order, key="ul_method", format_func=lambda n: methods[n].title,
                            help="PSG is the default: it moves each forget image across the nearest "
                                 "decision boundary and teaches the model that label. The others are "
@@ -88,16 +87,31 @@ method_name = st.selectbox("Method", order, key="ul_method", format_func=lambda 
 method = methods[method_name]
 st.markdown(method.summary + (f"  \n_{method.citation}_" if method.citation else ""))
 
+scenario_name = ms.scenario_for(sel.dataset, sel.criteria)
+scenario = ms.scenario_preset(method_name, scenario_name)
 preset_key = f"ul_preset_{method_name}"
 preset = None
-if method.presets:
-    choice = st.selectbox("Preset", [ms.NO_PRESET, *sorted(method.presets)], key=preset_key,
-                          on_change=ms.apply_preset, args=(method, preset_key),
-                          help="A named set of settings (for example the published recipe).")
+options = ([ms.SCENARIO_PRESET] if scenario else []) + [ms.NO_PRESET, *sorted(method.presets or {})]
+if len(options) > 1:
+    if scenario and st.session_state.get(f"{preset_key}_scenario") != scenario_name:
+        # a demo scenario was (re)loaded: preselect its recommended settings
+        st.session_state[f"{preset_key}_scenario"] = scenario_name
+        st.session_state[preset_key] = ms.SCENARIO_PRESET
+        ms.apply_preset(method, preset_key, scenario)
+    if st.session_state.get(preset_key) not in options:
+        st.session_state[preset_key] = options[0]
+    choice = st.selectbox("Preset", options, key=preset_key,
+                          on_change=ms.apply_preset, args=(method, preset_key, scenario),
+                          help="A named set of settings. \"Recommended for this demo\" is tuned "
+                               "for the built-in demo you loaded; the others are general "
+                               "recipes (for example the published one).")
     preset = None if choice == ms.NO_PRESET else choice
 
-with st.expander("Settings (the defaults work well)", expanded=False):
-    values = ms.settings_form(method, preset)
+st.subheader("Settings")
+st.caption(("The recommended settings for this demo are filled in: you can start as they are. "
+            if preset == ms.SCENARIO_PRESET else "The defaults work well: you can start as they are. ")
+           + "Hover over the ? next to a setting to see what it does.")
+values = ms.settings_form(method, preset, scenario=scenario)
 
 st.subheader("Where and how")
 devices = describe_devices()

@@ -17,24 +17,124 @@ import streamlit as st
 COMMON = ("seed", "device", "amp", "channels_last", "batch_size")
 ADVANCED = ("amp", "channels_last", "batch_size")
 NO_PRESET = "(recommended defaults)"
+SCENARIO_PRESET = "Recommended for this demo"
+
+#: Plain labels of method settings, keyed by field name; ``(method, name)`` keys override a
+#: name whose meaning differs in one method. Names not listed are humanized (see :func:`label`).
+LABELS: dict[Any, str] = {
+    "eps": "Search radius ε (pixel change)",
+    "step_size": "Search step size η (0 = automatic)",
+    "inner_steps": "Search steps",
+    "gamma": "Noise weight γ",
+    "noise": "Noise type",
+    "noise_scale": "Noise scale",
+    "lam": "Closeness weight λ",
+    "lam_schedule": "How λ changes over the search",
+    "early_stop_on_flip": "Stop searching once the label flips",
+    "round_to_255": "Keep images on the 8-bit grid",
+    "failed_flip": "When the label can't be flipped",
+    "attack_model": "Model whose boundaries are searched",
+    "relabel": "New labels",
+    "targets": "Target labels",
+    "temperature": "Softness (temperature)",
+    "top_k": "Classes kept in soft targets (0 = all)",
+    "phi": "Weight of kept images φ",
+    "remain_batch_size": "Kept images per step",
+    "lr": "Learning rate",
+    "momentum": "Momentum",
+    "weight_decay": "Weight decay",
+    "epochs": "Passes over the forget set",
+    "bn_policy": "BatchNorm statistics",
+    "target_forget_acc": "Stop at this forget-set accuracy (0 = off)",
+    "batch_size": "Images per step",
+    "amp": "Mixed precision on GPU",
+    "channels_last": "GPU memory layout (channels last)",
+    "freeze_batchnorm": "Keep BatchNorm statistics fixed",
+    "use_remain": "Also train on the kept images",
+    "alpha": "Weight of kept images α",
+    "msteps": "Epochs with a forgetting pass",
+    "forget_batch_size": "Forget images per step",
+    "mask_ratio": "Share of weights that may change",
+    "no_l1_epochs": "Final passes without the sparsity penalty",
+    "k": "Blocks retrained (from the output)",
+    ("retrain", "epochs"): "Passes over the kept images",
+    ("finetune", "epochs"): "Passes over the kept images",
+    ("neggrad_plus", "epochs"): "Passes over the kept images",
+    ("random_labels", "epochs"): "Passes over the training data",
+    ("salun", "epochs"): "Passes over the training data",
+    ("l1_sparse", "epochs"): "Passes over the kept images",
+    ("cf_k", "epochs"): "Passes over the kept images",
+    ("eu_k", "epochs"): "Passes over the kept images",
+    ("scrub", "epochs"): "Passes (epochs)",
+    ("scrub", "gamma"): "Weight of the kept-image loss γ",
+    ("scrub", "alpha"): "Weight of the teacher match α",
+    ("scrub", "batch_size"): "Kept images per step",
+    ("l1_sparse", "gamma"): "Sparsity penalty weight γ",
+    ("boundary_expanding", "epochs"): "Passes over the forget set",
+}
+
+#: PSG-style settings shown outside the "Advanced" expander (the rest goes inside it when a
+#: method has many settings).
+ESSENTIALS = ("epochs", "lr", "phi", "eps", "gamma")
+MANY_SETTINGS = 8
+
+
+def label(name: str, method: str | None = None) -> str:
+    """Plain label of a setting: the mapping, else the name humanized ("top_k" → "Top k")."""
+    if (method, name) in LABELS:
+        return LABELS[(method, name)]
+    if name in LABELS:
+        return LABELS[name]
+    text = name.replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
+def scenario_for(dataset: str | None, criteria: str | None) -> str | None:
+    """Name of the built-in demo scenario whose dataset and criteria match, if any."""
+    if not dataset or not criteria:
+        return None
+    try:
+        from unlearn_core.data.builtin import SCENARIOS
+    except ImportError:
+        return None
+    norm = " ".join(criteria.split())
+    for name, (ds, text) in SCENARIOS.items():
+        if ds == dataset and " ".join(text.split()) == norm:
+            return name
+    return None
+
+
+def scenario_preset(method_name: str, scenario: str | None) -> dict[str, Any] | None:
+    """The method's recommended settings for a demo scenario (only PSG has them)."""
+    if not scenario or method_name != "psg":
+        return None
+    try:
+        from unlearn_core.methods.psg import SCENARIO_PRESETS
+    except ImportError:
+        return None
+    return SCENARIO_PRESETS.get(scenario)
 
 
 def widget_key(method: str, name: str) -> str:
     return f"ul_set_{method}_{name}"
 
 
-def preset_values(method_cls, preset: str | None) -> dict[str, Any]:
-    """Default value of every field after applying ``preset``."""
+def preset_values(method_cls, preset: str | None, scenario: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Default value of every field after applying ``preset`` (or the demo ``scenario``
+    values when ``preset`` is :data:`SCENARIO_PRESET`)."""
     values = {f.name: f.default for f in method_cls.fields()}
-    if preset and preset in method_cls.presets:
+    if preset == SCENARIO_PRESET and scenario:
+        values.update({k: v for k, v in scenario.items() if k in values})
+    elif preset and preset in (method_cls.presets or {}):
         values.update(method_cls.presets[preset])
     return values
 
 
-def apply_preset(method_cls, preset_key: str) -> None:
+def apply_preset(method_cls, preset_key: str, scenario: dict[str, Any] | None = None) -> None:
     """Callback of the preset picker: set every setting widget to the preset's value."""
     preset = st.session_state.get(preset_key)
-    for name, value in preset_values(method_cls, None if preset == NO_PRESET else preset).items():
+    for name, value in preset_values(method_cls, None if preset == NO_PRESET else preset,
+                                     scenario).items():
         if name not in ("seed", "device"):
             st.session_state[widget_key(method_cls.name, name)] = value
 
@@ -43,25 +143,25 @@ def _widget(method: str, info, default: Any) -> Any:
     key = widget_key(method, info.name)
     if key not in st.session_state:
         st.session_state[key] = default
-    label = info.name.replace("_", " ")
+    text = label(info.name, method)
     if info.choices:
         options = list(info.choices)
         if st.session_state[key] not in options:
             st.session_state[key] = options[0]
-        return st.selectbox(label, options, key=key, help=info.help)
+        return st.selectbox(text, options, key=key, help=info.help)
     if info.type == "bool":
-        return st.checkbox(label, key=key, help=info.help)
+        return st.checkbox(text, key=key, help=info.help)
     if info.type == "int":
         st.session_state[key] = int(st.session_state[key])
-        return st.number_input(label, min_value=None if info.min is None else int(info.min),
+        return st.number_input(text, min_value=None if info.min is None else int(info.min),
                                max_value=None if info.max is None else int(info.max), step=1,
                                key=key, help=info.help)
     if info.type == "float":
         st.session_state[key] = float(st.session_state[key])
-        return st.number_input(label, min_value=None if info.min is None else float(info.min),
+        return st.number_input(text, min_value=None if info.min is None else float(info.min),
                                max_value=None if info.max is None else float(info.max),
                                format="%g", step=_float_step(default), key=key, help=info.help)
-    return st.text_input(label, key=key, help=info.help)
+    return st.text_input(text, key=key, help=info.help)
 
 
 def _float_step(default: float) -> float:
@@ -70,27 +170,41 @@ def _float_step(default: float) -> float:
     return 10.0 ** (math.floor(math.log10(magnitude)) - 1) if magnitude else 0.01
 
 
-def settings_form(method_cls, preset: str | None, columns: int = 3) -> dict[str, Any]:
-    """Widgets for the method's own settings and the advanced common ones; returns all values."""
-    defaults = preset_values(method_cls, preset)
+def settings_form(method_cls, preset: str | None, columns: int = 3,
+                  scenario: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Widgets for the method's own settings and the advanced common ones; returns all values.
+
+    A method with many settings (PSG) shows the essentials (:data:`ESSENTIALS`) and puts the
+    rest under an "Advanced" expander."""
+    defaults = preset_values(method_cls, preset, scenario)
     fields = [f for f in method_cls.fields() if f.name not in COMMON]
-    advanced = [f for f in method_cls.fields() if f.name in ADVANCED]
+    if len(fields) > MANY_SETTINGS:
+        main = [f for f in fields if f.name in ESSENTIALS]
+        main.sort(key=lambda f: ESSENTIALS.index(f.name))
+        rest = [f for f in fields if f.name not in ESSENTIALS]
+    else:
+        main, rest = fields, []
+    rest += [f for f in method_cls.fields() if f.name in ADVANCED]
     values: dict[str, Any] = {}
     cols = st.columns(columns)
-    for i, info in enumerate(fields):
+    for i, info in enumerate(main):
         with cols[i % columns]:
             values[info.name] = _widget(method_cls.name, info, defaults[info.name])
-    with st.expander("Speed and memory (advanced)"):
+    title = ("Advanced: search, targets, speed and memory" if len(rest) > len(ADVANCED)
+             else "Speed and memory (advanced)")
+    with st.expander(title):
         cols = st.columns(columns)
-        for i, info in enumerate(advanced):
+        for i, info in enumerate(rest):
             with cols[i % columns]:
                 values[info.name] = _widget(method_cls.name, info, defaults[info.name])
     return values
 
 
 def changed_settings(method_cls, preset: str | None, values: dict[str, Any]) -> dict[str, Any]:
-    """Only the values that differ from the preset (what ``--set`` needs)."""
-    defaults = preset_values(method_cls, preset)
+    """Only the values that differ from the preset (what ``--set`` needs). With the demo
+    preset (:data:`SCENARIO_PRESET`, not a CLI preset) compare with the plain defaults, so the
+    demo's values travel as ``--set`` overrides."""
+    defaults = preset_values(method_cls, None if preset == SCENARIO_PRESET else preset)
     changed = {}
     for name, value in values.items():
         default = defaults.get(name)
