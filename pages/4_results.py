@@ -21,8 +21,10 @@ ATTACKS = [("mia_loss_lr", "MIA"), ("mia_svc_efficacy", "MIA-SVC"), ("mia_member
 widgets.page_header(
     "Results",
     "Compare the original model, the unlearned one and, when computed, a model retrained without "
-    "the forget images (the gold standard). Good unlearning looks like the retrained model: low "
-    "accuracy on what was forgotten, unchanged accuracy on the rest.",
+    "the forget images (the gold standard). Good unlearning means behaving like the retrained "
+    "model: close to its accuracy on the forgotten images (low when the group is something only "
+    "those images taught; it can stay high when the rest of the data teaches it too), and "
+    "unchanged accuracy on the rest.",
 )
 
 workspace = cache.workspace()
@@ -131,14 +133,16 @@ with left:
                  if metrics[name].get("per_class_test_acc")}
     if per_class:
         st.plotly_chart(plots.per_class_accuracy(per_class, data.classes), key="rs_per_class")
-        st.caption("Whether forgetting one group damaged the other classes.")
+        st.caption("**Did forgetting harm other classes?** Compare each class's bars with the "
+                   "retrained model's (black): similar heights mean no harm.")
 with right:
     try:
         with st.spinner("Computing per-image losses…"):
             losses = cache.run_losses(run_id)
         st.plotly_chart(plots.loss_histograms(losses), key="rs_losses")
-        st.caption("A membership attack works when the forget images (orange) have lower loss than unseen "
-                   "test images (blue); after unlearning they should look like unseen images.")
+        st.caption("**Can an attacker tell the forgotten images were trained on?** Yes when the "
+                   "forget images (purple) have lower loss than unseen test images (grey); after "
+                   "unlearning the two should overlap, as for the retrained model.")
     except UserError as error:
         widgets.show_error(error, "Losses could not be computed")
 
@@ -147,8 +151,10 @@ st.subheader("Decision regions")
 st.markdown(
     "Each panel places the same test images on a 2-D map of what the model sees (t-SNE of its "
     "last-layer features). **Stars** are images like the forgotten ones, **circles** the rest; "
-    "the fill colour is the predicted class, a thick outline in another colour marks a wrong "
-    "prediction, and the background shows which class the model predicts in that area."
+    "the **fill colour is the class the model predicts**; a larger marker with a thin **outline in "
+    "another colour** is a wrong prediction, the outline being the **true class**. A forgotten "
+    "image that now gets another label is a big star filled with the new class and outlined in "
+    "its old one. The background shows which class the model predicts in that area."
 )
 try:
     with st.spinner("Computing the maps (a few seconds the first time)…"):

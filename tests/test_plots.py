@@ -122,9 +122,18 @@ def test_tsne_panels_marks_forget_stars_and_wrong_predictions():
     stars = [t for t in points if t.marker.symbol == "star"]
     assert sum(len(t.x) for t in stars) == 2 * forget.sum()
     first_panel = [t for t in points if t.xaxis == "x"]
-    outlined = [t for t in first_panel if t.marker.line.width == 2.5]
+    outlined = [t for t in first_panel if t.marker.line.width == 1.5]
     assert sum(len(t.x) for t in outlined) == 5  # the five misclassified points are outlined
+    for t in outlined:  # thin outline on a bigger marker: the fill (predicted class) stays visible
+        assert t.marker.size > (14 if t.marker.symbol == "star" else 7)
     for t in outlined:  # in the colour of their true class
         assert all(int(c) == true[int(i) - 100] for c, i in zip(t.marker.line.color, t.customdata))
     assert all(int(i) >= 100 for t in points for i in t.customdata)
     assert [a.text for a in fig.layout.annotations] == ["original", "unlearned"]
+
+
+def test_role_colours_are_not_class_colours():
+    roles = {plots.FORGET_COLOR, plots.FORGET_LIGHT, plots.KEEP_COLOR, plots.KEEP_LIGHT,
+             *plots.MODEL_COLORS.values()}
+    assert not roles & {c.upper() for c in plots.CLASS_COLORS}
+    assert not {r.upper() for r in roles} & {c.upper() for c in plots.CLASS_COLORS}

@@ -2,8 +2,10 @@
 
 Every function takes plain data (numpy arrays, pandas objects, metric dicts, embedding panels)
 and returns a ``plotly.graph_objects.Figure``; none computes anything expensive. Colours are
-fixed so that a figure reads the same everywhere: orange = to forget, blue-grey = to keep,
-and one colour per class from :data:`CLASS_COLORS`.
+fixed so that a figure reads the same everywhere: roles (which set, which model) use a palette
+of their own that no class uses (purple = to forget, grey = to keep; original / retrained /
+unlearned model = light grey / black / dark teal), and one colour per class from
+:data:`CLASS_COLORS`.
 
 Histograms are binned with numpy and drawn as bars, so a 20,000-sample column sends ~30 numbers
 to the browser instead of 20,000.
@@ -18,12 +20,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-FORGET_COLOR = "#E8702A"
-FORGET_LIGHT = "#F6B98F"
-KEEP_COLOR = "#4C6A92"
-KEEP_LIGHT = "#A9BBD3"
+#: Set and model roles: deliberately unlike every class colour, so "orange" always means a class.
+FORGET_COLOR = "#8E24AA"
+FORGET_LIGHT = "#D7A6E3"
+KEEP_COLOR = "#5F6B73"
+KEEP_LIGHT = "#BCC3C8"
 #: Colour per model in comparisons: original, retrain (the reference), unlearned.
-MODEL_COLORS = {"original": "#8C8C8C", "retrain": "#2E9E5B", "unlearned": "#E8702A"}
+MODEL_COLORS = {"original": "#A6A6A6", "retrain": "#222222", "unlearned": "#00695C"}
 CLASS_COLORS = (
     "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2",
     "#B279A2", "#EECA3B", "#9D755D", "#FF9DA6", "#BAB0AC",
@@ -343,7 +346,12 @@ def per_class_accuracy(accuracies: Mapping[str, Sequence[float]], classes: Seque
                     hovertemplate="%{x}: %{y:.1%}<extra>" + model_name + "</extra>")
     fig.update_layout(barmode="group", yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.05]),
                       xaxis=dict(title="class", type="category"))
-    return _layout(fig, title, 320)
+    # same height, legend place and margins as :func:`loss_histograms`, so side-by-side charts
+    # (and the captions under them) line up
+    _layout(fig, title, 360)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
 
 
 def loss_histograms(losses: Mapping[str, Mapping[str, np.ndarray]], bins: int = 30,
@@ -430,8 +438,8 @@ def tsne_panels(
 
     ``panels`` are :class:`~unlearn_core.embedding.EmbeddingPanel` (or anything with the same
     attributes), e.g. ``{"original": ..., "retrain": ..., "unlearned": ...}``. Stars = forget
-    images, circles = remain images; fill colour = the model's predicted class; a thick outline
-    in the *true* class's colour marks a misclassified image; the background shows the class a
+    images, circles = remain images; fill colour = the model's predicted class; a thin outline
+    in the *true* class's colour (on a larger marker) marks a misclassified image; the background shows the class a
     k-NN vote over the model's predictions gives each place (an approximation of the model's
     decision regions in 2-D). ``hover`` maps an image's row index to its hover text; each
     point's ``customdata`` is that row index (for selections).
@@ -472,8 +480,9 @@ def tsne_panels(
                         suffix_text = f"<br>predicted: <b>{classes[cls]}</b>" + (" (wrong)" if is_wrong else "")
                         texts = [hover.get(int(i), "") + suffix_text for i in indices[sel]]
                     if is_wrong:  # outline in the true class's colour (numbers + a class colour scale)
+                        # thin enough that the fill (the predicted class) stays the main colour
                         line = dict(color=true[sel].astype(float), colorscale=outline_scale, cmin=-0.5,
-                                    cmax=k - 0.5, width=2.5)
+                                    cmax=k - 0.5, width=1.5)
                     else:
                         line = dict(color="white", width=0.8 if is_forget else 0.4)
                     traces.append(go.Scatter(
@@ -482,7 +491,7 @@ def tsne_panels(
                         showlegend=col == 1 and not is_forget and not is_wrong,
                         customdata=indices[sel],
                         hovertext=texts, hoverinfo="text" if texts is not None else "x+y",
-                        marker=dict(symbol="star" if is_forget else "circle", size=13 if is_forget else 7,
+                        marker=dict(symbol="star" if is_forget else "circle", size=(19 if is_wrong else 14) if is_forget else (8 if is_wrong else 7),
                                     color=class_color(cls), line=line),
                     ))
     for symbol, label in (("star", "forget image"), ("circle", "kept image")):
