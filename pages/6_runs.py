@@ -53,13 +53,13 @@ for r in runs:
         continue
     result = m.get("unlearned") if isinstance(m.get("unlearned"), dict) else m.get(r.kind)
     rows.append({
-        "id": r.id, "created": (r.created_at or "")[:19].replace("T", " "), "kind": r.kind,
-        "status": r.status, "method": r.method, "data set": r.dataset, "forget criteria": r.criteria_text,
-        "label": r.label,
+        # key columns only, so the table fits the page; the rest is in "Side by side" below
+        "id": r.id, "kind": r.kind, "status": r.status, "method": r.method,
+        "forget criteria": r.criteria_text,
         "forget acc. (test)": _num(result, "forget_test_acc"),
         "remain acc. (test)": _num(result, "remain_test_acc"),
         "distance to retrain": _num(m, "distance_to_retrain"),
-        "seconds": _num(m, "seconds_unlearn"),
+        "created": (r.created_at or "")[:16].replace("T", " "),
     })
 if not rows:
     st.info("No run matches these filters.", icon=":material/filter_alt_off:")
@@ -74,10 +74,11 @@ event = st.dataframe(
                                                             help=METRIC_DEFINITIONS["remain_test_acc"]),
         "distance to retrain": st.column_config.NumberColumn(format="%.3f",
                                                              help=METRIC_DEFINITIONS["distance_to_retrain"]),
-        "seconds": st.column_config.NumberColumn(format="%.1f", help="Time the unlearning itself took."),
+        "forget criteria": st.column_config.TextColumn(width="medium"),
     },
 )
-st.caption(f"{len(rows)} of {len(runs)} runs. Click a column name to sort; tick rows to compare them.")
+st.caption(f"{len(rows)} of {len(runs)} runs. Click a column name to sort; tick two or more rows to "
+           "compare them side by side (with data set, label, time taken and settings).")
 selected_rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
 selected_ids = [table.iloc[i]["id"] for i in selected_rows if i < len(table)]
 by_id = {r.id: r for r in runs}
@@ -90,7 +91,10 @@ if len(selected_ids) >= 2:
         m = by_id[run_id].metrics or {}
         block = m.get("unlearned") if isinstance(m.get("unlearned"), dict) else m.get(by_id[run_id].kind) or {}
         compare[run_id] = {
-            "method": by_id[run_id].method, "forget criteria": by_id[run_id].criteria_text,
+            "kind": by_id[run_id].kind, "method": by_id[run_id].method,
+            "data set": by_id[run_id].dataset, "label": by_id[run_id].label,
+            "created": (by_id[run_id].created_at or "")[:19].replace("T", " "),
+            "forget criteria": by_id[run_id].criteria_text,
             "forget acc. (train)": _num(block, "forget_train_acc"), "remain acc. (train)": _num(block, "remain_train_acc"),
             "forget acc. (test)": _num(block, "forget_test_acc"), "remain acc. (test)": _num(block, "remain_test_acc"),
             "membership AUC": _num(block, "mia_membership_auc"),
@@ -104,7 +108,9 @@ if len(selected_ids) >= 2:
 st.subheader("One run")
 choices = selected_ids or [row["id"] for row in rows]
 if st.session_state.get("rn_run") not in choices:
-    st.session_state["rn_run"] = choices[0]
+    # the run chosen elsewhere in the session (Unlearn, Results), else the newest
+    current = state.selection().run_id or state.unlearn_run()
+    st.session_state["rn_run"] = current if current in choices else choices[0]
 run_id = st.selectbox("Run", choices, key="rn_run",
                       format_func=lambda i: f"{i} · {by_id[i].kind} · {by_id[i].method or ''} · {by_id[i].status}")
 record = by_id[run_id]
@@ -116,16 +122,17 @@ if record.command:
     st.code(record.command_text, language="bash", wrap_lines=True)
     st.caption("The exact command that reproduces this run.")
 
-action_cols = st.columns(4)
+can_show = record.kind in ("unlearn", "compose") and record.status == "done"
+action_cols = iter(st.columns(4 if can_show else 3))
 if record.status in ACTIVE_STATUSES:
-    if action_cols[0].button("Cancel", key="rn_cancel", icon=":material/stop_circle:"):
+    if next(action_cols).button("Cancel", key="rn_cancel", icon=":material/stop_circle:"):
         try:
             background.cancel(run_id)
             st.rerun()
         except UserError as error:
             widgets.show_error(error)
 else:
-    if action_cols[0].button("Run again", key="rn_rerun", icon=":material/replay:",
+    if next(action_cols).button("Run again", key="rn_rerun", icon=":material/replay:",
                              help="Start the same command as a new run."):
         try:
             from unlearn_core import jobs
@@ -137,12 +144,12 @@ else:
             st.rerun()
         except UserError as error:
             widgets.show_error(error, "Could not run it again")
-    if record.kind in ("unlearn", "compose") and record.status == "done":
-        if action_cols[1].button("Show results", key="rn_show", icon=":material/insights:"):
+    if can_show:
+        if next(action_cols).button("Show results", key="rn_show", icon=":material/insights:"):
             state.set_run(run_id)
             st.session_state["rs_run"] = run_id
             st.switch_page(widgets.RESULTS.path)
-    with action_cols[2].popover("Delete", icon=":material/delete:"):
+    with next(action_cols).popover("Delete", icon=":material/delete:"):
         dependants = workspace.dependants(run_id)
         st.markdown(f"Delete run `{run_id}` and its files? This can't be undone.")
         if dependants:
