@@ -23,7 +23,7 @@ widgets.page_header(
 sel, data = widgets.require_dataset("choose a forget set")
 controls = fc.build_controls(data)
 fc.sync(sel.dataset, data, controls)
-changed = dict(on_change=fc.on_controls_changed, args=(controls, data.classes))
+changed = dict(on_change=fc.on_controls_changed, args=(controls, data.classes, sel.dataset))
 
 left, right = st.columns([1, 2], gap="large")
 
@@ -140,7 +140,7 @@ with right:
             st.caption("The criteria use only the class or a random share; the first charts show how "
                        "the selection spreads over the metadata.")
             used = controls[:2]
-        chart_cols = st.columns(2)
+        chart_cols = st.columns(2) if len(used) > 1 else [st.container()]  # one chart: full width
         for i, control in enumerate(used):
             series = data.metadata[control.column]
             if control.kind == "range":
@@ -149,7 +149,7 @@ with right:
             else:
                 fig = plots.metadata_bars(series, control.column, selected=mask,
                                           chosen_values=fc.values_of(criteria, control.column, control.options))
-            chart_cols[i % 2].plotly_chart(fig, key=f"fs_chart_{control.column}")
+            chart_cols[i % len(chart_cols)].plotly_chart(fig, key=f"fs_chart_{control.column}")
 
         if n_forget:
             st.subheader("Examples of images to forget")

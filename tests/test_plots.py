@@ -24,7 +24,9 @@ def test_histogram_stacks_the_selection_and_shades_the_range():
     assert int(np.sum(keep.y) + np.sum(forget.y)) == len(values)
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(rects) == 1 and rects[0].x0 == 12 and rects[0].x1 == pytest.approx(16)
-    assert fig.layout.xaxis.title.text == "vpf_mm (mm)"
+    assert fig.layout.xaxis.title.text == "Vertical palpebral fissure (VPF), mm"
+    assert plots.column_label("exam_year", "year") == "Exam year (year)"
+    assert plots.column_label("tear_break_up_s") == "Tear break up"  # fallback: humanized
 
 
 def test_histogram_counts_missing_values_and_integer_bins():

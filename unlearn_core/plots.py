@@ -71,6 +71,43 @@ def _layout(fig: go.Figure, title: str = "", height: int = 320, **extra) -> go.F
     return fig
 
 
+#: Readable names of known metadata columns (others are humanized by :func:`column_label`).
+COLUMN_LABELS = {
+    "vpf_mm": "Vertical palpebral fissure (VPF)",
+    "mrd1_mm": "Margin-reflex distance 1 (MRD1)",
+    "cas": "Clinical activity score (CAS)",
+    "exam_year": "Exam year",
+    "stroke_width_px": "Stroke width",
+    "width_px": "Width",
+    "cdr": "Cup-to-disc ratio (CDR)",
+    "age": "Age",
+    "sex": "Sex",
+    "eye": "Eye",
+    "camera": "Camera",
+    "device": "Device",
+    "ink": "Ink",
+    "slant": "Slant",
+    "label": "Class",
+}
+_UNIT_SUFFIXES = ("_mm", "_px", "_cm", "_um", "_years", "_s")
+
+
+def column_label(column: str, unit: str = "") -> str:
+    """Readable name of a metadata column with its unit: "Vertical palpebral fissure (VPF), mm"."""
+    name = COLUMN_LABELS.get(column)
+    if name is None:
+        text = column
+        for suffix in _UNIT_SUFFIXES:
+            if text.endswith(suffix) and len(text) > len(suffix):
+                text = text[: -len(suffix)]
+                break
+        text = text.replace("_", " ").strip()
+        name = text[:1].upper() + text[1:]
+    if not unit:
+        return name
+    return f"{name}, {unit}" if name.endswith(")") else f"{name} ({unit})"
+
+
 def with_unit(column: str, unit: str = "") -> str:
     return f"{column} ({unit})" if unit else column
 
@@ -114,7 +151,7 @@ def metadata_histogram(
     title: str | None = None,
     height: int = 260,
 ) -> go.Figure:
-    """Histogram of a numeric column; forget-selected samples stacked in orange.
+    """Histogram of a numeric column; forget-selected samples stacked in the forget colour.
 
     ``shade`` = ``(low, high)`` shades the selected range (``None`` = open on that side) and
     draws a dashed line at each given end. Missing values are left out and counted in the title.
@@ -122,7 +159,7 @@ def metadata_histogram(
     raw = np.asarray(values)
     finite = np.isfinite(raw.astype(float))
     data = raw[finite]
-    label = with_unit(column, unit)
+    label = column_label(column, unit)
     missing = int((~finite).sum())
     heading = title if title is not None else label + (f" · {missing} missing" if missing else "")
     if len(data) == 0:
@@ -169,7 +206,7 @@ def metadata_bars(
     height: int = 260,
     max_values: int = 25,
 ) -> go.Figure:
-    """Bar chart of a categorical column (most frequent first); forget-selected in orange.
+    """Bar chart of a categorical column (most frequent first); forget-selected in the forget colour.
 
     ``chosen_values`` are outlined (the values a picker selected).
     """
@@ -192,8 +229,8 @@ def metadata_bars(
             go.Bar(x=list(order), y=forget.to_numpy(), marker_color=FORGET_COLOR, name="forget",
                    hovertemplate="%{x}: %{y} to forget<extra></extra>"),
         ]
-    return _figure(traces, title if title is not None else column, height, barmode="stack",
-                   xaxis=dict(title=column, type="category"), yaxis=dict(title="images"),
+    return _figure(traces, title if title is not None else column_label(column), height, barmode="stack",
+                   xaxis=dict(title=column_label(column), type="category"), yaxis=dict(title="images"),
                    showlegend=selected is not None)
 
 

@@ -72,7 +72,9 @@ class Control:
 
     @property
     def label(self) -> str:
-        return f"{self.column} ({self.unit})" if self.unit else self.column
+        from unlearn_core.plots import column_label
+
+        return column_label(self.column, self.unit)
 
     @property
     def full(self):
@@ -141,7 +143,11 @@ def build_controls(data: ImageSet) -> list[Control]:
 
 # --- controls -> criteria ------------------------------------------------------------------------
 def _clean(value: float, control: Control) -> int | float:
-    return int(round(value)) if control.integer else round(float(value), control.decimals)
+    """The value as the criteria text should show it: no spurious ".0" on whole numbers."""
+    if control.integer:
+        return int(round(value))
+    value = round(float(value), control.decimals)
+    return int(value) if value == int(value) else value
 
 
 def criteria_from_values(values: dict, controls: list[Control], classes: list[str]) -> ForgetCriteria | None:
@@ -297,11 +303,15 @@ def sync(ref: str, data: ImageSet, controls: list[Control]) -> None:
     ss[TEXT_KEY] = text
 
 
-def on_controls_changed(controls: list[Control], classes: list[str]) -> None:
-    """Widget callback: the controls are the criteria now."""
+def on_controls_changed(controls: list[Control], classes: list[str], ref: str | None = None) -> None:
+    """Widget callback: the controls are the criteria now. The current text (the user's or the
+    demo's wording) is kept when the controls still select exactly the same images."""
     ss = st.session_state
     criteria = criteria_from_values({k: ss.get(k) for k in _widget_keys(controls)}, controls, classes)
     text = criteria.to_text() if criteria else ""
+    current = state.selection().criteria or ""
+    if ref is not None and text and current and _same_selection(ref, current, text):
+        text = current
     state.set_criteria(text)
     ss[_SYNCED] = text
     ss[_EXACT] = True
@@ -324,7 +334,7 @@ def on_text_applied(ref: str) -> None:
         ss[_TEXT_ERROR] = str(error)
         return
     ss.pop(_TEXT_ERROR, None)
-    state.set_criteria(criteria.to_text())
+    state.set_criteria(typed)  # the user's own wording (it parses and selects the same images)
 
 
 def on_clear() -> None:
