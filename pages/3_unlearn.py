@@ -107,7 +107,7 @@ if len(options) > 1:
                                "recipes (for example the published one).")
     preset = None if choice == ms.NO_PRESET else choice
 
-st.subheader("Settings")
+st.subheader("Settings (the defaults work well)")
 st.caption(("The recommended settings for this demo are filled in: you can start as they are. "
             if preset == ms.SCENARIO_PRESET else "The defaults work well: you can start as they are. ")
            + "Hover over the ? next to a setting to see what it does.")
