@@ -174,11 +174,14 @@ SCENARIO_PRESETS: dict[str, dict[str, Any]] = {
     # Every BN-train setting that really pushed D_f across the boundary cost 3-25 points of R.
     "digits_random10": {**_FORGET_REALLY, "inner_steps": 1, "bn_policy": "frozen", "phi": 0.0, "lr": 3e-5,
                         "epochs": 1, "target_forget_acc": 0.985},
-    # TED eyes with VPF >= 12 mm (retrain: F ≈ 0.10, R ≈ 0.986): forget like a class, stop at 10 %.
-    "oculoplastic_vpf": {**_FORGET_REALLY, "epochs": 4, "target_forget_acc": 0.1},
+    # TED eyes with VPF >= 12 mm (retrain: F ≈ 0.10, R ≈ 0.986): forget like a class and stop
+    # at 10 %; lr 2e-3 (3e-3 overshot remain accuracy on one seed in three: R 0.91).
+    "oculoplastic_vpf": {**_FORGET_REALLY, "lr": 2e-3, "epochs": 6, "target_forget_acc": 0.1},
     # Images of the retired camera (retrain: F ≈ 0.66, R = 1.0): the device group is forgotten
-    # slowly (≈ 6 passes at lr 3e-3; lr 5e-3..1e-2 cost 0.2-0.6 of R), stop at 65 %.
-    "fundus_device": {**_FORGET_REALLY, "epochs": 8, "target_forget_acc": 0.65},
+    # slowly (≈ 6 passes at lr 3e-3; lr 5e-3..1e-2 cost 0.2-0.6 of R; forget batches of 128
+    # did not get there in 8 passes). Stop at 75 %: forget accuracy falls fast in the last
+    # pass, and a 65 % target overshot to F = 0.55 on one seed.
+    "fundus_device": {**_FORGET_REALLY, "epochs": 8, "target_forget_acc": 0.75},
 }
 
 
