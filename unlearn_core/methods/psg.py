@@ -290,7 +290,9 @@ class PSG(UnlearnMethod):
                 hooks: RunHooks) -> UnlearnResult:
         started = time.perf_counter()
         monitoring = 0.0  # seconds of display-only metrics (live curves), excluded from the timing
-        original = frozen_copy(model)
+        # θ0 is needed to attack it (default) or for soft targets; otherwise skip the copy.
+        needs_original = config.attack_model == "original" or config.targets == "soft"
+        original = frozen_copy(model) if needs_original else None
         attacked = original if config.attack_model == "original" else model
         search = make_search(config, device)
         batch_order = make_generator(config.seed)
