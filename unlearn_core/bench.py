@@ -118,7 +118,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def to_markdown(rows: list[BenchRow], machine: str, seconds_total: float) -> str:
+def to_markdown(rows: list[BenchRow], machine: str, seconds_total: float, pending: Sequence[str] = ()) -> str:
     lines = [
         "# Benchmark: unlearning methods against retraining",
         "",
@@ -134,6 +134,9 @@ def to_markdown(rows: list[BenchRow], machine: str, seconds_total: float) -> str
         "MIA columns are defined in `unlearn_core/metrics.py` (`METRIC_DEFINITIONS`).",
         "",
     ]
+    if pending:
+        lines += [f"**Incomplete:** not yet run: {', '.join(pending)} "
+                  f"(`python -m unlearn_core bench --scenarios {' '.join(pending)}`).", ""]
     for scenario in dict.fromkeys(r.scenario for r in rows):
         dataset, criteria = SCENARIOS[scenario]
         lines += [f"## {scenario}: `{criteria}` on {dataset}", "",
@@ -164,12 +167,13 @@ def run_benchmark(scenarios: Sequence[str] | None = None, methods: Sequence[str]
     methods = list(methods or [m.name for m in list_methods()])
     started = time.perf_counter()
     rows: list[BenchRow] = []
+    machine = machine_description(resolve_device(device))
     for scenario in scenarios:
         rows += run_scenario(scenario, methods, device=device, seed=seed, log=log)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        machine = machine_description(resolve_device(device))
-        (out / "benchmark.md").write_text(to_markdown(rows, machine, time.perf_counter() - started))
-        (out / "benchmark.csv").write_text(to_csv(rows))
+        if out_dir is not None:  # after every scenario, so a long run leaves usable partial tables
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            pending = scenarios[scenarios.index(scenario) + 1:]
+            (out / "benchmark.md").write_text(to_markdown(rows, machine, time.perf_counter() - started, pending))
+            (out / "benchmark.csv").write_text(to_csv(rows))
     return rows
