@@ -134,7 +134,7 @@ with left:
     if per_class:
         st.plotly_chart(plots.per_class_accuracy(per_class, data.classes), key="rs_per_class")
         st.caption("**Did forgetting harm other classes?** Compare each class's bars with the "
-                   "retrained model's (black): similar heights mean no harm.")
+                   "retrained model's (black, when computed): similar heights mean no harm.")
 with right:
     try:
         with st.spinner("Computing per-image losses…"):

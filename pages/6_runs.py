@@ -56,10 +56,10 @@ for r in runs:
         # key columns only, so the table fits the page; the rest is in "Side by side" below
         "id": r.id, "kind": r.kind, "status": r.status, "method": r.method,
         "forget criteria": r.criteria_text,
-        "forget acc. (test)": _num(result, "forget_test_acc"),
-        "remain acc. (test)": _num(result, "remain_test_acc"),
-        "distance to retrain": _num(m, "distance_to_retrain"),
-        "created": (r.created_at or "")[:16].replace("T", " "),
+        "forget (test)": _num(result, "forget_test_acc"),
+        "remain (test)": _num(result, "remain_test_acc"),
+        "distance": _num(m, "distance_to_retrain"),
+        "created": (r.created_at or "")[5:16].replace("T", " "),
     })
 if not rows:
     st.info("No run matches these filters.", icon=":material/filter_alt_off:")
@@ -68,13 +68,14 @@ table = pd.DataFrame(rows)
 event = st.dataframe(
     table, key="rn_table", on_select="rerun", selection_mode="multi-row", hide_index=True, width="stretch",
     column_config={
-        "forget acc. (test)": st.column_config.NumberColumn(format="percent",
-                                                            help=METRIC_DEFINITIONS["forget_test_acc"]),
-        "remain acc. (test)": st.column_config.NumberColumn(format="percent",
-                                                            help=METRIC_DEFINITIONS["remain_test_acc"]),
-        "distance to retrain": st.column_config.NumberColumn(format="%.3f",
-                                                             help=METRIC_DEFINITIONS["distance_to_retrain"]),
-        "forget criteria": st.column_config.TextColumn(width="medium"),
+        "forget (test)": st.column_config.NumberColumn(format="percent",
+                                                       help=METRIC_DEFINITIONS["forget_test_acc"]),
+        "remain (test)": st.column_config.NumberColumn(format="percent",
+                                                       help=METRIC_DEFINITIONS["remain_test_acc"]),
+        "distance": st.column_config.NumberColumn(format="%.3f",
+                                                  help="Distance to retrain. "
+                                                       + METRIC_DEFINITIONS["distance_to_retrain"]),
+        "created": st.column_config.TextColumn(help="Month-day and time the run started."),
     },
 )
 st.caption(f"{len(rows)} of {len(runs)} runs. Click a column name to sort; tick two or more rows to "

@@ -148,7 +148,8 @@ def _widget(method: str, info, default: Any) -> Any:
         options = list(info.choices)
         if st.session_state[key] not in options:
             st.session_state[key] = options[0]
-        return st.selectbox(text, options, key=key, help=info.help)
+        return st.selectbox(text, options, key=key, help=info.help,
+                            format_func=lambda v: str(v).replace("_", " "))
     if info.type == "bool":
         return st.checkbox(text, key=key, help=info.help)
     if info.type == "int":
