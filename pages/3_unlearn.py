@@ -130,7 +130,7 @@ retrain = cols[2].checkbox("Also train the retrain reference", value=True, key="
 
 settings = ms.changed_settings(method, preset, values)
 argv = state.unlearn_argv(sel, method_name, settings, retrain=retrain, seed=int(seed))
-if preset:
+if preset and preset != ms.SCENARIO_PRESET:  # the demo's values are --set overrides
     argv += ["--preset", preset]
 if device != "auto":
     argv += ["--device", device]

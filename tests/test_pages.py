@@ -271,3 +271,41 @@ def test_forget_controls_round_trip_through_text():
     started = time.perf_counter()
     fc.criteria_from_values(values, controls, data.classes).mask(data.metadata, data.classes)
     assert time.perf_counter() - started < 0.15
+
+
+def test_method_settings_have_plain_labels():
+    from unlearn_core.ui import method_settings as ms
+
+    assert ms.label("eps") == "Search radius ε (pixel change)"
+    assert ms.label("epochs", "finetune") == "Passes over the kept images"
+    assert ms.label("some_new_knob") == "Some new knob"  # fallback: humanized
+    assert ms.scenario_for("digits", 'label == "3"') == "digits_class"
+    assert ms.scenario_for("digits", 'label == "4"') is None
+
+
+def test_unlearn_page_preselects_the_demo_preset(workspace_home):
+    from unlearn_core.methods.psg import SCENARIO_PRESETS
+
+    at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
+    assert at.selectbox(key="ul_preset_psg").value == "Recommended for this demo"
+    epochs = at.number_input(key="ul_set_psg_epochs")
+    assert epochs.label == "Passes over the forget set"
+    assert epochs.value == SCENARIO_PRESETS["digits_class"]["epochs"]
+    assert at.number_input(key="ul_set_psg_inner_steps").value == SCENARIO_PRESETS["digits_class"]["inner_steps"]
+    command = at.code[0].value
+    assert f"inner_steps={SCENARIO_PRESETS['digits_class']['inner_steps']}" in command
+    assert "--preset" not in command  # the demo values travel as --set overrides
+    assert not any(" " not in (w.label or " ") and "_" in (w.label or "") for w in at.number_input)
+
+
+def test_runs_page_picks_the_session_run(digits_runs):
+    at = _app("pages/6_runs.py", us__run_id=digits_runs[0], **DIGITS)
+    assert at.selectbox(key="rn_run").value == digits_runs[0]
+
+
+def test_typed_criteria_keep_their_wording(workspace_home):
+    at = _app("pages/2_forget_set.py", **DIGITS)
+    at.text_input(key="fs_text").set_value('label=="3"')
+    at.button(key="fs_apply_text").click().run()
+    assert at.session_state["us.criteria"] == 'label=="3"'
+    assert at.multiselect(key="fs_classes").value == ["3"]
