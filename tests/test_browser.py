@@ -46,7 +46,7 @@ WAIT_MS = 120_000                                  # a page on a busy 2-core mac
 RUN_WAIT_MS = 1_800_000 if UPDATE_SCREENSHOTS else 300_000  # real retrain vs reused stand-in
 SERVER_START_S = 120
 
-VPF_START = "vpf_mm (mm) — start"                   # the lower thumb of the VPF range slider
+VPF_START = "Vertical palpebral fissure (VPF), mm — start"                 # the lower thumb of the VPF range slider
 SLIDER_STEPS = 10                                  # 10 × 0.1 mm: 12 mm ↔ 13 mm
 PSG_EPOCHS = "1"                                   # the shortest run the method allows
 
@@ -271,8 +271,8 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         expect(start).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_text("vpf_mm ≥ 12 mm").first).to_be_visible()
         expect(page.get_by_role("combobox", name="Method")).to_have_value(re.compile("PSG"))
-        page.get_by_text("Settings (the defaults work well)").click()
-        epochs = page.get_by_role("spinbutton", name="epochs", exact=True)
+        expect(page.get_by_text("Settings (the defaults work well)")).to_be_visible(timeout=WAIT_MS)
+        epochs = page.get_by_role("spinbutton", name="Passes over the forget set", exact=True)
         epochs.fill(PSG_EPOCHS)
         epochs.press("Enter")
         settle(page)
