@@ -74,4 +74,4 @@ class L1Sparse(UnlearnMethod):
                                plan=plan, where="ℓ1-sparse fine-tuning")
         for record in history:
             record["l1_gamma"] = l1_gamma(config.gamma, int(record["epoch"]), config.epochs, config.no_l1_epochs)
-        return UnlearnResult(model=model, history=history, diagnostics={"l1_norm_after": float(l1_norm(model))})
+        return UnlearnResult(model=model, history=history, diagnostics={"l1_norm_after": float(l1_norm(model).detach())})
