@@ -50,6 +50,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# One palette with the dashboard: roles never share a colour with a class.
+from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR
+from unlearn_core.plots import MODEL_COLORS as _MODEL_COLORS
 from unlearn_core import __version__
 from unlearn_core.errors import UserError
 from unlearn_core.metrics import METRIC_DEFINITIONS
@@ -113,7 +116,6 @@ SETS = (
     ("remain_test", "T_r", "Other test images",
      "test images outside the criteria: the usefulness that must be preserved"),
 )
-_MODEL_COLORS = {"original": "#8C8C8C", "retrain": "#2E9E5B", "unlearned": "#E8702A"}
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -327,7 +329,7 @@ def _page(title: str, body: str, charts: _Charts) -> str:
 
 
 _CSS = """
-:root { --forget: #E8702A; --keep: #4C6A92; --retrain: #2E9E5B; --grey: #666; --line: #ddd; }
+:root { --forget: %(forget)s; --keep: %(keep)s; --retrain: %(retrain)s; --unlearned: %(unlearned)s; --grey: #666; --line: #ddd; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif;
        color: #1d1d1f; background: #f6f6f4; }
@@ -358,7 +360,7 @@ table.kv th { width: 230px; font-weight: 600; color: #333; background: none; }
 .note.error { border-color: #c62828; background: #fdecea; color: #8e1b1b; }
 .note.error strong { color: #c62828; }
 .summary li { margin: 3px 0; }
-.m-original { color: #666; } .m-retrain { color: var(--retrain); } .m-unlearned { color: var(--forget); }
+.m-original { color: #666; } .m-retrain { color: var(--retrain); } .m-unlearned { color: var(--unlearned); }
 th.run { min-width: 160px; }
 .best { font-weight: 700; }
 .chart { margin: 6px 0 14px; }
@@ -372,6 +374,9 @@ footer { margin-top: 36px; font-size: 12.5px; color: var(--grey); border-top: 1p
 @media print { body { background: #fff; } main { max-width: none; padding: 0; }
   section { break-inside: auto; } table, .chart, .note { break-inside: avoid; } .toc { display: none; } }
 """
+for _name, _colour in {"forget": FORGET_COLOR, "keep": KEEP_COLOR, **_MODEL_COLORS}.items():
+    _CSS = _CSS.replace(f"%({_name})s", _colour)
+
 
 
 # ------------------------------------------------------------------------------ run report
