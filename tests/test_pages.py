@@ -189,6 +189,10 @@ def test_results_page_shows_scores_and_decision_regions(digits_runs):
     assert len(at.dataframe) >= 1
     assert len(at.get("plotly_chart")) >= 3  # per-class bars, loss histograms, t-SNE panels
     assert not at.error, [e.value for e in at.error]
+    from unlearn_core.runs import Workspace
+
+    # The panels are kept with the run, so its HTML report can show them too.
+    assert Workspace().artifact_path(digits_runs[0], "embedding.npz").is_file()
 
 
 def test_runs_page_lists_compares_and_deletes(digits_runs):

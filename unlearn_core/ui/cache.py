@@ -247,11 +247,30 @@ def run_losses(run_id: str) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def run_panels(run_id: str, max_points: int = 2000, seed: int = 0) -> dict:
-    """The t-SNE decision-region panels of the run's models on a sample of test images."""
-    from unlearn_core.embedding import compute_panels, sample_points
+    """The t-SNE decision-region panels of the run's models on a sample of test images.
 
-    record = workspace().get(run_id)
+    The default panels are saved in the run's folder (``embedding.npz``): they survive an app
+    restart, and the run's HTML report includes them.
+    """
+    from unlearn_core.embedding import compute_panels, load_panels, sample_points, save_panels
+    from unlearn_core.report import EMBEDDING_ARTIFACT
+
+    ws = workspace()
+    record = ws.get(run_id)
+    saved = ws.artifact_path(run_id, EMBEDDING_ARTIFACT)
+    default = (max_points, seed) == (2000, 0)
+    if default and saved.is_file():
+        try:
+            return load_panels(saved)
+        except (UserError, OSError, KeyError, ValueError):
+            pass  # damaged or from an older version: compute again
     data = dataset(record.dataset)
     split = run_split(run_id)
     indices = sample_points(data, split, max_points=max_points, seed=seed)
-    return compute_panels(run_models(run_id), data, indices, seed=seed, split=split)
+    panels = compute_panels(run_models(run_id), data, indices, seed=seed, split=split)
+    if default and record.status == "done":
+        try:
+            save_panels(panels, saved)
+        except OSError:
+            pass  # a read-only workspace still shows the panels
+    return panels
