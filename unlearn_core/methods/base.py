@@ -36,6 +36,7 @@ from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits, to_pixels
 from unlearn_core.progress import Cancelled, ProgressEvent
+from unlearn_core.training import iterate_batches
 
 ProgressCallback = Callable[[ProgressEvent], None]
 StopCheck = Callable[[], bool]
@@ -328,11 +329,8 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
         )
 
 
-def index_batches(indices: np.ndarray, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
-    """Shuffled batches of ``indices`` for one pass (last partial batch kept)."""
-    order = torch.randperm(len(indices), generator=generator).numpy()
-    for start in range(0, len(order), batch_size):
-        yield indices[order[start : start + batch_size]]
+#: Shuffled batches of ``indices`` for one pass (last partial batch kept): the training loop's.
+index_batches = iterate_batches
 
 
 def cycle_batches(indices: np.ndarray, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
