@@ -53,6 +53,10 @@ def _digits() -> ImageSet:
     ``ink`` (mean intensity, 0–1), ``stroke_width_px`` (about 2 × ink area ÷ ink outline length, in 32-px units),
     ``width_px`` (width of the ink's bounding box), ``slant`` (shear of the ink: x–y covariance
     over y variance; positive leans right).
+
+    Same bits on every CPU: the upsampled intensities are multiples of 1/1024 (sixteenths
+    times bilinear weights in eighths), so every sum below is exact, and the moments of the
+    ink mask are integers; each column is one correctly rounded division of exact numbers.
     """
     from sklearn.datasets import load_digits
 
@@ -60,23 +64,29 @@ def _digits() -> ImageSet:
     small = torch.from_numpy(raw.images.astype(np.float32) / 16.0).unsqueeze(1)
     big = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
     images = (big * 255).round().to(torch.uint8).numpy()
-    ink = big[:, 0] > 0.35
-    area = ink.float().sum(dim=(1, 2))
-    padded = F.pad(ink.float().unsqueeze(1), (1, 1, 1, 1))
-    interior = -F.max_pool2d(-padded, 3, stride=1)[:, 0] > 0.5  # ink whose 3×3 neighbourhood is all ink
-    boundary = (ink & ~interior).float().sum(dim=(1, 2)).clamp_min(1)
-    columns = ink.any(dim=1).float()
-    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    weight = ink.float() / area.clamp_min(1).view(-1, 1, 1)
-    my, mx = (weight * ys).sum((1, 2)), (weight * xs).sum((1, 2))
-    cov_xy = (weight * (xs - mx.view(-1, 1, 1)) * (ys - my.view(-1, 1, 1))).sum((1, 2))
-    var_y = (weight * (ys - my.view(-1, 1, 1)) ** 2).sum((1, 2)).clamp_min(1e-6)
+    intensity = big[:, 0].numpy().astype(np.float64)
+    ink = intensity > 0.35
+    padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
+    # ink whose 3×3 neighbourhood is all ink
+    interior = np.ones_like(ink)
+    for dy in range(3):
+        for dx in range(3):
+            interior &= padded[:, dy:dy + 32, dx:dx + 32]
+    area = ink.sum(axis=(1, 2), dtype=np.int64)
+    boundary = np.maximum((ink & ~interior).sum(axis=(1, 2), dtype=np.int64), 1)
+    ys, xs = np.meshgrid(np.arange(32, dtype=np.int64), np.arange(32, dtype=np.int64), indexing="ij")
+    n = np.maximum(area, 1)
+    sx, sy = (ink * xs).sum(axis=(1, 2)), (ink * ys).sum(axis=(1, 2))
+    sxy, syy = (ink * xs * ys).sum(axis=(1, 2)), (ink * ys * ys).sum(axis=(1, 2))
+    cov_xy = n * sxy - sx * sy  # n² × covariance, an exact integer
+    var_y = n * syy - sy * sy   # n² × variance
+    slant = np.where(var_y > 0, -cov_xy / np.maximum(var_y, 1), 0.0)
     metadata = pd.DataFrame({
         "label": raw.target.astype(np.int64),
-        "ink": big.mean(dim=(1, 2, 3)).numpy().round(3),
-        "stroke_width_px": (2 * area / boundary).numpy().round(2),
-        "width_px": columns.sum(dim=1).numpy().astype(np.int64),
-        "slant": (-cov_xy / var_y).numpy().round(3),
+        "ink": (intensity.sum(axis=(1, 2)) / 1024.0).round(3),
+        "stroke_width_px": (2 * area / boundary).round(2),
+        "width_px": ink.any(axis=1).sum(axis=1).astype(np.int64),
+        "slant": slant.round(3),
     })
     return _finish(
         "digits", images, metadata, [str(d) for d in range(10)], {"width_px": "px", "stroke_width_px": "px"},

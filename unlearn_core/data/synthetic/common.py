@@ -1,10 +1,17 @@
 """Shared pieces of the synthetic clinical image generators.
 
-:class:`SyntheticSet` is what every generator returns.  The drawing helpers work on float32
+:class:`SyntheticSet` is what every generator returns.  The drawing helpers work on float64
 images of shape ``[3, H, W]`` (channels first, which keeps numpy's broadcasting fast) with
 values in 0..1 and on soft *coverage* masks ``[H, W]`` in
 0..1 (anti-aliased: a pixel half inside a shape gets 0.5).  Everything is plain numpy on whole
 pixel grids, so one 64 x 64 image costs a few dozen array operations, never a per-pixel loop.
+
+Same bits on every CPU: drawing uses float64 and only exactly rounded operations, with the
+elementary functions (``exp``, ``sin``, powers...) taken from :mod:`exact_math` rather than
+numpy's SIMD-dispatched ones, and the image is quantized to ``uint8`` once at the end.  A
+generated set therefore has the same fingerprint on baseline x86-64, AVX2, AVX-512 and ARM,
+which is what lets a shipped demo model match the data a user regenerates
+(``tests/test_builtin_portability.py`` checks it under every numpy SIMD level).
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-Image = np.ndarray  # float32 [3, H, W] in 0..1
-Mask = np.ndarray  # float32 [H, W] in 0..1
+from unlearn_core.data.synthetic import exact_math as em
+
+Image = np.ndarray  # float64 [3, H, W] in 0..1
+Mask = np.ndarray  # float64 [H, W] in 0..1
 
 
 @dataclass(frozen=True)
@@ -63,14 +72,14 @@ def clipped_normal(
 
 # --- geometry --------------------------------------------------------------------------------
 def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column coordinates of the pixel centres, each ``float32 [size, size]``."""
-    r = np.arange(size, dtype=np.float32)
+    """Row and column coordinates of the pixel centres, each ``float64 [size, size]``."""
+    r = np.arange(size, dtype=np.float64)
     return np.meshgrid(r, r, indexing="ij")
 
 
 def coverage(signed_px: np.ndarray) -> Mask:
     """Anti-aliased coverage from a signed distance in pixels (positive = inside)."""
-    return np.clip(signed_px + 0.5, 0.0, 1.0).astype(np.float32)
+    return np.clip(np.asarray(signed_px, dtype=np.float64) + 0.5, 0.0, 1.0)
 
 
 def ellipse(
@@ -89,7 +98,7 @@ def disc(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> Mask
 def blobs(yy: np.ndarray, xx: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> Mask:
     """Soft mask of many small circles at once: ``centres [k, 2]`` (row, col), ``radii [k]``."""
     if len(centres) == 0:
-        return np.zeros(yy.shape, np.float32)
+        return np.zeros(yy.shape, np.float64)
     dy = yy[None] - centres[:, 0, None, None]
     dx = xx[None] - centres[:, 1, None, None]
     d = np.sqrt(dy**2 + dx**2)
@@ -99,16 +108,15 @@ def blobs(yy: np.ndarray, xx: np.ndarray, centres: np.ndarray, radii: np.ndarray
 def cubic_bezier(p: np.ndarray, n: int) -> np.ndarray:
     """``n`` points ``[n, 2]`` (row, col) along the cubic Bezier curve with controls ``p[4, 2]``."""
     t = np.linspace(0.0, 1.0, n)[:, None]
-    return (
-        (1 - t) ** 3 * p[0] + 3 * (1 - t) ** 2 * t * p[1] + 3 * (1 - t) * t**2 * p[2] + t**3 * p[3]
-    )
+    s = 1 - t  # cubes written as products: numpy's ``** 3`` goes through a SIMD power
+    return s * s * s * p[0] + 3 * s * s * t * p[1] + 3 * s * t * t * p[2] + t * t * t * p[3]
 
 
 # --- rasterising -----------------------------------------------------------------------------
 def splat(size: int, pts: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Accumulate points ``[n, 2]`` (row, col) into a ``[size, size]`` grid, bilinearly."""
     if len(pts) == 0:
-        return np.zeros((size, size), np.float32)
+        return np.zeros((size, size), np.float64)
     w = np.ones(len(pts)) if weights is None else np.asarray(weights, dtype=float)
     y, x = pts[:, 0], pts[:, 1]
     y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
@@ -119,7 +127,7 @@ def splat(size: int, pts: np.ndarray, weights: np.ndarray | None = None) -> np.n
         yi, xi = y0 + dy, x0 + dx
         ok = (yi >= 0) & (yi < size) & (xi >= 0) & (xi < size)
         out += np.bincount(yi[ok] * size + xi[ok], weights=(w * wt)[ok], minlength=size * size)
-    return out.reshape(size, size).astype(np.float32)
+    return out.reshape(size, size)
 
 
 def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -128,13 +136,13 @@ def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return a
     rad = max(1, int(np.ceil(2.5 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-rad, rad + 1) / sigma) ** 2)
-    k = (k / k.sum()).astype(np.float32)
+    k = em.exp(-0.5 * (np.arange(-rad, rad + 1) / sigma) ** 2)
+    k = k / k.sum()
     h, w = a.shape[-2:]
     p = a[..., np.clip(np.arange(-rad, h + rad), 0, h - 1), :]  # replicate the edge rows
     a = sum(k[i] * p[..., i : i + h, :] for i in range(2 * rad + 1))
     p = a[..., np.clip(np.arange(-rad, w + rad), 0, w - 1)]
-    return sum(k[i] * p[..., i : i + w] for i in range(2 * rad + 1)).astype(np.float32)
+    return sum(k[i] * p[..., i : i + w] for i in range(2 * rad + 1))
 
 
 def strokes(size: int, curves: list[np.ndarray], width: float) -> Mask:
@@ -145,10 +153,10 @@ def strokes(size: int, curves: list[np.ndarray], width: float) -> Mask:
     centre of a line has full coverage.
     """
     if not curves:
-        return np.zeros((size, size), np.float32)
+        return np.zeros((size, size), np.float64)
     a = np.concatenate([c[:-1] for c in curves])
     d = np.concatenate([np.diff(c, axis=0) for c in curves])
-    length = np.hypot(d[:, 0], d[:, 1])
+    length = em.hypot(d[:, 0], d[:, 1])
     step = 0.25
     m = np.maximum(1, np.ceil(length / step).astype(int))  # samples per segment
     seg = np.repeat(np.arange(len(m)), m)
@@ -162,23 +170,23 @@ def strokes(size: int, curves: list[np.ndarray], width: float) -> Mask:
 
 
 def rgb(color: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    """An RGB triple as a ``float32 [3, 1, 1]`` array that broadcasts over an image."""
-    return np.asarray(color, dtype=np.float32).reshape(3, 1, 1)
+    """An RGB triple as a ``float64 [3, 1, 1]`` array that broadcasts over an image."""
+    return np.asarray(color, dtype=np.float64).reshape(3, 1, 1)
 
 
 def paint(
     img: Image, mask: Mask, color: np.ndarray | tuple[float, ...], alpha: float = 1.0
 ) -> None:
     """Blend ``color`` (RGB triple or ``[3, H, W]`` image) into ``img`` where ``mask`` is."""
-    a = np.asarray(mask * alpha, dtype=np.float32)
-    color = np.asarray(color, dtype=np.float32)
+    a = np.asarray(mask * alpha, dtype=np.float64)
+    color = np.asarray(color, dtype=np.float64)
     img *= 1.0 - a
     img += a * (color.reshape(3, 1, 1) if color.ndim == 1 else color)
 
 
 def shade(img: Image, factor: Mask | np.ndarray) -> None:
     """Multiply ``img`` in place by a factor ``[H, W]`` or a per-channel factor ``[3, H, W]``."""
-    img *= np.asarray(factor, dtype=np.float32)
+    img *= np.asarray(factor, dtype=np.float64)
 
 
 def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -189,14 +197,14 @@ def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     f = (t - i)[:, None]
     rows = g[i] * (1 - f) + g[i + 1] * f  # [size, cells+1]
     f = f.T
-    return (rows[:, i] * (1 - f) + rows[:, i + 1] * f).astype(np.float32)
+    return rows[:, i] * (1 - f) + rows[:, i + 1] * f
 
 
 def radial_falloff(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, radius: float,
                    strength: float) -> np.ndarray:
     """Brightness factor that drops by ``strength`` towards ``radius`` (lens vignetting)."""
-    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2
-    return np.clip(1.0 - strength * r2, 0.0, 1.0).astype(np.float32)
+    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (radius * radius)
+    return np.clip(1.0 - strength * r2, 0.0, 1.0)
 
 
 def finish(img: Image, rng: np.random.Generator, gain: tuple[float, float, float],
@@ -205,5 +213,5 @@ def finish(img: Image, rng: np.random.Generator, gain: tuple[float, float, float
     if sharpen > 0:
         img = img + sharpen * (img - gaussian_blur(img, 1.0))
     img = img * rgb(gain)
-    img = img + np.float32(noise) * rng.standard_normal(img.shape, dtype=np.float32)
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    img = img + noise * rng.standard_normal(img.shape)
+    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # the one rounding

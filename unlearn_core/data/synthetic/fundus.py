@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from unlearn_core.data.synthetic import exact_math as em
 from unlearn_core.data.synthetic.common import (
     SyntheticSet,
     blobs,
@@ -76,8 +77,8 @@ _DEVICE_LOOK = {
     "Spectralis": ("square", 0.49, (0.84, 1.10, 1.04), 0.008, 0.0, 0.0, 1.25, 0.5),
     "Cirrus 800 FA": ("circle", 0.40, (0.98, 0.92, 0.62), 0.035, 0.50, 0.7, 0.9, 0.0),
 }
-_RETINA_LIGHT = np.array([0.84, 0.40, 0.18], np.float32)
-_RETINA_DARK = np.array([0.60, 0.24, 0.11], np.float32)
+_RETINA_LIGHT = np.array([0.84, 0.40, 0.18])
+_RETINA_DARK = np.array([0.60, 0.24, 0.11])
 
 
 # --- metadata ------------------------------------------------------------------------------
@@ -116,8 +117,11 @@ def _sample_metadata(rng: np.random.Generator, n: int) -> pd.DataFrame:
 def _field_of_view(yy: np.ndarray, xx: np.ndarray, shape: str, half: float) -> np.ndarray:
     """Soft mask of the camera's field: a circle, or a rounded square (superellipse, scanner)."""
     c = (yy.shape[0] - 1) / 2.0
-    p = 2.0 if shape == "circle" else 8.0
-    d = (np.abs(yy - c) ** p + np.abs(xx - c) ** p) ** (1.0 / p)
+    dy2, dx2 = (yy - c) ** 2, (xx - c) ** 2
+    if shape == "circle":
+        d = np.sqrt(dy2 + dx2)
+    else:  # 8-norm: the 8th powers as repeated squares, the root through exact_math
+        d = em.power((dy2 * dy2) ** 2 + (dx2 * dx2) ** 2, 0.125)
     return coverage(half - d)
 
 
@@ -160,8 +164,8 @@ def _posterior_pole_points(rng: np.random.Generator, k: int, fovea: tuple[float,
     while len(pts) < k:
         ang = rng.uniform(0, 2 * np.pi, 2 * k)
         rad = spread * np.sqrt(rng.uniform(0.02, 1.0, 2 * k))
-        cand = np.stack([fovea[0] + rad * np.sin(ang), fovea[1] + rad * np.cos(ang)], axis=1)
-        far = np.hypot(cand[:, 0] - disc[0], cand[:, 1] - disc[1]) > 1.4 * r_disc
+        cand = np.stack([fovea[0] + rad * em.sin(ang), fovea[1] + rad * em.cos(ang)], axis=1)
+        far = em.hypot(cand[:, 0] - disc[0], cand[:, 1] - disc[1]) > 1.4 * r_disc
         pts = np.concatenate([pts, cand[far]])
     return pts[:k]
 
@@ -185,11 +189,11 @@ def _draw_fundus(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
     # Retina: pigmentation, uneven illumination, choroidal texture, brighter around the disc.
     base = _RETINA_LIGHT + (_RETINA_DARK - _RETINA_LIGHT) * rng.uniform(0, 1)
     illum = 1.0 + 0.07 * smooth_noise(rng, size, 4) + 0.035 * smooth_noise(rng, size, 12)
-    illum += 0.18 * np.exp(-d_disc2 / (2 * (2.5 * r_disc) ** 2))
-    img = (base[:, None, None] * illum[None]).astype(np.float32)
+    illum += 0.18 * em.exp(-d_disc2 / (2 * (2.5 * r_disc) * (2.5 * r_disc)))
+    img = base[:, None, None] * illum[None]
     # Macula and fovea: more pigment, hence darker.
-    shade(img, 1.0 - 0.25 * np.exp(-d_fovea2 / (2 * (0.13 * r0) ** 2)))
-    shade(img, 1.0 - 0.18 * np.exp(-d_fovea2 / (2 * (0.035 * r0) ** 2)))
+    shade(img, 1.0 - 0.25 * em.exp(-d_fovea2 / (2 * (0.13 * r0) * (0.13 * r0))))
+    shade(img, 1.0 - 0.18 * em.exp(-d_fovea2 / (2 * (0.035 * r0) * (0.035 * r0))))
 
     # Optic disc, its neuroretinal rim and the cup (vertical cup-to-disc ratio = cdr).
     disc_mask = ellipse(yy, xx, disc[0], disc[1], 1.08 * r_disc, r_disc)
@@ -219,7 +223,7 @@ def _draw_fundus(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
         k = int(rng.integers(5, 16))
         ang = rng.uniform(0, 1.5 * np.pi) + rng.uniform(0, np.pi * 1.3, k)
         ring = rng.uniform(0.07, 0.13) * r0 * rng.uniform(0.8, 1.2, k)
-        ex = centre + np.stack([ring * np.sin(ang), ring * np.cos(ang)], axis=1)
+        ex = centre + np.stack([ring * em.sin(ang), ring * em.cos(ang)], axis=1)
         paint(img, blobs(yy, xx, ex, rng.uniform(0.5, 1.0, k) * s), (0.98, 0.88, 0.42))
         n_cws = int(rng.integers(0, 3))
         if n_cws:
@@ -233,7 +237,7 @@ def _draw_fundus(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
         paint(img, blobs(yy, xx, np.array([fovea]), np.array([0.6 * s])), (1.0, 0.95, 0.85),
               0.8 * young)
     old = float(np.clip((row["age"] - 40) / 50, 0, 1))
-    paint(img, np.ones((size, size), np.float32), (0.78, 0.62, 0.40), 0.18 * old)
+    paint(img, np.ones((size, size)), (0.78, 0.62, 0.40), 0.18 * old)
 
     # Device: optics, contrast, vignetting, field of view; then gain and sensor noise.
     if blur:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from unlearn_core.data.synthetic import exact_math as em
 from unlearn_core.data.synthetic.common import (
     SyntheticSet,
     clipped_normal,
@@ -78,8 +79,8 @@ DESCRIPTION = (
     "the disease is active: clinical activity score cas ≥ 3)."
 )
 
-_SKIN_LIGHT = np.array([0.88, 0.70, 0.58], np.float32)
-_SKIN_DARK = np.array([0.52, 0.35, 0.25], np.float32)
+_SKIN_LIGHT = np.array([0.88, 0.70, 0.58])
+_SKIN_DARK = np.array([0.52, 0.35, 0.25])
 _IRIS = np.array(
     [
         [0.36, 0.22, 0.12],  # brown
@@ -89,7 +90,7 @@ _IRIS = np.array(
         [0.33, 0.44, 0.30],  # green
         [0.42, 0.47, 0.52],  # grey
     ],
-    np.float32,
+    np.float64,
 )
 _CAMERA_LOOK = {  # white-balance gain, noise sd, unsharp amount, vignette strength
     "Canon EOS": ((1.00, 1.00, 1.00), 0.010, 0.0, 0.00),
@@ -144,7 +145,7 @@ def _sample_metadata(rng: np.random.Generator, n: int) -> pd.DataFrame:
 def _activity_scores(rng: np.random.Generator, ted: np.ndarray, vpf: np.ndarray) -> np.ndarray:
     """Clinical activity score (0-7): 0 without thyroid eye disease; in it, inactive (0-2) is
     the more likely the wider the lid opening (P = 1 / (1 + e^(-4 (VPF - 12)))), else active (3-7)."""
-    inactive = rng.random(len(vpf)) < 1.0 / (1.0 + np.exp(-4.0 * (vpf - 12.0)))
+    inactive = rng.random(len(vpf)) < 1.0 / (1.0 + em.exp(-4.0 * (vpf - 12.0)))
     scores = np.where(inactive, rng.integers(0, ACTIVE_CAS, len(vpf)), rng.integers(ACTIVE_CAS, 8, len(vpf)))
     return np.where(ted, scores, 0).astype(np.int64)
 
@@ -156,7 +157,7 @@ def _lid_profile(u: np.ndarray, power: float, flare: float) -> np.ndarray:
     lifts the lateral third (the lateral flare typical of thyroid eye disease) without
     changing the height at the pupil."""
     base = np.clip(1.0 - u**2, 0.0, None)
-    return base**power + flare * np.clip(u, 0.0, None) * base - (base <= 0) * 1.0
+    return em.power(base, power) + flare * np.clip(u, 0.0, None) * base - (base <= 0) * 1.0
 
 
 def _draw_eye(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
@@ -187,10 +188,10 @@ def _draw_eye(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
     lid_open = coverage(np.minimum(yy - upper, lower - yy))
 
     # Skin: tone, soft illumination and texture.
-    tone = rng.uniform(0.0, 1.0) ** 1.3
+    tone = float(em.power(rng.uniform(0.0, 1.0), 1.3))
     skin = _SKIN_LIGHT + (_SKIN_DARK - _SKIN_LIGHT) * tone
     illum = 1.0 + 0.06 * smooth_noise(rng, size, 3) + 0.015 * smooth_noise(rng, size, 16)
-    img = (skin[:, None, None] * illum[None]).astype(np.float32)
+    img = skin[:, None, None] * illum[None]
     # The side of the nose, beyond the medial canthus, is in shadow.
     shade(img, 1.0 - 0.16 * np.clip((cx - half_med - xx) / (8 * ppm), 0, 1))
 
@@ -205,21 +206,21 @@ def _draw_eye(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
 
     above = upper[None, :] - yy  # pixels above the upper margin
     below = yy - lower[None, :]
-    along = np.clip(1.0 - np.abs(u) ** 4, 0, 1)[None, :]  # fades towards the canthi
+    along = np.clip(1.0 - (u * u) ** 2, 0, 1)[None, :]  # fades towards the canthi
     # Lid crease: a thin fold line, high in aponeurotic ptosis with a hollow sulcus above it.
     crease_h = (rng.uniform(11.0, 14.0) if ptosis else rng.uniform(7.0, 10.0)) * ppm
     crease_d = above - crease_h * np.clip(1 - (0.8 * u[None, :]) ** 2, 0, 1)
     shade(img, 1.0 - 0.22 * np.clip(1.0 - np.abs(crease_d) / (0.5 * ppm), 0, 1) * along)
     if ptosis:
-        sulcus = np.clip(crease_d / ppm, 0, 1) * np.exp(-np.clip(crease_d, 0, None) / (4 * ppm))
+        sulcus = np.clip(crease_d / ppm, 0, 1) * em.exp(-np.clip(crease_d, 0, None) / (4 * ppm))
         shade(img, 1.0 - 0.32 * sulcus * along)
     # Tear trough shadow below the lower lid deepens with age.
-    trough = np.exp(-(((below - 4.5 * ppm) / (1.5 * ppm)) ** 2)) * along
+    trough = em.exp(-(((below - 4.5 * ppm) / (1.5 * ppm)) ** 2)) * along
     shade(img, 1.0 - 0.28 * np.clip((row["age"] - 20) / 70, 0, 1) * trough)
     if inflamed:
         # Red, swollen lids (erythema and oedema), sparing the lid margin itself.
-        red = np.clip((above - 1.3 * ppm) / ppm, 0, 1) * np.exp(-above / (9 * ppm))
-        red += np.clip((below - 1.3 * ppm) / ppm, 0, 1) * np.exp(-below / (5 * ppm))
+        red = np.clip((above - 1.3 * ppm) / ppm, 0, 1) * em.exp(-above / (9 * ppm))
+        red += np.clip((below - 1.3 * ppm) / ppm, 0, 1) * em.exp(-below / (5 * ppm))
         shade(img, 1.0 + np.clip(red * along, 0, 1)[None] * rgb((0.10, -0.17, -0.15)))
     # Lash line and its shadow just above the upper margin.
     lash = np.clip(1.0 - np.abs(above - 0.6) / 0.8, 0, 1) * (np.abs(u) < 1)[None, :]
@@ -248,15 +249,15 @@ def _draw_eye(rng: np.random.Generator, size: int, row: dict) -> np.ndarray:
     # The iris lies in the shadow of the lids and brow: in photographs it reads darker than
     # the surrounding skin whatever its hue, which is also what makes the lid margin visible.
     iris_col *= min(1.0, 0.45 * skin.mean() / iris_col.mean())
-    ang = np.arctan2(yy - cy, xx - cx)
-    texture = 1.0 + 0.12 * np.sin(ang * rng.integers(9, 15) + rng.uniform(0, 6.3)) * (d / r_iris)
+    ang = em.arctan2(yy - cy, xx - cx)
+    texture = 1.0 + 0.12 * em.sin(ang * rng.integers(9, 15) + rng.uniform(0, 6.3)) * (d / r_iris)
     limbus = 1.0 - 0.25 * np.clip((d / r_iris - 0.8) / 0.2, 0, 1)
     iris_img = iris_col[:, None, None] * (texture * limbus)[None]
     paint(globe, disc(yy, xx, cy, cx, r_iris), iris_img)
     paint(globe, disc(yy, xx, cy, cx, rng.uniform(1.4, 2.3) * ppm), (0.025, 0.025, 0.03))
     paint(globe, disc(yy, xx, cy, cx, max(0.6, 0.45 * ppm)), (1.0, 1.0, 1.0))
     # The upper lid shades the globe just below its margin.
-    shade(globe, 1.0 - 0.18 * np.exp(-np.clip(yy - upper[None, :], 0, None) / (0.8 * ppm)))
+    shade(globe, 1.0 - 0.18 * em.exp(-np.clip(yy - upper[None, :], 0, None) / (0.8 * ppm)))
     # The caruncle, a pink fleshy mound in the medial canthus.
     caruncle = ellipse(yy, xx, canth_med - 0.3 * ppm, cx - half_med + 1.6 * ppm,
                        1.3 * ppm, 1.7 * ppm)
