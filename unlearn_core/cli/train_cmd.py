@@ -7,8 +7,9 @@ import sys
 import time
 
 from unlearn_core.cli.common import (
-    ARCHITECTURE_NAMES, add_dataset_argument, add_device_argument, add_json_flag, print_json,
+    ARCHITECTURE_NAMES, BUILTIN_NAMES, add_dataset_argument, add_device_argument, add_json_flag, print_json,
 )
+from unlearn_core.jobs import add_run_id_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,13 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--label", default="", help="a name for this run in the registry")
     train.add_argument("--no-record", action="store_true", help="do not record a run in the workspace")
     add_json_flag(train)
-    from unlearn_core.jobs import add_run_id_argument
-
     add_run_id_argument(train)
     train.set_defaults(func=cmd_train)
 
-    demo = subparsers.add_parser("make-demo-models", help="(re)train the shipped demo models in assets/")
-    demo.add_argument("--only", nargs="*", help="only these built-in sets")
+    demo = subparsers.add_parser(
+        "make-demo-models",
+        help="retrain the demo models of the built-in sets (into the workspace; --out assets refreshes the shipped ones)")
+    demo.add_argument("--only", nargs="*", choices=BUILTIN_NAMES, metavar="NAME",
+                      help=f"only these built-in sets ({', '.join(BUILTIN_NAMES)})")
+    demo.add_argument("--out", metavar="DIR",
+                      help="folder to write NAME_small_cnn.safetensors into (default: the workspace's demo_models/, "
+                           "which the dashboard and the command line then prefer over the shipped model)")
+    add_run_id_argument(demo)
     demo.set_defaults(func=cmd_make_demo_models)
 
 
@@ -106,15 +112,34 @@ def _train(args, on_progress, should_stop, context) -> dict:
 
 
 def cmd_make_demo_models(args: argparse.Namespace) -> int:
-    from unlearn_core.assets import DEMO_RECIPES, demo_model_path, make_demo_model
-    from unlearn_core.data.builtin import load_builtin
-    from unlearn_core.progress import StderrReporter
+    """Train each demo model; as a dashboard job (``--run-id``) with progress and cancel."""
+    from unlearn_core.assets import DEMO_RECIPES
 
-    for name in args.only or list(DEMO_RECIPES):
-        started = time.perf_counter()
-        data = load_builtin(name)
-        generated = time.perf_counter() - started
-        result = make_demo_model(data, on_progress=StderrReporter())
-        print(f"{name}: generated in {generated:.1f} s, trained in {result.seconds:.1f} s, "
-              f"test accuracy {result.test_acc:.3f} -> {demo_model_path(name)}", file=sys.stdout)
+    names = args.only or list(DEMO_RECIPES)
+    if args.run_id is None:
+        from unlearn_core.progress import StderrReporter
+
+        for name in names:
+            _make_demo_model(name, args.out, StderrReporter(), None)
+        return 0
+    from unlearn_core.jobs import command_run
+    from unlearn_core.runs import Workspace
+
+    with command_run(Workspace(), args.run_id, kind="train", command=[]) as context:
+        results = {name: _make_demo_model(name, args.out, context.reporter, context.should_stop)
+                   for name in names}
+        context.finish(metrics={"test_acc": results})
     return 0
+
+
+def _make_demo_model(name: str, out: str | None, on_progress, should_stop) -> float:
+    from unlearn_core.assets import make_demo_model
+    from unlearn_core.data.builtin import load_builtin
+
+    started = time.perf_counter()
+    data = load_builtin(name)
+    generated = time.perf_counter() - started
+    result, path = make_demo_model(data, out, on_progress=on_progress, should_stop=should_stop)
+    print(f"{name}: generated in {generated:.1f} s, trained in {result.seconds:.1f} s, "
+          f"test accuracy {result.test_acc:.3f} -> {path}", file=sys.stdout)
+    return result.test_acc
