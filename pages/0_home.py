@@ -4,7 +4,7 @@ import streamlit as st
 
 from unlearn_core.data.builtin import BUILTIN_SETS
 from unlearn_core.errors import UserError
-from unlearn_core.ui import cache, state, widgets
+from unlearn_core.ui import cache, demo_model, state, widgets
 
 widgets.page_header(
     "Unlearning Studio",
@@ -29,18 +29,18 @@ with right:
     if clicked:
         state.load_demo()
         try:
-            with st.spinner("Preparing the demo data (a few seconds the first time)…"):
+            with st.spinner("Preparing the demo data and checking its model (a few seconds the first time)…"):
                 cache.dataset(state.DEMO_DATASET)
-            if state.selection().model is not None:
+                check = demo_model.demo_model_check(state.DEMO_DATASET)
+            if check.usable:
                 st.success("Demo loaded: data set, model and forget set are selected.")
-            else:
-                st.warning("Demo data and forget set are selected, but no shipped model for it is available "
-                           "in this installation: train one on the Data & model page (about a minute), or "
-                           "run `python -m unlearn_core make-demo-models`.", icon=":material/warning:")
         except UserError as error:
             widgets.show_error(error, "The demo data could not be prepared")
         except Exception as error:  # noqa: BLE001 - a generator still being built must not crash home
             widgets.show_error(error, "The demo data could not be prepared")
+    selected = state.selection()
+    if selected.dataset == state.DEMO_DATASET and selected.model is not None and selected.model.kind == "shipped":
+        demo_model.demo_model_panel(state.DEMO_DATASET, key="home_demo")
 
 with left:
     st.subheader("Selected so far")

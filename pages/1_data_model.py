@@ -6,17 +6,16 @@ import numpy as np
 import streamlit as st
 
 from unlearn_core import plots
-from unlearn_core.assets import has_demo_model
 from unlearn_core.data.builtin import BUILTIN_SETS
 from unlearn_core.data.catalog import describe_dataset
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import ARCHITECTURES
-from unlearn_core.ui import background, cache, state, widgets
+from unlearn_core.ui import background, cache, demo_model, state, widgets
 
 SAMPLES_SHOWN = 24
 SOURCES = {"builtin": "Built-in data set", "upload": "Upload my own images"}
 MODEL_SOURCES = {
-    "shipped": "Shipped demo model",
+    "shipped": "Demo model",
     "file": "Upload weights",
     "run": "Train a new one here",
 }
@@ -97,8 +96,7 @@ elif data.description:
 # --- model ---------------------------------------------------------------------------------
 st.subheader("Model")
 st.markdown("The model to make forget. It must have been trained on this data set.")
-shipped_ok = sel.dataset in BUILTIN_SETS and has_demo_model(sel.dataset)
-options = [k for k in MODEL_SOURCES if k != "shipped" or shipped_ok]
+options = [k for k in MODEL_SOURCES if k != "shipped" or sel.dataset in BUILTIN_SETS]
 current_kind = sel.model.kind if sel.model is not None else None
 if ss.get("dm_model_source") not in options:
     ss["dm_model_source"] = current_kind if current_kind in options else options[0]
@@ -106,10 +104,13 @@ model_source = st.radio("Which model?", options, format_func=MODEL_SOURCES.get,
                         key="dm_model_source", horizontal=True)
 
 if model_source == "shipped":
-    if sel.model is not None and sel.model.kind == "shipped":
-        st.success("Using the shipped demo model (a small CNN trained on this set).",
-                   icon=":material/check_circle:")
-    elif st.button("Use the shipped model", key="dm_use_shipped", type="primary"):
+    with st.spinner("Checking the demo model against the data…"):
+        check = demo_model.demo_model_panel(sel.dataset, key="dm_demo")
+    if not check.usable:
+        pass
+    elif sel.model is not None and sel.model.kind == "shipped":
+        st.success("Using the demo model (a small CNN trained on this set).", icon=":material/check_circle:")
+    elif st.button("Use the demo model", key="dm_use_shipped", type="primary"):
         state.set_model(state.ModelChoice("shipped"))
         st.rerun()
 

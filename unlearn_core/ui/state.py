@@ -33,6 +33,7 @@ _RUN = _PREFIX + "run_id"
 _TRAIN_RUN = _PREFIX + "train_run_id"
 _UNLEARN_RUN = _PREFIX + "unlearn_run_id"
 _FLASH = _PREFIX + "flash"
+_DEMO_RETRAIN = _PREFIX + "demo_retrain_run_ids"  # built-in set name -> run retraining its demo model
 
 #: Widget-key prefixes of page controls that describe the current data set; cleared when the
 #: data set changes so no stale column or class survives in a widget.
@@ -46,7 +47,8 @@ class ModelChoice:
     """Which model the user works with.
 
     Attributes:
-        kind: ``"shipped"`` (the demo model in ``assets/``), ``"file"`` (uploaded weights saved
+        kind: ``"shipped"`` (the built-in set's demo model: shipped in ``assets/``, or retrained
+            into the workspace), ``"file"`` (uploaded weights saved
             in the workspace) or ``"run"`` (trained here; the run's saved weights).
         path: the weights file for ``file`` and ``run`` (what ``--weights`` gets).
         arch: the architecture, when the file does not say it itself.
@@ -77,7 +79,7 @@ class ModelChoice:
     def describe(self) -> str:
         """A few words for status panels."""
         if self.kind == "shipped":
-            return "the shipped demo model"
+            return "the demo model"
         if self.kind == "run":
             return f"trained here (run {self.run_id})"
         return f"uploaded weights {self.label or self.path}" + (f" ({self.arch})" if self.arch else "")
@@ -154,6 +156,17 @@ def unlearn_run() -> str | None:
     return st.session_state.get(_UNLEARN_RUN)
 
 
+def demo_retrain_run(name: str) -> str | None:
+    """The run retraining the demo model of built-in set ``name``, if one was started here."""
+    return st.session_state.get(_DEMO_RETRAIN, {}).get(name)
+
+
+def set_demo_retrain_run(name: str, run_id: str | None) -> None:
+    runs = dict(st.session_state.get(_DEMO_RETRAIN, {}))
+    runs[name] = run_id
+    st.session_state[_DEMO_RETRAIN] = runs
+
+
 # --- changing ----------------------------------------------------------------------------------
 def set_dataset(ref: str, label: str = "") -> bool:
     """Select a data set (a built-in name or a file path ``load_dataset`` accepts).
@@ -206,12 +219,11 @@ def clear_widgets(prefixes: tuple[str, ...]) -> None:
 
 
 def select_builtin(name: str) -> None:
-    """Select a built-in set and, when one is shipped, its demo model."""
-    from unlearn_core.assets import has_demo_model
+    """Select a built-in set and its demo model (whose panel says if it must be retrained)."""
     from unlearn_core.data.builtin import BUILTIN_SETS
 
     set_dataset(name, BUILTIN_SETS[name].title)
-    if has_demo_model(name) and selection().model is None:
+    if selection().model is None:
         set_model(ModelChoice("shipped"))
 
 
