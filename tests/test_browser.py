@@ -240,12 +240,12 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         page.get_by_role("button", name="Load the demo").click()
         expect(page.get_by_text("Demo loaded: data set, model and forget set are selected.")) \
             .to_be_visible(timeout=WAIT_MS)
-        expect(page.get_by_text("the shipped demo model").first).to_be_visible()
+        expect(page.get_by_text("the demo model").first).to_be_visible()
         screenshot_of("home.png")
 
         # Data & model: the demo set and its shipped model are selected.
         go_to(page, "1 · Data & model", "Data & model")
-        expect(page.get_by_text("Using the shipped demo model")).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("Using the demo model")).to_be_visible(timeout=WAIT_MS)
         screenshot_of("data_model.png")
 
         # Forget set: live counts; move the VPF slider from ≥ 12 mm to ≥ 13 mm (fewer to forget).

@@ -103,13 +103,8 @@ def test_home_renders_and_loads_the_demo(workspace_home):
     assert at.session_state["us.dataset"] == "oculoplastic"
     assert at.session_state["us.criteria"] == BUILTIN_SETS["oculoplastic"].demo_forget
     assert not at.error, [e.value for e in at.error]
-    from unlearn_core.assets import has_demo_model
-
-    if has_demo_model("oculoplastic"):
-        assert at.session_state["us.model"] == ModelChoice("shipped")
-        assert any("Demo loaded" in s.value for s in at.success)
-    else:  # the shipped model is made by `make-demo-models`; without it the page says what to do
-        assert any("no shipped model" in w.value for w in at.warning)
+    assert at.session_state["us.model"] == ModelChoice("shipped")
+    assert any("Demo loaded" in s.value for s in at.success)
     # the demo's forget set is ready on the next page
     at.switch_page("pages/2_forget_set.py").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -313,3 +308,29 @@ def test_typed_criteria_keep_their_wording(workspace_home):
     at.button(key="fs_apply_text").click().run()
     assert at.session_state["us.criteria"] == 'label=="3"'
     assert at.multiselect(key="fs_classes").value == ["3"]
+
+
+def test_a_missing_demo_model_is_no_dead_end_one_button_retrains_it(tmp_path, monkeypatch):
+    """Without a usable demo model, Data & model says why and retrains it in the background;
+    once the job is done the demo model is used."""
+    from unlearn_core import assets
+    from unlearn_core.runs import Workspace
+
+    monkeypatch.setattr(assets, "ASSETS_DIR", tmp_path / "no_assets")
+    monkeypatch.setenv("UNLEARN_STUDIO_HOME", str(tmp_path / "home"))
+    at = _app("pages/1_data_model.py", **DIGITS)
+    assert any("no demo model" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("make-demo-models --only digits" in c.value for c in at.code)
+    at.button(key="dm_demo_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run_id = at.session_state["us.demo_retrain_run_ids"]["digits"]
+    deadline = time.monotonic() + 600
+    while Workspace().get(run_id).is_active and time.monotonic() < deadline:
+        time.sleep(1)
+    assert Workspace().get(run_id).status == "done", Workspace().get(run_id).error
+    assert assets.workspace_demo_path("digits").is_file()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("Using the demo model" in s.value for s in at.success)
+    assert float(_metric(at, "Test accuracy").rstrip("%")) > 80
