@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 
 import numpy as np
 import pytest
@@ -204,28 +203,30 @@ def test_batched_equals_one_by_one_without_noise(model, batch):
     assert differing.float().mean() <= 1e-3, f"{int(differing.sum())} pixels took different steps"
 
 
-def test_batched_search_is_at_least_5x_faster():
-    """Samples/s of one batched call vs the per-sample loop (a narrow model, so compute does not
-    hide the per-call overhead that batching removes on one CPU thread)."""
+def test_batched_search_calls_the_model_once_per_step_for_the_whole_batch():
+    """The search is batched: its model calls do not grow with the number of images.
+
+    (How much faster that is depends on the machine; ``python -m unlearn_core bench`` reports
+    timings. A unit test counts calls instead, which holds on any CPU.)"""
     torch.manual_seed(0)
     data = tiny_digits()
     body, width = small_cnn_body(1, width=4)
     net = Classifier(spec_for(data), body, torch.nn.Linear(width, 4)).eval()
     for parameter in net.parameters():
         parameter.requires_grad_(False)
-    x, y = to_pixels(data.images[:128], CPU), data.labels[:128]
+    calls = []
+    net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    x, y = to_pixels(data.images[:64], CPU), data.labels[:64]
     search = PerturbedSignGradient(eps=0.05, steps=5, gamma=0.5, early_stop_on_flip=False)
-    search(net, x[:8], y[:8])  # warm-up
-    best_ratio = 0.0
-    for _ in range(3):  # the machine is shared: take the best of three
-        started = time.perf_counter()
-        search(net, x, y)
-        batched = time.perf_counter() - started
-        started = time.perf_counter()
-        search.search_one_by_one(net, x[:32], y[:32])
-        single = (time.perf_counter() - started) * 4
-        best_ratio = max(best_ratio, single / batched)
-    assert best_ratio >= 5, f"batched only {best_ratio:.1f}x faster"
+    search(net, x[:8], y[:8])
+    small = len(calls)
+    calls.clear()
+    search(net, x, y)
+    assert len(calls) == small, "model calls grew with the batch"
+    assert max(calls) == 64, "the whole batch should go through the model at once"
+    calls.clear()
+    search.search_one_by_one(net, x[:8], y[:8])
+    assert len(calls) >= 8 * small / 2  # the per-sample loop really is per sample
 
 
 def test_result_concat_keeps_order(model, batch):
