@@ -267,9 +267,7 @@ def test_forget_controls_round_trip_through_text():
     original_mask = ForgetCriteria.parse(text).mask(data.metadata, data.classes)
     assert np.array_equal(rebuilt.mask(data.metadata, data.classes), original_mask)
     assert fc.criteria_from_values(fc.default_values(controls), controls, data.classes) is None
-    started = time.perf_counter()
-    fc.criteria_from_values(values, controls, data.classes).mask(data.metadata, data.classes)
-    assert time.perf_counter() - started < 0.15
+    # (its speed, < 150 ms at 21k rows, is measured by scripts/perf_dashboard.py, not asserted here)
 
 
 def test_method_settings_have_plain_labels():
