@@ -21,11 +21,18 @@ Choices a caller should know about:
   stretched, not cropped, so nothing near the border is lost.
 * Automatic channels: 1 when every image is greyscale (a greyscale mode, or RGB whose three
   channels are identical after resizing, as X-rays exported as RGB are), else 3.
-* ZIPs are never extracted to disk; members are read into memory one at a time. Members with
-  absolute paths or ``..`` components are refused (zip-slip), as are empty archives and
-  archives whose declared uncompressed size exceeds :data:`MAX_UNCOMPRESSED_BYTES`
-  (:mod:`zipfile` never returns more than a member's declared size, so the check holds even
-  against forged headers).
+* ZIPs are never extracted to disk; members are read into memory one at a time through
+  :class:`~unlearn_core.data.archive.BoundedZip`. Members with absolute paths or ``..``
+  components are refused (zip-slip), as are empty archives, archives whose declared
+  uncompressed size exceeds :data:`MAX_UNCOMPRESSED_BYTES`, any member declaring more than
+  :data:`~unlearn_core.data.archive.MAX_MEMBER_BYTES`, and members that inflate to more than
+  they declare (checked while inflating, chunk by chunk, so forged headers cannot cost memory).
+* Memory stays bounded on hostile files: an image's dimensions are read from its header and
+  checked against :data:`MAX_IMAGE_PIXELS` before it is decoded; the decoded data set's size
+  (rows × channels × size²) is checked against :data:`MAX_DECODED_BYTES` before any image is
+  decoded; ``.npz`` array shapes are read from their headers and capped (:data:`MAX_NPZ_BYTES`)
+  before any array is allocated. Every check on the CSV or the labels alone comes before any
+  image is decoded.
 * A class with a single image: with the automatic split it goes to ``train`` (a model must see
   a class to learn it) and a :class:`UserWarning` says it has no test image. Any class without
   a training image (possible with a ``split`` column) is a UserError.
@@ -36,9 +43,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
-import zipfile
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -49,12 +54,19 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
+from unlearn_core.data.archive import (
+    MAX_MEMBER_BYTES, BoundedZip, NpyHeader, human_bytes, npy_header, read_npy,
+)
 from unlearn_core.data.imageset import RESERVED_COLUMNS, ImageSet, stratified_split
 from unlearn_core.errors import UserError
 
 __all__ = [
+    "MAX_DECODED_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_NPZ_BYTES",
     "MAX_UNCOMPRESSED_BYTES",
     "RESAMPLE",
+    "check_upload",
     "load_image_folder",
     "load_npz",
     "load_user_data",
@@ -62,6 +74,12 @@ __all__ = [
 
 #: Zip-bomb guard: the most a ZIP (or .npz) may declare as uncompressed content in total.
 MAX_UNCOMPRESSED_BYTES = 2 * 1024**3
+#: Decompression-bomb guard for one image: width × height read from its header before decoding.
+MAX_IMAGE_PIXELS = 40_000_000
+#: The most the decoded images of a ZIP may take (uint8 rows × channels × size²), checked first.
+MAX_DECODED_BYTES = 1024**3
+#: The most the arrays of an ``.npz`` may take in memory (sum of the sizes their headers declare).
+MAX_NPZ_BYTES = 1024**3
 #: Pillow filter used for every resize (antialiased when shrinking, no ringing like Lanczos).
 RESAMPLE = Image.Resampling.BILINEAR
 #: How many offending names/rows an error message lists before saying "and N more".
@@ -104,13 +122,20 @@ class _Source:
 
     description: str
     files: dict[str, Any]  # relative name -> Path (folder) or ZipInfo (zip)
-    archive: zipfile.ZipFile | None = None
+    archive: BoundedZip | None = None
 
     def read(self, name: str) -> bytes:
         handle = self.files[name]
+        if self.archive is not None:
+            return self.archive.read(handle)  # bounded, checked against declared size and CRC
+        if handle.stat().st_size > MAX_MEMBER_BYTES:
+            raise UserError(
+                f"{name!r} in the {self.description} is {human_bytes(handle.stat().st_size)}, more "
+                f"than the {human_bytes(MAX_MEMBER_BYTES)} allowed for one file; resize it."
+            )
         try:
-            return self.archive.read(handle) if self.archive else handle.read_bytes()
-        except (OSError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:  # encrypted, bad CRC
+            return handle.read_bytes()
+        except OSError as exc:
             raise UserError(
                 f"Could not read {name!r} from the {self.description} ({exc})."
             ) from exc
@@ -126,12 +151,6 @@ def _bytes_io(obj: Any) -> BinaryIO:
     return io.BytesIO(obj.read())
 
 
-def _unsafe_member(name: str) -> bool:
-    """Absolute paths, drive letters and ``..`` components could escape an extraction folder."""
-    parts = re.split(r"[/\\]", name)
-    return name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or ".." in parts
-
-
 def _is_junk(name: str) -> bool:
     """macOS/Windows bookkeeping files that zipping a folder adds; never user data."""
     parts = name.split("/")
@@ -139,35 +158,9 @@ def _is_junk(name: str) -> bool:
         ".DS_Store", "Thumbs.db", "desktop.ini")
 
 
-def _open_zip(obj: ZipInput, what: str = "ZIP") -> zipfile.ZipFile:
+def _open_zip(obj: ZipInput, what: str = "ZIP") -> BoundedZip:
     """Open and vet an archive: valid, not empty, no zip-slip names, not a zip bomb."""
-    try:
-        archive = zipfile.ZipFile(obj if isinstance(obj, (str, Path)) else _bytes_io(obj))
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise UserError(
-            f"This is not a readable {what} file ({exc}). Upload a valid {what}."
-        ) from exc
-    infos = archive.infolist()
-    unsafe = [i.filename for i in infos if _unsafe_member(i.filename)]
-    if unsafe:
-        archive.close()
-        raise UserError(
-            f"The {what} contains member(s) with absolute paths or '..' components "
-            f"({_few(unsafe)}), which could write outside any folder (zip-slip). Refusing it: "
-            "create the archive from inside your data folder so every path is relative."
-        )
-    if not any(not i.is_dir() for i in infos):
-        archive.close()
-        raise UserError(f"The {what} is empty: add your files to it and upload it again.")
-    total = sum(i.file_size for i in infos)
-    if total > MAX_UNCOMPRESSED_BYTES:
-        archive.close()
-        raise UserError(
-            f"The {what} would unpack to {total / 1024**3:.1f} GiB, more than the "
-            f"{MAX_UNCOMPRESSED_BYTES / 1024**3:.0f} GiB limit. Resize the images or upload a "
-            "subset."
-        )
-    return archive
+    return BoundedZip(obj, what, max_total=MAX_UNCOMPRESSED_BYTES, max_member=MAX_MEMBER_BYTES)
 
 
 @contextmanager
@@ -186,12 +179,9 @@ def _open_source(images: ZipInput) -> Iterator[_Source]:
             return
         if not path.is_file():
             raise UserError(f"{str(path)!r} does not exist: give a folder of images or a ZIP file.")
-    archive = _open_zip(images)
-    try:
-        files = {i.filename: i for i in archive.infolist() if not i.is_dir()}
+    with _open_zip(images) as archive:
+        files = {i.filename: i for i in archive.members()}
         yield _Source(f"ZIP {_display_name(images, 'upload')!r}", files, archive)
-    finally:
-        archive.close()
 
 
 # --- the CSV -----------------------------------------------------------------------------------
@@ -322,6 +312,7 @@ def _decode(raw: bytes, size: int) -> np.ndarray:
     Returns ``[S, S]`` for greyscale (including RGB whose channels are equal) else ``[S, S, 3]``.
     """
     with Image.open(io.BytesIO(raw)) as img:
+        _check_dimensions(img)  # from the header: nothing is decoded yet
         img = _to_8bit(ImageOps.exif_transpose(img)).resize((size, size), RESAMPLE)
     pixels = np.asarray(img)
     if pixels.ndim == 3 and (pixels[..., 0] == pixels[..., 1]).all() and (
@@ -330,15 +321,46 @@ def _decode(raw: bytes, size: int) -> np.ndarray:
     return pixels
 
 
+class _TooLarge(UserError):
+    """An image whose header declares more pixels than :data:`MAX_IMAGE_PIXELS`."""
+
+
+def _check_dimensions(img: Image.Image) -> None:
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _TooLarge(f"{width}x{height} pixels")
+
+
+def _check_decoded_size(rows: int, size: int, channels: int | None) -> None:
+    """Refuse, before decoding anything, a data set whose pixels would not fit the limit."""
+    needed = rows * (channels or 3) * size * size
+    if needed > MAX_DECODED_BYTES:
+        raise UserError(
+            f"{rows} images of {size}x{size} pixels would take {human_bytes(needed)} in memory, "
+            f"more than the {human_bytes(MAX_DECODED_BYTES)} limit. Choose a smaller image size "
+            "or upload a subset."
+        )
+
+
 def _read_images(source: _Source, members: list[str], size: int,
                  channels: int | None) -> torch.Tensor:
     """Decode every listed file; report all unreadable ones at once rather than the first."""
-    decoded, failed = [], []
+    decoded, failed, huge = [], [], []
     for member in members:
+        raw = source.read(member)  # a damaged or forged member is a UserError of its own
         try:
-            decoded.append(_decode(source.read(member), size))
+            decoded.append(_decode(raw, size))
+        except _TooLarge as exc:
+            huge.append(f"{member} ({exc})")
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
             failed.append(f"{member} ({type(exc).__name__})")
+        del raw
+    if huge:
+        raise UserError(
+            f"{len(huge)} image(s) are larger than {MAX_IMAGE_PIXELS:,} pixels, the most this "
+            f"studio decodes: {_few(huge)}. They were not decoded; shrink them (a few hundred "
+            "pixels a side is plenty) or remove their rows from the CSV."
+        )
     if failed:
         raise UserError(
             f"{len(failed)} file(s) could not be read as images: {_few(failed)}. Replace them "
@@ -397,17 +419,17 @@ def _auto_split(codes: np.ndarray, test_fraction: float, seed: int) -> np.ndarra
     return split
 
 
-def _build_imageset(name: str, images: torch.Tensor, metadata: pd.DataFrame, classes: list[str],
-                    description: str) -> ImageSet:
-    """Checks every loader needs: >= 2 classes, both splits non-empty, every class trainable."""
-    codes = metadata["label"].to_numpy()
+def _check_classes(codes: np.ndarray, split: np.ndarray, classes: list[str]) -> None:
+    """Checks every loader needs: >= 2 classes, both splits non-empty, every class trainable.
+
+    Labels and split alone decide these, so loaders run them before decoding any image.
+    """
     present = [classes[i] for i in np.unique(codes)]
     if len(present) < 2:
         raise UserError(
             f"Only one class ({_few(present)}) is present; a classifier needs at least 2. "
             "Check the label column or add images of other classes."
         )
-    split = metadata["split"].to_numpy()
     for part in ("train", "test"):
         if not (split == part).any():
             raise UserError(
@@ -421,6 +443,14 @@ def _build_imageset(name: str, images: torch.Tensor, metadata: pd.DataFrame, cla
             f"Class(es) {_few(untrained)} have no training image, so no model can learn them. "
             "Move at least one of their images to 'train'."
         )
+
+
+def _build_imageset(name: str, images: torch.Tensor, metadata: pd.DataFrame, classes: list[str],
+                    description: str) -> ImageSet:
+    """The ImageSet, after :func:`_check_classes`; warns about classes without a test image."""
+    codes = metadata["label"].to_numpy()
+    split = metadata["split"].to_numpy()
+    _check_classes(codes, split, classes)
     untested = [classes[c] for c in np.unique(codes) if not (split[codes == c] == "test").any()]
     if untested:
         warnings.warn(f"Class(es) {_few(untested)} have no test image; their test accuracy will "
@@ -481,8 +511,11 @@ def load_image_folder(
         classes, codes = _encode_labels(table[label_column])
         split = (_split_from_column(table[_SPLIT_COLUMN]) if _SPLIT_COLUMN in table.columns
                  else _auto_split(codes, test_fraction, seed))
-        # Decoding is the slow part, so every check on the CSV alone comes first.
-        pixels = _read_images(source, _resolve(names, source, csv_dir), image_size, channels)
+        # Decoding is the slow part (and costs memory), so every check on the CSV alone comes first.
+        _check_classes(codes, np.asarray(split), classes)
+        members = _resolve(names, source, csv_dir)
+        _check_decoded_size(len(members), image_size, channels)
+        pixels = _read_images(source, members, image_size, channels)
         description = f"{len(names)} images from the user's {source.description}."
     metadata = pd.concat([pd.DataFrame({"sample_id": names, "label": codes, "split": split}),
                           table[extra].reset_index(drop=True)], axis=1)
@@ -490,26 +523,50 @@ def load_image_folder(
 
 
 # --- public: MedMNIST-style .npz -----------------------------------------------------------------
-def _read_npz(path_or_file: ZipInput) -> dict[str, np.ndarray]:
-    """All arrays, never unpickling; the archive is vetted like any ZIP first."""
-    stream = path_or_file if isinstance(path_or_file, (str, Path)) else _bytes_io(path_or_file)
-    if isinstance(stream, (str, Path)) and not Path(stream).is_file():
-        raise UserError(f"{str(stream)!r} does not exist: check the path of the .npz file.")
-    _open_zip(stream, what=".npz archive").close()
-    if not isinstance(stream, (str, Path)):
-        stream.seek(0)
-    try:
-        with np.load(stream, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
+def _read_npz(path_or_file: ZipInput,
+              check: Callable[[dict[str, NpyHeader]], None] | None = None) -> dict[str, np.ndarray]:
+    """All ``.npy`` arrays, never unpickling, with memory bounded on hostile files.
+
+    The archive is vetted like any ZIP; then every array's header (shape, dtype) is read and
+    checked (object arrays refused, declared sizes consistent and within
+    :data:`MAX_NPZ_BYTES`, and ``check(headers)``) before any array is allocated.
+    """
+    if isinstance(path_or_file, (str, Path)) and not Path(path_or_file).is_file():
+        raise UserError(f"{str(path_or_file)!r} does not exist: check the path of the .npz file.")
+    with BoundedZip(path_or_file, ".npz archive", max_total=MAX_UNCOMPRESSED_BYTES,
+                    max_member=MAX_UNCOMPRESSED_BYTES) as archive:
+        members = {i.filename[: -len(".npy")]: i for i in archive.members()
+                   if i.filename.endswith(".npy")}
+        headers = {key: npy_header(archive, info) for key, info in members.items()}
+        total = sum(h.nbytes for h in headers.values())
+        if total > MAX_NPZ_BYTES:
+            biggest = max(headers, key=lambda k: headers[k].nbytes)
             raise UserError(
-                "This file contains pickled objects; refusing to load it, because unpickling can "
-                "run arbitrary code. Save plain numeric/string arrays with np.savez."
-            ) from exc
-        raise UserError(f"The .npz archive could not be read ({exc}).") from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"The .npz archive could not be read ({exc}).") from exc
+                f"The .npz arrays would take {human_bytes(total)} in memory (the largest, "
+                f"{biggest!r}, has shape {headers[biggest].shape}), more than the "
+                f"{human_bytes(MAX_NPZ_BYTES)} limit. Save smaller images or a subset."
+            )
+        if check is not None:
+            check(headers)
+        return {key: read_npy(archive, members[key], headers[key]) for key in members}
+
+
+def _check_npz_layout(headers: dict[str, NpyHeader], image_size: int | None) -> None:
+    """Checks the headers alone can answer: required arrays present, sizes of the result."""
+    required = ["train_images", "train_labels", "test_images", "test_labels"]
+    has_val = "val_images" in headers or "val_labels" in headers
+    parts = [p for p in _NPZ_PARTS if p != "val" or has_val]
+    missing = [k for k in required + [f"{p}_{s}" for p in parts for s in ("images", "labels")]
+               if k not in headers]
+    if missing:
+        raise UserError(
+            f"The .npz archive lacks {sorted(set(missing))}. It has {sorted(headers)}; a "
+            f"MedMNIST-style file needs {required} (val_images/val_labels optional)."
+        )
+    if image_size is not None:
+        rows = sum(headers[f"{p}_images"].shape[0] if headers[f"{p}_images"].shape else 0
+                   for p in parts)
+        _check_decoded_size(rows, image_size, None)
 
 
 def _pixels_to_uint8(pixels: np.ndarray, what: str) -> np.ndarray:
@@ -638,17 +695,9 @@ def load_npz(path_or_file: ZipInput, *, name: str | None = None,
     if there is a val split) of matching length.
     """
     _check_options(image_size)
-    arrays = _read_npz(path_or_file)
-    required = ["train_images", "train_labels", "test_images", "test_labels"]
+    arrays = _read_npz(path_or_file, lambda headers: _check_npz_layout(headers, image_size))
     has_val = "val_images" in arrays or "val_labels" in arrays
     parts = [p for p in _NPZ_PARTS if p != "val" or has_val]
-    missing = [k for k in required + [f"{p}_{s}" for p in parts for s in ("images", "labels")]
-               if k not in arrays]
-    if missing:
-        raise UserError(
-            f"The .npz archive lacks {sorted(set(missing))}. It has {sorted(arrays)}; a "
-            f"MedMNIST-style file needs {required} (val_images/val_labels optional)."
-        )
     images = [_npz_images(arrays[f"{p}_images"], f"{p}_images", image_size) for p in parts]
     if len({tuple(i.shape[1:]) for i in images}) != 1:
         raise UserError(f"The splits' images differ in shape ({[i.shape[1:] for i in images]}); "
@@ -670,6 +719,24 @@ def load_npz(path_or_file: ZipInput, *, name: str | None = None,
 
 
 # --- public: the dashboard's dispatcher ----------------------------------------------------------
+def check_upload(upload_name: str, data: bytes | bytearray) -> None:
+    """Cheap checks of an upload before it is stored: a vetted archive, ``.npz`` headers sane.
+
+    The dashboard calls this before writing the upload into the workspace, so a zip bomb or a
+    forged ``.npz`` is refused at once (reading headers only), and nothing is left behind.
+    """
+    suffix = Path(upload_name).suffix.lower()
+    if suffix == ".zip":
+        _open_zip(data).close()
+    elif suffix == ".npz":
+        with BoundedZip(data, ".npz archive", max_total=MAX_UNCOMPRESSED_BYTES,
+                        max_member=MAX_UNCOMPRESSED_BYTES) as archive:
+            for info in archive.members():
+                if info.filename.endswith(".npy"):
+                    npy_header(archive, info)
+
+
+
 _FOLDER_OPTIONS = {"file_column", "label_column", "image_size", "channels", "test_fraction",
                    "seed", "name"}
 

@@ -11,7 +11,6 @@ line can read exactly the same file (``--dataset PATH`` / ``--weights PATH``).
 from __future__ import annotations
 
 import hashlib
-import io
 import zipfile
 from pathlib import Path
 
@@ -126,6 +125,10 @@ def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name
     the ZIP already had is left out so there is exactly one), because the command line takes
     a single file. The folder name is the content hash, so the same upload is stored once.
     """
+    from unlearn_core.data.archive import BoundedZip
+    from unlearn_core.data.loaders import check_upload
+
+    check_upload(name, data)  # refuse zip bombs and forged .npz headers before storing anything
     digest = hashlib.sha256(data + (csv or b"")).hexdigest()[:16]
     folder = _uploads_dir(digest)
     folder.mkdir(parents=True, exist_ok=True)
@@ -134,14 +137,14 @@ def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name
         return str(target)
     if csv is not None and target.suffix.lower() == ".zip":
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(target, "w") as out:
-                for info in source.infolist():
+            with BoundedZip(data) as source, zipfile.ZipFile(target, "w") as out:
+                for info in source.members():  # bounded: checked against declared sizes
                     if not info.filename.lower().endswith(".csv"):
                         out.writestr(info, source.read(info))
                 out.writestr(_safe_name(csv_name, "labels.csv"), csv)
-        except zipfile.BadZipFile as error:
+        except UserError:
             target.unlink(missing_ok=True)
-            raise UserError(f"{name} is not a readable ZIP file ({error}); upload a .zip of images.") from error
+            raise
         return str(target)
     target.write_bytes(data)
     return str(target)
