@@ -221,7 +221,9 @@ def test_weights_round_trip_with_metadata(ws):
     assert path == ws.artifact_path(record.id, runs.WEIGHTS_NAME)
     loaded = ws.load_weights(record.id)
     assert torch.equal(loaded["weight"], linear.weight.detach())
-    assert ws.weights_metadata(record.id) == {"architecture": "linear"}
+    metadata = ws.weights_metadata(record.id)
+    assert metadata.pop("unlearn_studio.sha256")  # the content hash recorded at save
+    assert metadata == {"architecture": "linear"}
     with pytest.raises(TypeError, match="str"):
         ws.save_weights(record.id, linear.state_dict(), {"epochs": 3})
     with pytest.raises(UserError, match="no saved model"):

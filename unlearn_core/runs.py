@@ -768,7 +768,7 @@ class Workspace:
         ``metadata`` (str to str, stored in the file header) should carry what made the model:
         architecture, config, dataset fingerprint, seed, so the file explains itself.
         """
-        from safetensors.torch import save as safetensors_bytes
+        from unlearn_core.models.weights import safetensors_payload  # adds the content hash
 
         metadata = dict(metadata or {})
         bad = {key: type(value).__name__ for key, value in metadata.items()
@@ -779,7 +779,7 @@ class Workspace:
         # also make the file independent of the device the model was trained on.
         tensors = {key: value.detach().to("cpu").contiguous().clone()
                    for key, value in state_dict.items()}
-        return self._atomic_write(run_id, name, safetensors_bytes(tensors, metadata=metadata))
+        return self._atomic_write(run_id, name, safetensors_payload(tensors, metadata))
 
     def _weights_file(self, run_id: str, name: str) -> Path:
         path = self.artifact_path(run_id, name)
@@ -789,10 +789,10 @@ class Workspace:
         return path
 
     def load_weights(self, run_id: str, name: str = WEIGHTS_NAME) -> dict[str, torch.Tensor]:
-        """The run's saved state dict, on the CPU."""
-        from safetensors.torch import load_file
+        """The run's saved state dict, on the CPU, checked against the hash recorded at save."""
+        from unlearn_core.models.weights import read_weights
 
-        return load_file(self._weights_file(run_id, name), device="cpu")
+        return read_weights(self._weights_file(run_id, name))[0]
 
     def weights_metadata(self, run_id: str, name: str = WEIGHTS_NAME) -> dict[str, str]:
         """The metadata stored in the run's safetensors header (without loading tensors)."""
@@ -876,10 +876,17 @@ def export_bytes(workspace: Workspace, run_id: str, fmt: str) -> tuple[bytes, st
             record.to_dict(), indent=2, default=_json_default
         ).encode(),
         "csv": lambda: _metrics_csv(record),
-        "weights": lambda: workspace._weights_file(run_id, WEIGHTS_NAME).read_bytes(),
+        "weights": lambda: _verified_weights(workspace._weights_file(run_id, WEIGHTS_NAME)),
         "html": lambda: _html_report(record, workspace),
     }
     return builders[fmt](), filename
+
+
+def _verified_weights(path: Path) -> bytes:
+    """An export hands out only a model file that parses, matches its hash and is finite."""
+    from unlearn_core.models.weights import verified_file_bytes
+
+    return verified_file_bytes(path)
 
 
 def _metrics_csv(record: RunRecord) -> bytes:

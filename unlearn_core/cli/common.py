@@ -47,16 +47,10 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_for(data: ImageSet, weights: str | None, arch: str | None) -> Classifier:
-    """The user's weights (checked against the data's shape) or the shipped demo model."""
-    from unlearn_core.assets import load_demo_model
-    from unlearn_core.models.architectures import spec_for
-    from unlearn_core.models.weights import SPEC_KEY, load_model, read_weights
+    """The user's weights (checked against the data's shape and classes) or the shipped demo model."""
+    from unlearn_core.models.weights import load_model_for_data
 
-    if weights is None:
-        return load_demo_model(data)
-    if arch is None and SPEC_KEY in read_weights(weights)[1]:
-        return load_model(weights)
-    return load_model(weights, spec_for(data, arch or "small_cnn"))
+    return load_model_for_data(data, weights, arch)
 
 
 def _json_safe(value: Any) -> Any:

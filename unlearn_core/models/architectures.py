@@ -11,6 +11,7 @@ embeddings, head swaps and block-wise composition work the same for every archit
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -36,14 +37,64 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
-        return cls(
-            arch=str(data["arch"]),
-            num_classes=int(data["num_classes"]),
-            in_channels=int(data["in_channels"]),
-            image_size=int(data["image_size"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data["std"]),
-        )
+        """A spec from stored metadata, checked by :meth:`check` (a UserError if not sane)."""
+        if not isinstance(data, dict):
+            raise UserError(f"A model spec must be a JSON object, got {type(data).__name__}.")
+        missing = [key for key in ("arch", "num_classes", "in_channels", "image_size", "mean", "std")
+                   if key not in data]
+        if missing:
+            raise UserError(f"The model spec lacks {', '.join(missing)}; it cannot say how to rebuild "
+                            "the model. Choose the architecture yourself.")
+        try:
+            spec = cls(
+                arch=str(data["arch"]),
+                num_classes=_whole(data["num_classes"]),
+                in_channels=_whole(data["in_channels"]),
+                image_size=_whole(data["image_size"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+            )
+        except (TypeError, ValueError) as error:
+            raise UserError(f"The model spec has a value of the wrong type ({error}); numbers "
+                            "and lists of numbers are expected.") from None
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        """Refuse a spec no real model has, before anything is allocated for it.
+
+        Why: the spec comes from a file's metadata; a forged one (a billion classes) would
+        otherwise make :func:`build_model` allocate hundreds of gigabytes.
+        """
+        problems = []
+        if self.arch not in ARCHITECTURES:
+            problems.append(f"unknown architecture {self.arch[:40]!r} (known: {', '.join(ARCHITECTURES)})")
+        if not 2 <= self.num_classes <= MAX_CLASSES:
+            problems.append(f"{self.num_classes} classes (2 to {MAX_CLASSES:,} are supported)")
+        if self.in_channels not in (1, 3):
+            problems.append(f"{self.in_channels} input channels (1 or 3 are supported)")
+        if not 4 <= self.image_size <= 1024:
+            problems.append(f"image size {self.image_size} (4 to 1024 pixels are supported)")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            problems.append(f"{len(self.mean)} means and {len(self.std)} standard deviations for "
+                            f"{self.in_channels} channel(s)")
+        elif not all(math.isfinite(v) for v in self.mean + self.std) or min(self.std) <= 0:
+            problems.append("normalization values that are not finite or a standard deviation <= 0")
+        if problems:
+            raise UserError("The model spec is not usable: " + "; ".join(problems) + ". The file's "
+                            "metadata is damaged or was not written by this tool; choose the "
+                            "architecture yourself or export the model again.")
+
+
+#: The most classes a model may have (a spec claiming more is refused before building it).
+MAX_CLASSES = 10_000
+
+
+def _whole(value) -> int:
+    """An int from an int (or integral float) in JSON; refuses text and fractions."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
 
 
 class Classifier(nn.Module):
@@ -137,6 +188,7 @@ def build_model(spec: ModelSpec) -> Classifier:
     """An untrained :class:`Classifier` for ``spec`` (weights initialized by PyTorch)."""
     if spec.arch not in ARCHITECTURES:
         raise UserError(f"Unknown architecture {spec.arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    spec.check()
     body, features = ARCHITECTURES[spec.arch](spec)
     return Classifier(spec, body, nn.Linear(features, spec.num_classes))
 
