@@ -58,6 +58,8 @@ COMPARISON_OPS = ("==", "!=", "<", "<=", ">", ">=")
 ORDER_OPS = ("<", "<=", ">", ">=")
 SPLIT_KEYS = ("forget_train", "remain_train", "forget_test", "remain_test")
 KEYWORDS = ("and", "or", "not", "in")
+#: Longest criteria text accepted (real criteria are a few lines; pages of text are a mistake).
+MAX_CRITERIA_CHARS = 4000
 EXAMPLE = 'vpf_mm >= 12 and label == "healthy"'
 DICT_VERSION = 1
 
@@ -801,9 +803,17 @@ class _Token:
         return f"'{self.value}'"
 
 
+def _excerpt(text: str, pos: int, width: int = 40) -> str:
+    """The text around ``pos`` (all of it when short), so a message never echoes pages of it."""
+    if len(text) <= 2 * width + 20:
+        return text
+    start, end = max(0, pos - width), min(len(text), pos + width)
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
 def _syntax_error(text: str, pos: int, message: str) -> UserError:
     where = "at the end of" if pos >= len(text) else f"at position {pos + 1} in"
-    return UserError(f"{message} {where}: {text}")
+    return UserError(f"{message} {where}: {_excerpt(text, pos)}")
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -916,6 +926,12 @@ def parse_criteria(text: str) -> ForgetCriteria:
     if not text.strip():
         raise UserError(
             f"The forget criteria are empty; write at least one condition, e.g. {EXAMPLE}."
+        )
+    if len(text) > MAX_CRITERIA_CHARS:
+        raise UserError(
+            f"The forget criteria are {len(text):,} characters long; at most "
+            f"{MAX_CRITERIA_CHARS:,} are accepted. Shorten them: a long list of values usually "
+            "means a metadata column for that group is missing (add one and compare with it)."
         )
     return _Parser(text).criteria()
 
