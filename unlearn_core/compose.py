@@ -453,6 +453,14 @@ class CompositionConfig:
             raise UserError("Give at least one scale for the task-vector sum.")
         if self.repair_epochs < 0 or self.bn_batches < 1 or self.batch_size < 1:
             raise UserError("repair_epochs must be ≥ 0, bn_batches and batch_size ≥ 1.")
+        if self.repair_epochs > 1000 or self.bn_batches > 100_000 or self.batch_size > 4096:
+            raise UserError("repair_epochs must be at most 1000, bn_batches at most 100000 and "
+                            "batch_size at most 4096.")
+        weights = list(self.alphas) + list(self.scales) + [self.repair_lr]
+        if not all(math.isfinite(float(v)) for v in weights) or self.repair_lr <= 0:
+            raise UserError("Every α and scale must be a finite number and repair_lr a finite "
+                            f"number above 0; got alphas={list(self.alphas)}, "
+                            f"scales={list(self.scales)}, repair_lr={self.repair_lr}.")
 
     def to_dict(self) -> dict:
         return asdict(self)

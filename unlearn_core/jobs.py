@@ -299,7 +299,12 @@ def start_job(
 def submit(
     workspace: Workspace, argv: list[str], kind: str, max_jobs: int | None = None, **fields: Any
 ) -> RunRecord:
-    """Create a run for ``argv`` and start it in the background (or queue it)."""
+    """Create a run for ``argv`` and start it in the background (or queue it).
+
+    The concurrency limit is checked first: a bad ``UNLEARN_STUDIO_MAX_JOBS`` must not leave a
+    run queued that no poll could ever start.
+    """
+    job_limit(max_jobs)
     record = workspace.create_run(kind, command=cli_command(argv), **fields)
     return start_job(workspace, argv, record.id, max_jobs)
 

@@ -8,6 +8,7 @@ never re-shuffled between methods (a fix to the reference, which reshuffled).
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,10 @@ from unlearn_core.progress import Cancelled, ProgressEvent
 
 ProgressCallback = Callable[[ProgressEvent], None]
 StopCheck = Callable[[], bool]
+
+
+#: Most epochs a training may ask for (a typo like 1000000000 would otherwise never end).
+MAX_EPOCHS = 1000
 
 
 @dataclass
@@ -57,6 +62,30 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> "TrainConfig":
+        """Refuse settings no training can use, naming the setting and its allowed range.
+
+        Why before training: ``lr=nan`` otherwise surfaces as "training diverged, lower the
+        learning rate", and ``epochs=10**9`` as a run that never ends.
+        """
+        from unlearn_core.models.architectures import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise UserError(f"Unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+        for name, low, high in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, 4096), ("seed", 0, 2**63 - 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+                raise UserError(f"{name} must be a whole number from {low} to {high:,}, got {value!r}.")
+        for name, low, high, low_open in (("lr", 0.0, 10.0, True), ("momentum", 0.0, 0.999, False),
+                                          ("weight_decay", 0.0, 1.0, False)):
+            value = getattr(self, name)
+            number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+            if number is None or not math.isfinite(number) or number > high or number < low or (
+                    low_open and number == low):
+                bounds = f"{'above' if low_open else 'from'} {low:g} {'and at most' if low_open else 'to'} {high:g}"
+                raise UserError(f"{name} must be a finite number {bounds}, got {value!r}.")
+        return self
 
     def recipe_key(self) -> str:
         """What makes two trainings equivalent (device and speed switches excluded)."""
@@ -112,8 +141,7 @@ def train_model(
     train_indices = np.asarray(train_indices, dtype=np.int64)
     if len(train_indices) == 0:
         raise UserError("There is nothing to train on: the training selection is empty.")
-    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise UserError("epochs and batch_size must be at least 1 and lr positive.")
+    config.validate()
     device = resolve_device(config.device)
     generator = seed_everything(config.seed)
     model = prepare_model(build_model(spec_for(data, config.arch)), device, config.channels_last)

@@ -56,6 +56,10 @@ def cmd_compose(args: argparse.Namespace) -> int:
         **({"scales": tuple(args.scale)} if args.scale else {}),
     )
     workspace = Workspace()
+    if args.run_id is None:  # before recording anything (a job's run records its own failure)
+        from unlearn_core.preflight import check_compose
+
+        check_compose(workspace, args.runs, config)
     argv = [a for a in args.argv if a not in ("--run-id", args.run_id)]
     with command_run(workspace, args.run_id, kind="compose", command=cli_command(argv), method=args.strategy,
                      config=config.to_dict(), seed=args.seed, label=args.label) as context:

@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (recording a run unless --no-record) and report test accuracy."""
+    if args.run_id is None:  # before recording anything (a job's run records its own failure)
+        from unlearn_core.preflight import check_train
+        from unlearn_core.training import TrainConfig
+
+        check_train(dataset=args.dataset, retrain=args.retrain, forget=args.forget, out=args.out, config=TrainConfig(
+            arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device))
     if args.no_record:
         from unlearn_core.progress import StderrReporter
 

@@ -72,6 +72,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
     request = UnlearnRequest(forget=args.forget, method=args.method, overrides=parse_set_arguments(args.set),
                              preset=args.preset, retrain=args.retrain, seed=args.seed, device=args.device)
+    if args.run_id is None:  # before recording or detaching anything (a job's run records its own failure)
+        from unlearn_core.preflight import check_unlearn
+
+        check_unlearn(dataset=args.dataset, forget=args.forget, method=args.method, overrides=request.overrides,
+                      preset=args.preset, seed=args.seed, device=args.device, weights=args.weights, arch=args.arch)
     if args.detach:
         return _detach(args)
     if args.no_record:

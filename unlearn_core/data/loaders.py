@@ -719,16 +719,20 @@ def load_npz(path_or_file: ZipInput, *, name: str | None = None,
 
 
 # --- public: the dashboard's dispatcher ----------------------------------------------------------
-def check_upload(upload_name: str, data: bytes | bytearray) -> None:
-    """Cheap checks of an upload before it is stored: a vetted archive, ``.npz`` headers sane.
+def check_upload(upload_name: str, data: bytes | bytearray | str | Path) -> None:
+    """Cheap checks of an upload (or a data file) before any work: archive and headers sane.
 
-    The dashboard calls this before writing the upload into the workspace, so a zip bomb or a
-    forged ``.npz`` is refused at once (reading headers only), and nothing is left behind.
+    The dashboard calls this before writing an upload into the workspace, and the command
+    line before recording a run, so a zip bomb or a forged ``.npz`` is refused at once
+    (reading headers only) and nothing is left behind. Any file that is not ``.npz`` is
+    treated as a ZIP, as :func:`~unlearn_core.data.catalog.load_dataset` does; folders pass.
     """
+    if isinstance(data, (str, Path)) and Path(data).is_dir():
+        return
     suffix = Path(upload_name).suffix.lower()
-    if suffix == ".zip":
+    if suffix != ".npz":
         _open_zip(data).close()
-    elif suffix == ".npz":
+    else:
         with BoundedZip(data, ".npz archive", max_total=MAX_UNCOMPRESSED_BYTES,
                         max_member=MAX_UNCOMPRESSED_BYTES) as archive:
             for info in archive.members():
