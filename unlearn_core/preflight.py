@@ -7,9 +7,10 @@ data file that is not a readable archive) must be refused with a clear message a
 background job or as a misleading error from deep inside training.
 
 What needs the data itself (does the model have as many classes as the data? do the
-criteria's columns exist?) is checked when the data are loaded, before any training step:
-see :func:`unlearn_core.models.weights.load_model_for_data` and
-:func:`unlearn_core.data.criteria.split_sets`.
+criteria's columns exist, and do they leave something to forget and to keep?) is checked by
+loading the data here too, also before ``--detach``; the run then reuses the loaded data
+(:func:`~unlearn_core.data.catalog.load_dataset` keeps the last user file; built-in sets are
+cached), so nothing is decoded twice.
 
 Each function takes plain values (not parsed arguments), so the command line and the
 dashboard can both call them.
@@ -71,7 +72,8 @@ def check_device(device: str) -> None:
 def check_unlearn(*, dataset: str, forget: str, method: str, overrides: Mapping[str, Any],
                   preset: str | None, seed: int, device: str, weights: str | None,
                   arch: str | None) -> None:
-    """Everything ``unlearn`` can check before loading data: settings, criteria, files."""
+    """Everything ``unlearn`` can check before the work: settings, criteria, files, then the
+    data (criteria columns, a non-empty forget and remain set) and the model's fit to it."""
     from unlearn_core.methods.base import get_method
 
     settings = dict(overrides)
@@ -82,11 +84,32 @@ def check_unlearn(*, dataset: str, forget: str, method: str, overrides: Mapping[
     check_device(device)
     check_dataset(dataset)
     check_weights(weights, arch)
+    data = _load(dataset)
+    _check_forget_split(data, forget)
+    from unlearn_core.models.weights import load_model_for_data
+
+    load_model_for_data(data, weights, arch)  # classes and channels must match the data
+
+
+def _load(dataset: str):
+    from unlearn_core.data.catalog import load_dataset
+
+    return load_dataset(dataset)
+
+
+def _check_forget_split(data, forget: str):
+    """The criteria's columns exist, and they leave something to forget and something to keep."""
+    from unlearn_core.data.criteria import ForgetCriteria, split_sets
+    from unlearn_core.methods.base import UnlearnData, check_split
+
+    split = split_sets(data, ForgetCriteria.parse(forget))
+    check_split(UnlearnData(data, split))
+    return split
 
 
 def check_train(*, dataset: str, config: Any, retrain: bool, forget: str | None,
                 out: str | None) -> None:
-    """Everything ``train`` can check before loading data (``config`` is a TrainConfig)."""
+    """Everything ``train`` can check before the work (``config`` is a TrainConfig)."""
     config.validate()
     if retrain and not forget:
         raise UserError("--retrain needs --forget CRITERIA: the retrain reference learns the remain set only.")
@@ -95,13 +118,17 @@ def check_train(*, dataset: str, config: Any, retrain: bool, forget: str | None,
     if out is not None and Path(out).is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {Path(out) / 'model.safetensors'}.")
     check_dataset(dataset)
+    data = _load(dataset)
+    if retrain:
+        _check_forget_split(data, forget)
 
 
 def check_compose(workspace: Any, run_ids: list[str], config: Any) -> None:
-    """The runs exist and are finished unlearning runs; the composition settings are usable."""
+    """The runs exist, are finished unlearning runs with intact models; the settings are usable."""
     config.validate(len(run_ids))
     for run_id in run_ids:
         record = workspace.get(run_id)
         if record.status != "done" or record.kind not in ("unlearn", "compose"):
             raise UserError(f"Run {record.id} is a {record.status} {record.kind} run; compose "
                             "finished unlearning runs.")
+        workspace.load_weights(run_id)  # present, intact (hash recorded at save) and readable

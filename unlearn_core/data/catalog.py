@@ -19,11 +19,20 @@ def load_dataset(name_or_path: str) -> ImageSet:
             f"Unknown data set {name_or_path!r}: it is neither a built-in set "
             f"({', '.join(BUILTIN_SETS)}) nor an existing file or folder."
         )
-    from unlearn_core.data.loaders import load_image_folder, load_npz
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if _LAST_LOADED.get("key") != key:  # one entry: checks before a run, then the run itself
+        from unlearn_core.data.loaders import load_image_folder, load_npz
 
-    if path.suffix.lower() == ".npz":
-        return load_npz(path)
-    return load_image_folder(path)
+        _LAST_LOADED.clear()
+        _LAST_LOADED.update(key=key, data=load_npz(path) if path.suffix.lower() == ".npz"
+                            else load_image_folder(path))
+    return _LAST_LOADED["data"]
+
+
+#: The last user file loaded (by path, modification time and size), so the checks made before
+#: a run is recorded and the run itself decode a user's images once, not twice.
+_LAST_LOADED: dict = {}
 
 
 def describe_dataset(data: ImageSet) -> dict:

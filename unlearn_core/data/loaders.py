@@ -513,8 +513,8 @@ def load_image_folder(
                  else _auto_split(codes, test_fraction, seed))
         # Decoding is the slow part (and costs memory), so every check on the CSV alone comes first.
         _check_classes(codes, np.asarray(split), classes)
+        _check_decoded_size(len(names), image_size, channels)
         members = _resolve(names, source, csv_dir)
-        _check_decoded_size(len(members), image_size, channels)
         pixels = _read_images(source, members, image_size, channels)
         description = f"{len(names)} images from the user's {source.description}."
     metadata = pd.concat([pd.DataFrame({"sample_id": names, "label": codes, "split": split}),
