@@ -311,7 +311,12 @@ def _decode(raw: bytes, size: int) -> np.ndarray:
 
     Returns ``[S, S]`` for greyscale (including RGB whose channels are equal) else ``[S, S, 3]``.
     """
-    with Image.open(io.BytesIO(raw)) as img:
+    try:
+        opened = Image.open(io.BytesIO(raw))  # reads the header only
+    except Image.DecompressionBombError as exc:  # Pillow's own, far higher, limit
+        count = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _TooLarge(f"{int(count.group(1)):,} pixels" if count else "too many pixels") from None
+    with opened as img:
         _check_dimensions(img)  # from the header: nothing is decoded yet
         img = _to_8bit(ImageOps.exif_transpose(img)).resize((size, size), RESAMPLE)
     pixels = np.asarray(img)
@@ -524,12 +529,16 @@ def load_image_folder(
 
 # --- public: MedMNIST-style .npz -----------------------------------------------------------------
 def _read_npz(path_or_file: ZipInput,
-              check: Callable[[dict[str, NpyHeader]], None] | None = None) -> dict[str, np.ndarray]:
+              check: Callable[[dict[str, NpyHeader]], None] | None = None,
+              check_small: Callable[[dict[str, NpyHeader], dict[str, np.ndarray]], None] | None = None,
+              ) -> dict[str, np.ndarray]:
     """All ``.npy`` arrays, never unpickling, with memory bounded on hostile files.
 
     The archive is vetted like any ZIP; then every array's header (shape, dtype) is read and
     checked (object arrays refused, declared sizes consistent and within
-    :data:`MAX_NPZ_BYTES`, and ``check(headers)``) before any array is allocated.
+    :data:`MAX_NPZ_BYTES`, and ``check(headers)``) before any array is allocated. The small
+    arrays (all but ``*_images``) are read next and given to ``check_small``, so wrong labels
+    are refused before the images take memory.
     """
     if isinstance(path_or_file, (str, Path)) and not Path(path_or_file).is_file():
         raise UserError(f"{str(path_or_file)!r} does not exist: check the path of the .npz file.")
@@ -548,7 +557,13 @@ def _read_npz(path_or_file: ZipInput,
             )
         if check is not None:
             check(headers)
-        return {key: read_npy(archive, members[key], headers[key]) for key in members}
+        arrays = {key: read_npy(archive, members[key], headers[key])
+                  for key in members if not key.endswith("_images")}
+        if check_small is not None:
+            check_small(headers, arrays)
+        arrays.update({key: read_npy(archive, members[key], headers[key])
+                       for key in members if key.endswith("_images")})
+        return {key: arrays[key] for key in members}
 
 
 def _check_npz_layout(headers: dict[str, NpyHeader], image_size: int | None) -> None:
@@ -563,10 +578,28 @@ def _check_npz_layout(headers: dict[str, NpyHeader], image_size: int | None) -> 
             f"The .npz archive lacks {sorted(set(missing))}. It has {sorted(headers)}; a "
             f"MedMNIST-style file needs {required} (val_images/val_labels optional)."
         )
+    for part in parts:
+        shape = headers[f"{part}_images"].shape
+        if len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] not in (1, 3)):
+            raise UserError(
+                f"'{part}_images' has shape {shape}; expected [N, H, W] (greyscale) or "
+                "[N, H, W, C] with C = 1 or 3 (channels last)."
+            )
     if image_size is not None:
-        rows = sum(headers[f"{p}_images"].shape[0] if headers[f"{p}_images"].shape else 0
-                   for p in parts)
-        _check_decoded_size(rows, image_size, None)
+        shapes = [headers[f"{part}_images"].shape for part in parts]
+        _check_decoded_size(sum(shape[0] for shape in shapes), image_size,
+                            max(1 if len(shape) == 3 else shape[-1] for shape in shapes))
+
+
+def _check_npz_labels(headers: dict[str, NpyHeader], small: dict[str, np.ndarray]) -> None:
+    """Labels, class names and split checked from the small arrays, before images are read."""
+    parts = [p for p in _NPZ_PARTS if f"{p}_images" in headers]
+    counts = [headers[f"{p}_images"].shape[0] for p in parts]
+    codes = np.concatenate([_npz_labels(small[f"{p}_labels"], f"{p}_labels", n, f"{p}_images")
+                            for p, n in zip(parts, counts)])
+    split = np.array([("test" if p == "test" else "train") for p, n in zip(parts, counts)
+                      for _ in range(n)], dtype=object)
+    _check_classes(codes, split, _npz_classes(small, codes))
 
 
 def _pixels_to_uint8(pixels: np.ndarray, what: str) -> np.ndarray:
@@ -695,7 +728,8 @@ def load_npz(path_or_file: ZipInput, *, name: str | None = None,
     if there is a val split) of matching length.
     """
     _check_options(image_size)
-    arrays = _read_npz(path_or_file, lambda headers: _check_npz_layout(headers, image_size))
+    arrays = _read_npz(path_or_file, lambda headers: _check_npz_layout(headers, image_size),
+                       _check_npz_labels)
     has_val = "val_images" in arrays or "val_labels" in arrays
     parts = [p for p in _NPZ_PARTS if p != "val" or has_val]
     images = [_npz_images(arrays[f"{p}_images"], f"{p}_images", image_size) for p in parts]
