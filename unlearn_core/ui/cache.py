@@ -10,7 +10,10 @@ line can read exactly the same file (``--dataset PATH`` / ``--weights PATH``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import secrets
 import zipfile
 from pathlib import Path
 
@@ -119,34 +122,43 @@ def _safe_name(name: str, default: str) -> str:
 
 
 def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name: str = "") -> str:
-    """Write an uploaded data file into the workspace; returns the path ``--dataset`` takes.
+    """Write an uploaded data file into the workspace, load it, and return the path ``--dataset`` takes.
 
     A ZIP with a separate CSV becomes one ZIP: the images plus the CSV at its root (any CSV
     the ZIP already had is left out so there is exactly one), because the command line takes
     a single file. The folder name is the content hash, so the same upload is stored once.
+    The upload gets the command line's checks: headers first (a zip bomb or a forged
+    ``.npz`` is refused before anything is written), then the full load; a refused upload
+    leaves nothing behind, and a stored one is never half-written (temporary file, rename).
     """
     from unlearn_core.data.archive import BoundedZip
     from unlearn_core.data.loaders import check_upload
 
-    check_upload(name, data)  # refuse zip bombs and forged .npz headers before storing anything
+    check_upload(name, data)
     digest = hashlib.sha256(data + (csv or b"")).hexdigest()[:16]
     folder = _uploads_dir(digest)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / _safe_name(name, "upload.zip")
     if target.exists():
         return str(target)
-    if csv is not None and target.suffix.lower() == ".zip":
-        try:
-            with BoundedZip(data) as source, zipfile.ZipFile(target, "w") as out:
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{target.name}.{secrets.token_hex(3)}.tmp"
+    try:
+        if csv is not None and target.suffix.lower() == ".zip":
+            with BoundedZip(data) as source, zipfile.ZipFile(temporary, "w") as out:
                 for info in source.members():  # bounded: checked against declared sizes
                     if not info.filename.lower().endswith(".csv"):
                         out.writestr(info, source.read(info))
                 out.writestr(_safe_name(csv_name, "labels.csv"), csv)
-        except UserError:
-            target.unlink(missing_ok=True)
-            raise
-        return str(target)
-    target.write_bytes(data)
+        else:
+            temporary.write_bytes(data)
+        os.replace(temporary, target)
+        dataset(str(target))  # the full load (cached for the page that asked)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        raise
     return str(target)
 
 
