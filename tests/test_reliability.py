@@ -325,7 +325,7 @@ for _name, (_build, _upload) in hostile.HOSTILE_UPLOADS.items():
             "zip_honest_big_member": r"would unpack to more than the 128\.0 MiB allowed for one file",
             "zip_total_too_big": r"would unpack to 2\.3 GiB, more than the 2\.0 GiB limit",
             "zip_huge_image": r"larger than 40,000,000 pixels.*1,600,000,000 pixels.*not decoded",
-            "zip_too_many_pixels": r"300000 images of 64x64 pixels would take 3\.4 GiB",
+            "zip_too_many_pixels": r"100000 images of 64x64 pixels would take 1\.1 GiB",
             "npz_header_huge": r"declares an array of shape \(1000000, 1000, 1000\) \(931\.3 GiB\)",
             "npz_consistent_huge": r"arrays would take 1\.8 GiB in memory",
             "npz_forged_sizes": r"damaged or forged: its header declares 192 bytes but it inflates",
@@ -802,10 +802,12 @@ def test_hostile_uploads_are_refused_within_bounded_memory(tmp_path):
     assert set(results) == set(hostile.HOSTILE_UPLOADS)
     for name, entry in results.items():
         assert entry.get("refused"), (name, entry)
-        assert entry["peak_mib"] < 1.5 * 1024, (name, entry)
-        # Nothing near the declared sizes (GiB) is allocated: what refusing costs beyond the
-        # process's size at the start is small (the largest is parsing a 300,000-row CSV).
-        assert entry["peak_mib"] - entry["start_mib"] < 300, (name, entry)
+        own = entry["peak_mib"] - entry["start_mib"]
+        # Nothing near the declared sizes (GiB) is allocated: refusing costs little beyond the
+        # process's size (the most is parsing a 100,000-row CSV), and the whole process,
+        # library imports included, stays under 1.5 GB.
+        assert own < 300, (name, entry)
+        assert entry["imports_peak_mib"] + own < 1.5 * 1000**3 / 1024**2, (name, entry)
 
 
 def test_limits_are_checked_before_decoding(monkeypatch, tmp_path):
