@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save as safetensors_bytes
 
 import hostile_files as hostile
 from unlearn_core import runs

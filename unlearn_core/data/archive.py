@@ -66,9 +66,14 @@ def unsafe_member(name: str) -> bool:
 
 
 def _stream(obj: ArchiveInput) -> BinaryIO:
-    """A seekable binary stream we own for bytes, a path, or an upload (rewound)."""
+    """A seekable binary stream we own for a path, else :func:`rewound_stream`."""
     if isinstance(obj, (str, Path)):
         return open(obj, "rb")  # noqa: SIM115 - closed by BoundedZip.close
+    return rewound_stream(obj)
+
+
+def rewound_stream(obj: Any) -> BinaryIO:
+    """A seekable binary stream for bytes or an upload (rewound: Streamlit may have read it)."""
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(obj))
     if hasattr(obj, "seek") and getattr(obj, "seekable", lambda: True)():

@@ -57,6 +57,7 @@ from PIL import Image, ImageOps
 from unlearn_core.data.archive import (
     MAX_MEMBER_BYTES, BoundedZip, NpyHeader, human_bytes, npy_header, read_npy,
 )
+from unlearn_core.data.archive import rewound_stream as _bytes_io
 from unlearn_core.data.imageset import RESERVED_COLUMNS, ImageSet, stratified_split
 from unlearn_core.errors import UserError
 
@@ -139,16 +140,6 @@ class _Source:
             raise UserError(
                 f"Could not read {name!r} from the {self.description} ({exc})."
             ) from exc
-
-
-def _bytes_io(obj: Any) -> BinaryIO:
-    """A seekable binary stream for bytes or an upload (rewound: Streamlit may have read it)."""
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(obj))
-    if hasattr(obj, "seek") and getattr(obj, "seekable", lambda: True)():
-        obj.seek(0)
-        return obj
-    return io.BytesIO(obj.read())
 
 
 def _is_junk(name: str) -> bool:
