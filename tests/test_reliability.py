@@ -801,12 +801,11 @@ def test_hostile_uploads_are_refused_within_bounded_memory(tmp_path):
     assert set(results) == set(hostile.HOSTILE_UPLOADS)
     for name, entry in results.items():
         assert entry.get("refused"), (name, entry)
-        own = entry["peak_mib"] - entry["start_mib"]
         # Nothing near the declared sizes (GiB) is allocated: refusing costs little beyond the
-        # process's size (the most is parsing a 100,000-row CSV), and the whole process,
-        # library imports included, stays under 1.5 GB.
-        assert own < 300, (name, entry)
-        assert entry["imports_peak_mib"] + own < 1.5 * 1000**3 / 1024**2, (name, entry)
+        # process's size (the most is parsing a 100,000-row CSV). The whole process's peak
+        # (library imports included, which vary by machine) is in docs/reliability.md, from
+        # scripts/reliability_memory.py.
+        assert entry["peak_mib"] - entry["start_mib"] < 300, (name, entry)
 
 
 def test_limits_are_checked_before_decoding(monkeypatch, tmp_path):
