@@ -20,7 +20,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,11 +285,7 @@ def w_wrong_architecture_flag(c):
 
 # --- data ----------------------------------------------------------------------------------------
 def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
+    return hostile.raw_zip([hostile.stored(name, content) for name, content in members.items()])
 
 
 def _png() -> bytes:
