@@ -97,10 +97,13 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """A trained model; ``images_trained`` = images through forward and backward (cost beside time)."""
+
     model: Classifier
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     test_acc: float = float("nan")
+    images_trained: int = 0
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -190,7 +193,8 @@ def train_model(
     seconds = time.perf_counter() - started
     model.eval()
     test_acc = accuracy_on(model, data, data.test_indices)
-    return TrainResult(model=model, history=history, seconds=seconds, test_acc=test_acc)
+    return TrainResult(model=model, history=history, seconds=seconds, test_acc=test_acc,
+                       images_trained=config.epochs * len(train_indices))
 
 
 def accuracy_on(model: Classifier, data: ImageSet, indices: np.ndarray) -> float:

@@ -13,8 +13,10 @@ then a min-pass on ``D_r``; fine-tuning: one pass on ``D_r``) and hands them to
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import ContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +27,8 @@ from torch import nn
 
 from unlearn_core.errors import UserError
 from unlearn_core.methods.base import (
-    RunHooks, UnlearnData, amp_context, check_finite, cycle_batches, index_batches, live_accuracy,
-    load_pixels, make_generator, set_batchnorm_frozen,
+    LiveMonitor, RunHooks, UnlearnData, amp_context, check_finite, cycle_batches, index_batches, load_pixels,
+    make_generator, set_batchnorm_frozen,
 )
 from unlearn_core.models.architectures import Classifier
 
@@ -137,30 +139,32 @@ def train_passes(
     where: str,
     train_mode: Callable[[nn.Module], None] | None = None,
     grad_hook: Callable[[], None] | None = None,
-    live_metrics: Callable[[Classifier], dict[str, float]] | None = None,
+    monitor_view: Callable[[Classifier], ContextManager[Classifier]] | None = None,
 ) -> list[dict]:
     """Run ``epochs`` epochs of ``plan(epoch)`` passes; return one history dict per epoch.
 
     Args:
         plan: the passes of a (1-based) epoch; called once per epoch, so a loss can depend on
             the epoch (ℓ1-sparse's decaying γ, SCRUB's first ``msteps`` max-passes).
-        train_mode: puts the model in the right mode before each pass (default ``model.train()``);
-            re-applied after every live evaluation, which leaves the model in plain train mode.
+        train_mode: puts the model in the right mode before each pass (default ``model.train()``).
         grad_hook: runs between ``backward`` and ``optimizer.step`` (SalUn's gradient mask).
-        live_metrics: forget/remain accuracy for the epoch's progress event and history
-            (default :func:`live_accuracy`; Boundary Expanding scores its pruned head).
+        monitor_view: the model as the live monitor should score it (a context manager;
+            Boundary Expanding scores its pruned head); default the model itself.
 
-    Every step checks for cancellation first and stops the run on a NaN/inf loss.
+    Every step checks for cancellation first and stops the run on a NaN/inf loss. Forget and
+    remain accuracy after each epoch come from :class:`LiveMonitor` (a small sample within
+    its cost budget); losses are summed as tensors and read once per epoch.
     """
     generator = make_generator(config.seed)
     train_mode = train_mode or (lambda module: module.train())
-    live_metrics = live_metrics or (lambda module: live_accuracy(module, data, device, seed=config.seed))
+    monitor = LiveMonitor(data, device, hooks.cost, seed=config.seed)
+    monitor_view = monitor_view or contextlib.nullcontext
     history: list[dict] = []
     for epoch in range(1, epochs + 1):
         passes = list(plan(epoch))
         steps = sum(count_steps(data, p, config.batch_size) for p in passes)
         step = 0
-        sums = {p.name: [0.0, 0] for p in passes}
+        sums: dict[str, list] = {p.name: [torch.zeros((), device=device), 0] for p in passes}
         for p in passes:
             train_mode(model)
             for indices, in_forget in pass_batches(data, p, config.batch_size, generator):
@@ -176,17 +180,19 @@ def train_passes(
                     grad_hook()
                 optimizer.step()
                 step += 1
-                value = float(loss.detach())
-                sums[p.name][0] += value
+                sums[p.name][0] += loss.detach().float()
                 sums[p.name][1] += 1
-                hooks.progress(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics={"loss": value})
+                if hooks.listening:
+                    hooks.progress(epoch=epoch, epochs=epochs, step=step, steps=steps,
+                                   metrics={"loss": float(loss.detach())})
         record: dict[str, float] = {"epoch": epoch}
-        total, count = sum(s for s, _ in sums.values()), sum(n for _, n in sums.values())
-        record["loss"] = total / max(count, 1)
+        means = {name: float(s) / max(n, 1) for name, (s, n) in sums.items()}
+        record["loss"] = sum(float(s) for s, _ in sums.values()) / max(sum(n for _, n in sums.values()), 1)
         if len(sums) > 1:
-            record.update({f"{name}_loss": s / max(n, 1) for name, (s, n) in sums.items()})
+            record.update({f"{name}_loss": value for name, value in means.items()})
         record["lr"] = float(optimizer.param_groups[0]["lr"])
-        record.update(live_metrics(model))
+        with monitor_view(model) as view:
+            record.update(monitor.measure(view))
         history.append(record)
         hooks.progress(epoch=epoch, epochs=epochs, step=steps, steps=steps,
                        metrics={k: v for k, v in record.items() if k != "epoch"})

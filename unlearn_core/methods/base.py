@@ -33,8 +33,9 @@ from unlearn_core.data.criteria import ForgetSplit
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.device import autocast, resolve_device
 from unlearn_core.errors import UserError
+from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.models.architectures import Classifier
-from unlearn_core.models.inference import predict_logits, to_pixels
+from unlearn_core.models.inference import to_pixels
 from unlearn_core.progress import Cancelled, ProgressEvent
 from unlearn_core.training import iterate_batches
 
@@ -101,9 +102,13 @@ class UnlearnResult:
 
     Attributes:
         model: the unlearned classifier (eval mode, on the device it ran on).
-        history: one dict per epoch/pass (e.g. ``forget_acc``, ``remain_acc``, ``loss``, ``flip_rate``).
-        seconds: wall-clock time of the unlearning loop itself (no evaluation).
-        diagnostics: method-specific facts (flip rate, new-label distribution, stopped early...).
+        history: one dict per epoch/pass (e.g. ``loss``, ``flip_rate``; ``forget_acc`` and
+            ``remain_acc`` from the small live-monitor sample when its budget allowed a look).
+        seconds: wall-clock time of :meth:`UnlearnMethod.run`, from the call to the unlearned
+            model, everything included (copies, live monitoring): what the user waits for.
+        diagnostics: method-specific facts (flip rate, new-label distribution, stopped early...)
+            plus the device-independent cost of :class:`CostMeter` (``forward_images``,
+            ``backward_images``, ``monitor_images``) and ``monitor_seconds``.
     """
 
     model: Classifier
@@ -154,7 +159,11 @@ class UnlearnMethod(ABC):
 
         Raises :class:`~unlearn_core.progress.Cancelled` promptly when ``should_stop()`` turns
         true, and :class:`UserError` when the loss becomes NaN/inf (the original is kept).
+
+        ``result.seconds`` is the wall clock of this whole call; the images each model forwarded
+        and back-propagated are counted into ``result.diagnostics`` (see :class:`CostMeter`).
         """
+        started = time.perf_counter()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{self.name} expects a {self.config_class.__name__}, got {type(config).__name__}")
         validate_config(config, self.name)
@@ -165,11 +174,18 @@ class UnlearnMethod(ABC):
         if config.channels_last and device.type == "cuda":
             working.to(memory_format=torch.channels_last)
         torch.manual_seed(config.seed)
-        hooks = RunHooks(on_progress, should_stop, self.name)
-        started = time.perf_counter()
-        result = self.unlearn(working, data, config, device, hooks)
-        result.seconds = result.seconds or (time.perf_counter() - started)
+        cost = CostMeter()
+        hooks = RunHooks(on_progress, should_stop, self.name, cost)
+        cost.attach(working)  # deep copies made by the method (frozen θ0, teachers) inherit the count
+        try:
+            result = self.unlearn(working, data, config, device, hooks)
+        finally:
+            cost.detach(working)
+        cost.detach(result.model)
+        for key, value in cost.as_dict().items():  # retrain reports its own fresh model's images
+            result.diagnostics[key] = result.diagnostics.get(key, 0) + value
         result.model.eval()
+        result.seconds = time.perf_counter() - started
         return result
 
     @abstractmethod
@@ -293,14 +309,73 @@ def check_split(data: UnlearnData) -> None:
 
 
 # --- helpers shared by method implementations -------------------------------------------
-class RunHooks:
-    """Progress, cancellation and live metrics for a method's loop, in one place."""
+class CostMeter:
+    """Images through each model's forward and backward during a run: cost beside time.
 
-    def __init__(self, on_progress: ProgressCallback | None, should_stop: StopCheck | None, phase: str) -> None:
+    Why counts: wall time depends on the machine and its load; images forwarded and
+    back-propagated compare methods (and the retrain) on any machine. :meth:`attach` puts a
+    forward hook on the model; ``copy.deepcopy`` copies hooks, so frozen copies made from it
+    (θ0 for the boundary search, SCRUB's teacher) are counted too. A forward whose output
+    needs a gradient registers a tensor hook that counts its images once the backward (or
+    ``torch.autograd.grad``) passes through it. Forwards of the live monitor are counted apart
+    (``monitor_images``) while :attr:`paused`.
+    """
+
+    def __init__(self) -> None:
+        self.forward_images = 0
+        self.backward_images = 0
+        self.monitor_images = 0
+        self.monitor_seconds = 0.0
+        self.paused = False
+        meter = self
+
+        def count(module: nn.Module, args: tuple, output: Any) -> None:
+            if meter.paused or not args or not isinstance(args[0], torch.Tensor):
+                return
+            images = int(args[0].shape[0])
+            meter.forward_images += images
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(lambda grad: meter._backward(images))
+
+        self._hook = count  # a plain function: deepcopy shares it (and so this meter)
+
+    def _backward(self, images: int) -> None:
+        self.backward_images += images
+
+    def attach(self, model: nn.Module) -> None:
+        model.register_forward_hook(self._hook)
+
+    def detach(self, model: nn.Module) -> None:
+        """Remove this meter's hook from ``model`` (also one it inherited through a copy)."""
+        for key, hook in list(model._forward_hooks.items()):
+            if hook is self._hook:
+                del model._forward_hooks[key]
+
+    @property
+    def work_images(self) -> int:
+        """Forward plus backward images of the method's own work (the monitor's budget base)."""
+        return self.forward_images + self.backward_images
+
+    def as_dict(self) -> dict[str, float]:
+        return {"forward_images": self.forward_images, "backward_images": self.backward_images,
+                "monitor_images": self.monitor_images, "monitor_seconds": self.monitor_seconds}
+
+
+class RunHooks:
+    """Progress, cancellation, cost counting and live metrics for a method's loop, in one place."""
+
+    def __init__(self, on_progress: ProgressCallback | None, should_stop: StopCheck | None, phase: str,
+                 cost: CostMeter | None = None) -> None:
         self._on_progress = on_progress
         self._should_stop = should_stop
         self.phase = phase
+        self.cost = cost or CostMeter()
         self._started = time.perf_counter()
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone receives progress (if not, a loop need not compute its live numbers)."""
+        return self._on_progress is not None
 
     def check_cancel(self) -> None:
         if self._should_stop is not None and self._should_stop():
@@ -367,16 +442,62 @@ def set_batchnorm_frozen(model: nn.Module, frozen: bool) -> None:
                 module.eval()
 
 
-def live_accuracy(model: Classifier, data: UnlearnData, device: torch.device, *, max_samples: int = 512,
-                  seed: int = 0) -> dict[str, float]:
-    """Forget/remain train accuracy on a fixed seeded subsample, for live progress curves."""
-    rng = np.random.default_rng(seed)
-    result = {}
-    for key, indices in (("forget_acc", data.forget_indices), ("remain_acc", data.remain_indices)):
-        sample = indices if len(indices) <= max_samples else rng.choice(indices, max_samples, replace=False)
-        logits = predict_logits(model, data.imageset.images, sample, device=device)
-        result[key] = float((logits.argmax(1) == data.imageset.labels.numpy()[sample]).mean())
-    return result
+#: Most the live monitor may cost, as a share of the images the method forwarded and
+#: back-propagated so far. Counted in images, a monitor forward (eval mode, no graph) is
+#: cheaper than the average work image (a backward costs about two forwards), so its share of
+#: the wall time stays below this; ``bench`` reports the measured ``monitor_seconds``.
+MONITOR_SHARE = 0.05
+#: Images per side (forget, remain) of one look: at most, and at least (else wait for budget).
+MONITOR_MAX_PER_SIDE = 64
+MONITOR_MIN_PER_SIDE = 4
+
+
+class LiveMonitor:
+    """Forget/remain accuracy for live curves on a small fixed sample, within a cost budget.
+
+    Why a budget: on a small forget set, scoring 512 + 512 images after every pass cost as much
+    as the unlearning itself. A look takes up to :data:`MONITOR_MAX_PER_SIDE` images from each
+    side, in a fixed seeded order (so successive points are comparable), and only as many as
+    :data:`MONITOR_SHARE` of the work done so far pays for; too little budget means no look
+    this pass (no ``forget_acc`` in that history record). The full evaluation runs once, after
+    the run, in the caller.
+    """
+
+    def __init__(self, data: UnlearnData, device: torch.device, cost: CostMeter, seed: int = 0,
+                 share: float = MONITOR_SHARE) -> None:
+        rng = np.random.default_rng(seed)
+        self.samples = {key: rng.permutation(indices)[:MONITOR_MAX_PER_SIDE] for key, indices in
+                        (("forget_acc", data.forget_indices), ("remain_acc", data.remain_indices))}
+        self.data = data
+        self.device = device
+        self.cost = cost
+        self.share = share
+
+    def per_side(self) -> int:
+        """Images per side the budget pays for now (0: not enough for a look)."""
+        budget = self.share * self.cost.work_images - self.cost.monitor_images
+        count = min(MONITOR_MAX_PER_SIDE, int(budget // 2))
+        return count if count >= MONITOR_MIN_PER_SIDE else 0
+
+    def measure(self, model: Classifier) -> dict[str, float]:
+        """``{"forget_acc", "remain_acc"}`` on the sample, or ``{}`` when the budget is not there yet."""
+        count = self.per_side()
+        if count == 0:
+            return {}
+        started = time.perf_counter()
+        self.cost.paused = True
+        result = {}
+        try:
+            with torch.inference_mode(), eval_mode(model):
+                for key, sample in self.samples.items():
+                    batch = sample[:count]
+                    pixels, labels = load_pixels(self.data, batch, self.device)
+                    result[key] = float((model(pixels).argmax(1) == labels).float().mean())
+                    self.cost.monitor_images += len(batch)
+        finally:
+            self.cost.paused = False
+            self.cost.monitor_seconds += time.perf_counter() - started
+        return result
 
 
 def amp_context(device: torch.device, config: Any):

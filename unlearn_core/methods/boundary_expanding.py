@@ -12,7 +12,7 @@ from torch import nn
 
 from unlearn_core.methods._loops import Batch, Pass, batchnorm_policy, make_sgd, train_passes
 from unlearn_core.methods.base import (
-    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, live_accuracy, option, register,
+    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
 )
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits
@@ -100,14 +100,10 @@ class BoundaryExpanding(UnlearnMethod):
         def to_shadow(net: Classifier, batch: Batch) -> torch.Tensor:
             return F.cross_entropy(net(batch.pixels), torch.full_like(batch.labels, shadow))
 
-        def pruned_accuracy(net: Classifier) -> dict[str, float]:
-            with pruned_view(net, num_classes) as view:
-                return live_accuracy(view, data, device, seed=config.seed)
-
         optimizer = make_sgd(model.parameters(), config.lr, config.momentum, config.weight_decay)
         history = train_passes(model, data, config, device, hooks, epochs=config.epochs, optimizer=optimizer,
                                plan=lambda epoch: [Pass("shadow", "forget", to_shadow)],
-                               train_mode=batchnorm_policy(config.freeze_batchnorm), live_metrics=pruned_accuracy,
+                               train_mode=batchnorm_policy(config.freeze_batchnorm), monitor_view=lambda net: pruned_view(net, num_classes),
                                where="Boundary Expanding")
         widened = predict_logits(model, data.imageset.images, data.forget_indices, device=device)
         model.head = prune_shadow(model.head, num_classes)

@@ -36,9 +36,9 @@ from unlearn_core.device import autocast
 from unlearn_core.errors import UserError
 
 NOISE_FAMILIES = ("normal", "laplace", "cauchy", "uniform")
-NOISE_SCALES = ("raw", "relative")
+NOISE_SCALES = ("raw", "relative", "batch_mean")
 LAM_SCHEDULES = ("constant", "inverse", "exp", "linear")
-FAILED_FLIP_POLICIES = ("next_best", "skip")
+FAILED_FLIP_POLICIES = ("next_best", "skip", "true_label")
 
 
 @dataclass
@@ -152,9 +152,11 @@ class PerturbedSignGradient:
         steps: inner steps ``T_in``.
         gamma: noise weight γ (0 disables noise).
         noise: noise family of ξ: ``normal``, ``laplace``, ``cauchy`` or ``uniform`` (−1, 1).
-        noise_scale: ``raw`` (s_t = 1, the reference) or ``relative`` (s_t = RMS of each
-            sample's input gradient; **fix**: raw gradients are often 1e-4..1e-6, so a raw γ
-            means different things per model).
+        noise_scale: ``raw`` (s_t = 1), ``relative`` (s_t = RMS of each sample's input
+            gradient; **fix**: raw gradients are often 1e-4..1e-6, so a raw γ means different
+            things per model) or ``batch_mean`` (s_t = B, the batch size: the published code
+            takes the gradient of the batch-mean loss, ∇/B, so its raw noise weighs B times
+            more; ``sign(∇/B + γξ) = sign(∇ + Bγξ)``; the faithful ``psg_reference`` mode).
         lam: closeness weight λ ≥ 0 (0 disables the pull back towards x). It competes with the
             raw input gradient: ``λ(x_t − x)`` is at most λε per pixel, so λ ≈ g/ε (g a typical
             gradient element, e.g. 1e-3 on the digits model) makes it matter near the ball's edge.
@@ -166,7 +168,8 @@ class PerturbedSignGradient:
             points inside the ball, so the result is a valid image within ε).
         failed_flip: when the search does not flip a sample (``ŷ == y``): ``next_best`` takes the
             top non-true class of ``f(x*)`` (**fix**: the reference reinforced the forget
-            label), ``skip`` marks it ``keep=False`` for exclusion.
+            label), ``skip`` marks it ``keep=False`` for exclusion, ``true_label`` keeps
+            ``ŷ = argmax f(x*)`` even when that is ``y`` (the published code, unfiltered).
         amp: bf16 autocast on CUDA for the forward/backward (ignored elsewhere).
     """
 
@@ -221,7 +224,7 @@ class PerturbedSignGradient:
         return logits.detach().float(), grad.float()
 
     def _direction(self, grad: torch.Tensor, x_t: torch.Tensor, x0: torch.Tensor, t: int,
-                   generator: torch.Generator | None) -> torch.Tensor:
+                   generator: torch.Generator | None, mean_over: int = 1) -> torch.Tensor:
         """``∇ − λ_t (x_t − x) + γ s_t ξ_t`` (before the sign)."""
         direction = grad
         lam_t = lam_at(self.lam, self.lam_schedule, t, self.steps)
@@ -232,6 +235,8 @@ class PerturbedSignGradient:
             if self.noise_scale == "relative":
                 scale = grad.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (grad.dim() - 1)))
                 xi = xi * scale
+            elif self.noise_scale == "batch_mean":
+                xi = xi * float(mean_over)
             direction = direction + self.gamma * xi
         return direction
 
@@ -248,8 +253,24 @@ class PerturbedSignGradient:
         return low, high
 
     # --- the search -----------------------------------------------------------------------
+    def start_point(self, model: nn.Module, pixels: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f(x_1), ∇_x CE(f(x_1), y))`` at the search's deterministic starting point ``x_1``.
+
+        Why: when the attacked model is frozen (the original θ0), the first step's forward and
+        backward are the same in every pass; a caller can compute them once and hand them
+        back as ``start`` (the published code recomputes them every pass).
+        """
+        x0 = pixels.detach().float()
+        low, high = self._bounds(x0)
+        x = self._project(x0.clone(), low, high) if self.round_to_255 else x0
+        with eval_mode(model):
+            return self._logits_and_grad(model, x, labels.to(x0.device).long())
+
     def __call__(self, model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, *,
-                 generator: torch.Generator | None = None) -> BoundaryResult:
+                 generator: torch.Generator | None = None,
+                 start: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 mean_over: int | None = None) -> BoundaryResult:
         """Search boundary points for a whole batch.
 
         Args:
@@ -259,6 +280,10 @@ class PerturbedSignGradient:
             pixels: ``[B, C, H, W]`` float in ``[0, 1]``, on the model's device.
             labels: ``[B]`` int64 true classes.
             generator: seeds the noise ξ (None: torch's global RNG).
+            start: :meth:`start_point` of these samples from the same, unchanged model (skips
+                the first step's forward and backward).
+            mean_over: the batch size ``B`` of ``noise_scale='batch_mean'`` (default: the
+                number of samples given; a whole-set search passes the training batch size).
 
         Returns:
             :class:`BoundaryResult` for the batch, in input order.
@@ -281,7 +306,10 @@ class PerturbedSignGradient:
                 if len(idx) == 0:
                     break
                 x_t, x0_t = x[idx], x0[idx]
-                logits, grad = self._logits_and_grad(model, x_t, labels[idx])
+                if t == 1 and start is not None:  # every sample is active at t = 1
+                    logits, grad = start
+                else:
+                    logits, grad = self._logits_and_grad(model, x_t, labels[idx])
                 if final_logits is None:
                     num_classes = logits.shape[1]
                     final_logits = torch.empty(batch, num_classes, device=x0.device)
@@ -294,13 +322,13 @@ class PerturbedSignGradient:
                         idx, x_t, x0_t, grad = idx[keep_going], x_t[keep_going], x0_t[keep_going], grad[keep_going]
                         if len(idx) == 0:
                             break
-                direction = self._direction(grad, x_t, x0_t, t, generator)
+                direction = self._direction(grad, x_t, x0_t, t, generator, mean_over or batch)
                 x[idx] = self._project(x_t + self.step_size * direction.sign(), low[idx], high[idx])
                 steps_taken[idx] += 1
             # The last update moved the still-active samples: score them where they ended up.
             idx = active.nonzero().squeeze(1)
             if len(idx):
-                with torch.no_grad(), autocast(x0.device, self.amp):
+                with torch.inference_mode(), autocast(x0.device, self.amp):
                     final_logits[idx] = model(x[idx]).float()
         return self._labels(x, final_logits, labels, steps_taken)
 
@@ -314,9 +342,11 @@ class PerturbedSignGradient:
         if self.failed_flip == "next_best":
             masked = logits.scatter(1, labels.view(-1, 1), float("-inf"))
             new_labels = torch.where(flipped, predicted, masked.argmax(1))
-        else:
+        elif self.failed_flip == "skip":
             new_labels = predicted
             keep = flipped.clone()
+        else:  # true_label: the published code's unfiltered argmax
+            new_labels = predicted
         return BoundaryResult(x_star=x_star.detach(), new_labels=new_labels, flipped=flipped,
                               probs=probs.detach(), logits=logits.detach(), keep=keep, steps_taken=steps_taken)
 

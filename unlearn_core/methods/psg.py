@@ -20,9 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 import typing
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_core.methods.base import (
-    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, amp_context, check_finite,
-    cycle_batches, live_accuracy, load_pixels, make_generator, option, register,
-    set_batchnorm_frozen,
+    CommonConfig, LiveMonitor, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, amp_context, check_finite,
+    cycle_batches, load_pixels, make_generator, option, register, set_batchnorm_frozen,
 )
 from unlearn_core.methods.boundary_search import (
-    FAILED_FLIP_POLICIES, LAM_SCHEDULES, NOISE_FAMILIES, NOISE_SCALES, PerturbedSignGradient, eval_mode,
+    FAILED_FLIP_POLICIES, LAM_SCHEDULES, NOISE_FAMILIES, NOISE_SCALES, BoundaryResult, PerturbedSignGradient,
+    eval_mode,
 )
 from unlearn_core.models.architectures import Classifier
 
@@ -70,7 +68,8 @@ class PSGConfig(CommonConfig):
                           min=0.0, max=100.0)
     noise: str = option("normal", "Noise family ξ of the perturbed sign gradient.", choices=NOISE_FAMILIES)
     noise_scale: str = option("relative", "Noise scale: 'relative' = γ times each image's gradient RMS "
-                              "(comparable across models), 'raw' = γ in absolute units (reference).",
+                              "(comparable across models), 'raw' = γ in absolute units, 'batch_mean' = raw "
+                              "noise against the batch-mean gradient, as the published code (B times stronger).",
                               choices=NOISE_SCALES)
     lam: float = option(0.0, "Closeness weight λ pulling the search back towards the original image "
                         "(0 = off; in units of the raw input gradient).", min=0.0, max=1e6)
@@ -80,7 +79,8 @@ class PSGConfig(CommonConfig):
                                       "(keeps the boundary point close to the image).")
     round_to_255: bool = option(False, "Keep searched images on the 8-bit grid (multiples of 1/255).")
     failed_flip: str = option("next_best", "When the search cannot flip an image: 'next_best' uses the "
-                              "most likely wrong class, 'skip' leaves the image out.",
+                              "most likely wrong class, 'skip' leaves the image out, 'true_label' trains it "
+                              "towards its own class (the published code).",
                               choices=FAILED_FLIP_POLICIES)
     attack_model: str = option("original", "Search boundaries of the frozen original model (stable "
                                "targets) or of the model being unlearned ('current').",
@@ -139,9 +139,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # our small models: lr 0.01 left digits remain accuracy at 0.13.)
     "boundary_shrink": {**_REFERENCE, "gamma": 0.0},
     # The PSG reference code as published: the same single step with raw Gaussian noise γ = 0.1
-    # (raw input gradients here are ~1e-2..1e-4, so this noise mostly decides the sign: only
-    # ~8 % of the digits 3s flip, which is what the relative scale fixes).
-    "psg_reference": {**_REFERENCE, "gamma": 0.1},
+    # against the gradient of the batch-mean loss (so the noise weighs B times more and mostly
+    # decides the sign: only ~4 % of the digits 3s flip, which the relative scale fixes), and
+    # new labels taken unfiltered (an image whose search failed is trained on its own label).
+    # `bench --vs-reference` checks these labels against a naive copy of the published loop.
+    "psg_reference": {**_REFERENCE, "gamma": 0.1, "noise_scale": "batch_mean", "failed_flip": "true_label"},
 }
 
 # Shared by the scenarios where the forget set must really be forgotten (retrain F well below
@@ -185,25 +187,63 @@ SCENARIO_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class _Targets:
-    """Per-sample targets ``ŷ`` (and probabilities at ``x*``) cached for ``relabel='once'``."""
+#: Images per call when ``relabel='once'`` searches the whole forget set before training.
+SEARCH_BATCH = 512
+#: Largest first-step cache (input gradients of the whole forget set) kept in memory.
+START_CACHE_BYTES = 512 * 2**20
 
-    def __init__(self) -> None:
-        self.store: dict[int, tuple[int, bool, bool, torch.Tensor]] = {}
 
-    def has(self, batch: np.ndarray) -> bool:
-        return all(int(i) in self.store for i in batch)
+@dataclass
+class Targets:
+    """New labels for the whole forget set, as tensors indexed by position in ``D_f``.
 
-    def put(self, batch: np.ndarray, new_labels: torch.Tensor, flipped: torch.Tensor, keep: torch.Tensor,
-            target_logits: torch.Tensor) -> None:
-        for row, index in enumerate(batch.tolist()):
-            self.store[index] = (int(new_labels[row]), bool(flipped[row]), bool(keep[row]), target_logits[row].detach())
+    Attributes:
+        new_labels: ``[n]`` int64 ``ŷ``; flipped: ``[n]`` bool; keep: ``[n]`` bool (False =
+        skipped); logits: ``[n, K]`` float32 ``f_θ0(x*)`` (soft targets need them).
+    """
 
-    def get(self, batch: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                    torch.Tensor]:
-        rows = [self.store[int(i)] for i in batch]
-        return (torch.tensor([r[0] for r in rows], device=device), torch.tensor([r[1] for r in rows], device=device),
-                torch.tensor([r[2] for r in rows], device=device), torch.stack([r[3] for r in rows]).to(device))
+    new_labels: torch.Tensor
+    flipped: torch.Tensor
+    keep: torch.Tensor
+    logits: torch.Tensor
+
+    def take(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (self.new_labels[positions], self.flipped[positions], self.keep[positions],
+                self.logits[positions])
+
+
+class StartCache:
+    """First-step logits and input gradients of each forget image, against the frozen θ0.
+
+    Why: with the attack on the unchanged original model, the first search step starts from
+    the same point every pass, so its forward and backward give the same result every pass;
+    the published code recomputes them each time. Only used when they fit in
+    :data:`START_CACHE_BYTES` (else every pass recomputes, as before).
+    """
+
+    def __init__(self, count: int, image_shape: tuple[int, ...], device: torch.device) -> None:
+        self.grads = torch.empty((count, *image_shape), device=device)
+        self.logits: torch.Tensor | None = None
+        self.filled = torch.zeros(count, dtype=torch.bool)
+
+    @staticmethod
+    def fits(count: int, image_shape: tuple[int, ...]) -> bool:
+        return count * math.prod(image_shape) * 4 <= START_CACHE_BYTES
+
+    def get(self, search: PerturbedSignGradient, model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor,
+            positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The start point of ``positions``: cached, or computed now and kept."""
+        where = torch.as_tensor(positions)
+        if bool(self.filled[where].all()):
+            assert self.logits is not None
+            return self.logits[where.to(self.logits.device)], self.grads[where.to(self.grads.device)]
+        logits, grad = search.start_point(model, pixels, labels)
+        if self.logits is None:
+            self.logits = torch.empty((len(self.filled), logits.shape[1]), device=logits.device)
+        on_device = where.to(logits.device)
+        self.logits[on_device], self.grads[on_device] = logits, grad
+        self.filled[where] = True
+        return logits, grad
 
 
 def make_search(config: PSGConfig, device: torch.device) -> PerturbedSignGradient:
@@ -261,7 +301,7 @@ def balanced_batches(indices: np.ndarray, batch_size: int, generator: torch.Gene
 class StepOutcome:
     """What one outer step did: its loss (None if no update) and the pre-update forget accuracy."""
 
-    loss: float | None
+    loss: torch.Tensor | None
     forget_acc: float
     stopped: bool
     trained_images: int = 0
@@ -286,10 +326,13 @@ class PSG(UnlearnMethod):
     config_class = PSGConfig
     presets = PRESETS
 
+    #: Bench only: also return every pass's new labels (``diagnostics["new_labels_per_pass"]``,
+    #: a ``[passes, n_forget]`` tensor) so ``bench --vs-reference`` can compare them.
+    record_labels: bool = False
+
     def unlearn(self, model: Classifier, data: UnlearnData, config: PSGConfig, device: torch.device,
                 hooks: RunHooks) -> UnlearnResult:
-        started = time.perf_counter()
-        monitoring = 0.0  # seconds of display-only metrics (live curves), excluded from the timing
+        """The outer loop; per-sample bookkeeping is tensors indexed by position in ``D_f``."""
         # θ0 is needed to attack it (default) or for soft targets; otherwise skip the copy.
         needs_original = config.attack_model == "original" or config.targets == "soft"
         original = frozen_copy(model) if needs_original else None
@@ -302,62 +345,67 @@ class PSG(UnlearnMethod):
                           if config.phi > 0 else None)
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
-        cache = _Targets()
-        steps = -(-len(data.forget_indices) // config.batch_size)
+        forget = data.forget_indices
+        count = len(forget)
+        image_shape = tuple(data.imageset.images.shape[1:])
+        monitor = LiveMonitor(data, device, hooks.cost, seed=config.seed)
+        targets: Targets | None = None
+        start_cache = (StartCache(count, image_shape, device)
+                       if attacked is original and config.relabel == "every_pass" and StartCache.fits(count, image_shape)
+                       else None)
+        last_labels = torch.full((count,), -1, dtype=torch.long, device=device)
+        kept = torch.ones(count, dtype=torch.bool, device=device)
+        label_table = torch.full((config.epochs, count), -1, dtype=torch.long) if self.record_labels else None
+        steps = -(-count // config.batch_size)
         history: list[dict] = []
         flip_rates: list[float] = []
-        last_labels: dict[int, int] = {}
-        skipped: set[int] = set()
         stopped_early = False
-        # Device-independent cost: images through the search and through training forwards.
         cost = {"searched_images": 0, "search_steps": 0, "trained_images": 0}
 
         for epoch in range(1, config.epochs + 1):
-            loss_sum, loss_count, flips, searched = 0.0, 0, 0, 0
-            for step, batch in enumerate(balanced_batches(data.forget_indices, config.batch_size, batch_order), 1):
+            if config.relabel == "once" and targets is None:
+                targets = self._search_all(search, attacked, original, data, device, config, noise_generator, cost)
+            loss_sum = torch.zeros((), device=device)
+            loss_count, searched = 0, 0
+            flips = torch.zeros((), dtype=torch.long, device=device)
+            for step, positions in enumerate(balanced_batches(np.arange(count), config.batch_size, batch_order), 1):
                 hooks.check_cancel()
-                pixels, labels = load_pixels(data, batch, device, config.channels_last)
-                if config.relabel == "once" and cache.has(batch):
-                    new_labels, flipped, keep, target_logits = cache.get(batch, device)
+                where = torch.as_tensor(positions, device=device)
+                pixels, labels = load_pixels(data, forget[positions], device, config.channels_last)
+                if targets is not None:
+                    new_labels, flipped, keep, target_logits = targets.take(where)
                 else:
-                    found = search(attacked, pixels, labels, generator=noise_generator)
-                    target_logits = found.logits
-                    if config.targets == "soft" and attacked is not original:  # spec: soft targets come from θ0
-                        with torch.no_grad():
-                            target_logits = original(found.x_star).float()
-                    new_labels, flipped, keep = found.new_labels, found.flipped, found.keep
-                    cost["searched_images"] += len(batch)
+                    start = (start_cache.get(search, attacked, pixels, labels, positions)
+                             if start_cache is not None else None)
+                    found = search(attacked, pixels, labels, generator=noise_generator, start=start)
+                    new_labels, flipped, keep, target_logits = found.new_labels, found.flipped, found.keep, found.logits
+                    target_logits = self._soft_source(found, original, attacked, config, target_logits)
+                    cost["searched_images"] += len(positions)
                     cost["search_steps"] += int(found.steps_taken.sum())
-                    if config.relabel == "once":
-                        cache.put(batch, new_labels, flipped, keep, target_logits)
-                flips += int(flipped.sum())
-                searched += len(batch)
-                for index, label, kept in zip(batch.tolist(), new_labels.tolist(), keep.tolist()):
-                    last_labels[index] = label
-                    if kept:
-                        skipped.discard(index)
-                    else:
-                        skipped.add(index)
+                flips += flipped.sum()
+                searched += len(positions)
+                last_labels[where] = new_labels
+                kept[where] = keep
+                if label_table is not None:
+                    label_table[epoch - 1, torch.as_tensor(positions)] = new_labels.cpu()
                 outcome = self._step(model, optimizer, pixels, labels, new_labels, keep, target_logits,
                                      remain_batches, data, device, config)
                 cost["trained_images"] += outcome.trained_images
                 if outcome.loss is not None:
-                    loss_sum += outcome.loss * len(batch)
-                    loss_count += len(batch)
-                metrics = {"loss": loss_sum / max(loss_count, 1), "flip_rate": flips / max(searched, 1)}
-                if not math.isnan(outcome.forget_acc):
-                    metrics["batch_forget_acc"] = outcome.forget_acc
-                hooks.progress(epoch=epoch, epochs=config.epochs, step=step, steps=steps,
-                               message=f"PSG unlearning: pass {epoch}/{config.epochs}", metrics=metrics)
+                    loss_sum += outcome.loss * len(positions)
+                    loss_count += len(positions)
+                if hooks.listening:
+                    metrics = {"loss": float(loss_sum) / max(loss_count, 1), "flip_rate": float(flips) / max(searched, 1)}
+                    if not math.isnan(outcome.forget_acc):
+                        metrics["batch_forget_acc"] = outcome.forget_acc
+                    hooks.progress(epoch=epoch, epochs=config.epochs, step=step, steps=steps,
+                                   message=f"PSG unlearning: pass {epoch}/{config.epochs}", metrics=metrics)
                 if outcome.stopped:
                     stopped_early = True
                     break
-            flip_rates.append(flips / max(searched, 1))
-            watch_started = time.perf_counter()
-            live = live_accuracy(model, data, device, seed=config.seed)
-            monitoring += time.perf_counter() - watch_started
-            record = {"epoch": epoch, "forget_acc": live["forget_acc"], "remain_acc": live["remain_acc"],
-                      "loss": loss_sum / max(loss_count, 1), "flip_rate": flip_rates[-1]}
+            flip_rates.append(float(flips) / max(searched, 1))
+            record = {"epoch": epoch, **monitor.measure(model), "loss": float(loss_sum) / max(loss_count, 1),
+                      "flip_rate": flip_rates[-1]}
             history.append(record)
             hooks.progress(epoch=epoch, epochs=config.epochs, step=steps, steps=steps,
                            message=f"PSG unlearning: pass {epoch}/{config.epochs} done",
@@ -366,20 +414,51 @@ class PSG(UnlearnMethod):
                 break
 
         model.eval()
-        counts = Counter(label for index, label in last_labels.items() if index not in skipped)
+        seen = last_labels >= 0
+        counts = torch.bincount(last_labels[seen & kept], minlength=len(data.imageset.classes)).tolist()
         classes = data.imageset.classes
         diagnostics = {
             "flip_rate_per_pass": flip_rates,
             "flip_rate": flip_rates[-1] if flip_rates else float("nan"),
-            "new_label_counts": {classes[k]: int(counts[k]) for k in sorted(counts)},
-            "samples_skipped": len(skipped),
+            "new_label_counts": {classes[k]: int(n) for k, n in enumerate(counts) if n},
+            "samples_skipped": int((seen & ~kept).sum()),
             "stopped_early": stopped_early,
             "passes": len(history),
             **cost,
             "search": repr(search),
         }
-        seconds = time.perf_counter() - started - monitoring
-        return UnlearnResult(model=model, history=history, seconds=seconds, diagnostics=diagnostics)
+        if label_table is not None:
+            diagnostics["new_labels_per_pass"] = label_table[: len(history)]
+        return UnlearnResult(model=model, history=history, diagnostics=diagnostics)
+
+    @staticmethod
+    def _soft_source(found, original: nn.Module | None, attacked: nn.Module, config: PSGConfig,
+                     target_logits: torch.Tensor) -> torch.Tensor:
+        """Soft targets come from θ0 (spec), also when the search attacked the current model."""
+        if config.targets == "soft" and attacked is not original and original is not None:
+            with torch.no_grad():  # not inference_mode: the KL loss saves its target for backward
+                return original(found.x_star).float()
+        return target_logits
+
+    def _search_all(self, search: PerturbedSignGradient, attacked: nn.Module, original: nn.Module | None,
+                    data: UnlearnData, device: torch.device, config: PSGConfig, generator: torch.Generator,
+                    cost: dict[str, int]) -> Targets:
+        """``relabel='once'``: search the whole forget set up front in batches of :data:`SEARCH_BATCH`.
+
+        ``batch_mean`` noise keeps the training batch size as its ``B`` (what it stands for).
+        """
+        forget = data.forget_indices
+        parts = []
+        for start in range(0, len(forget), SEARCH_BATCH):
+            pixels, labels = load_pixels(data, forget[start : start + SEARCH_BATCH], device, config.channels_last)
+            found = search(attacked, pixels, labels, generator=generator, mean_over=config.batch_size)
+            found.logits = self._soft_source(found, original, attacked, config, found.logits)
+            found.x_star = found.x_star[:0]  # not needed later; do not keep the whole set's images
+            parts.append(found)
+            cost["searched_images"] += len(labels)
+            cost["search_steps"] += int(found.steps_taken.sum())
+        found = BoundaryResult.concat(parts)
+        return Targets(found.new_labels, found.flipped, found.keep, found.logits)
 
     @staticmethod
     def _step(model: Classifier, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, labels: torch.Tensor,
@@ -402,7 +481,7 @@ class PSG(UnlearnMethod):
         check = config.target_forget_acc > 0
         forget_acc = float("nan")
         if check and config.bn_policy == "train":
-            with torch.no_grad(), eval_mode(model), amp_context(device, config):
+            with torch.inference_mode(), eval_mode(model), amp_context(device, config):
                 forget_acc = float((model(pixels).argmax(1) == labels).float().mean())
             if forget_acc <= config.target_forget_acc:
                 return StepOutcome(loss=None, forget_acc=forget_acc, stopped=True)
@@ -428,7 +507,7 @@ class PSG(UnlearnMethod):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return StepOutcome(loss=float(loss.detach()), forget_acc=forget_acc, stopped=False,
+        return StepOutcome(loss=loss.detach(), forget_acc=forget_acc, stopped=False,
                            trained_images=len(inputs))
 
 

@@ -37,5 +37,7 @@ class Retrain(UnlearnMethod):
         )
         trained = train_model(data.imageset, data.remain_indices, train_config,
                               on_progress=hooks._on_progress, should_stop=hooks._should_stop, phase="retrain")
-        return UnlearnResult(model=trained.model, history=trained.history, seconds=trained.seconds,
-                             diagnostics={"recipe": train_config.recipe_key()})
+        return UnlearnResult(model=trained.model, history=trained.history, diagnostics={
+            "recipe": train_config.recipe_key(), "training_seconds": trained.seconds,
+            # a fresh model, so the run's forward hooks never see it: count its images here
+            "forward_images": trained.images_trained, "backward_images": trained.images_trained})
