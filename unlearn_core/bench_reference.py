@@ -158,9 +158,30 @@ def run_vs_reference(scenario: str = "digits_class", device: str = "cpu", repeat
                 report.ours_seconds.append(result.seconds)
                 ours_labels = result.diagnostics.pop("new_labels_per_pass")
                 report.diagnostics = result.diagnostics
-            log(f"repeat {repeat + 1}/{repeats} {which}: {(report.reference_seconds if which == 'reference' else report.ours_seconds)[-1]:.2f} s")
+            seconds = (report.reference_seconds if which == "reference" else report.ours_seconds)[-1]
+            log(f"repeat {repeat + 1}/{repeats} {which}: {seconds:.2f} s")
     true_labels = imageset.labels[torch.as_tensor(data.forget_indices)]
     report.agreement = label_agreement(reference_labels, ours_labels)
     report.reference_flip_rate = float((reference_labels != true_labels).float().mean())
     report.ours_flip_rate = float((ours_labels != true_labels).float().mean())
     return report
+
+
+def format_vs_reference(report: VsReference) -> str:
+    """The figures of :func:`run_vs_reference` as a few readable lines."""
+    cost = report.diagnostics
+    work = cost.get("forward_images", 0) + cost.get("backward_images", 0)
+    return "\n".join([
+        f"{report.scenario} on {report.device}: {report.forget_images} forget images, {report.repeats} repeats "
+        f"interleaved, {torch.get_num_threads()} threads",
+        f"reference loop: median {statistics.median(report.reference_seconds):.2f} s "
+        f"({', '.join(f'{s:.2f}' for s in report.reference_seconds)})",
+        f"psg_reference:  median {statistics.median(report.ours_seconds):.2f} s "
+        f"({', '.join(f'{s:.2f}' for s in report.ours_seconds)}), end to end",
+        f"speed-up: {report.speedup:.2f}x",
+        f"new-label agreement (same noise): {report.agreement:.1%}; flip rate reference {report.reference_flip_rate:.1%}, "
+        f"ours {report.ours_flip_rate:.1%}",
+        f"ours: {cost.get('forward_images', 0)} forward + {cost.get('backward_images', 0)} backward images; live monitor "
+        f"{cost.get('monitor_images', 0)} images ({cost.get('monitor_images', 0) / max(work, 1):.1%} of them), "
+        f"{cost.get('monitor_seconds', 0.0):.2f} s of the last run",
+    ])

@@ -16,6 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--out-dir", default="docs", help="where benchmark.md/.csv go ('' to skip writing)")
     bench.add_argument("--large", action="store_true",
                        help="time ResNet-18 at 224 px on ~1,000 forget images end to end (for a GPU)")
+    bench.add_argument("--vs-reference", action="store_true",
+                       help="time the psg_reference preset against a naive copy of the published loop "
+                            "(first --scenarios entry, default digits_class; repeats interleaved)")
+    bench.add_argument("--repeats", type=int, default=3, help="repeats of each loop for --vs-reference")
     add_device_argument(bench)
     add_json_flag(bench)
     bench.set_defaults(func=cmd_bench)
@@ -25,6 +29,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    if args.vs_reference:
+        from unlearn_core.bench_reference import format_vs_reference, run_vs_reference
+
+        report = run_vs_reference((args.scenarios or ["digits_class"])[0], device=args.device,
+                                  repeats=args.repeats, seed=args.seed, log=log)
+        print_json(report.as_dict()) if args.json else print(format_vs_reference(report))
+        return 0
     if args.large:
         from unlearn_core.bench_large import run_large
 

@@ -474,10 +474,14 @@ class LiveMonitor:
         self.share = share
 
     def per_side(self) -> int:
-        """Images per side the budget pays for now (0: not enough for a look)."""
+        """Images per side the budget pays for now: a power of two in [min, max], or 0 (no look).
+
+        Powers of two, so a look has one of a few batch shapes: oneDNN builds a kernel per new
+        shape, and looks of ever-changing sizes cost several times their share on the CPU.
+        """
         budget = self.share * self.cost.work_images - self.cost.monitor_images
-        count = min(MONITOR_MAX_PER_SIDE, int(budget // 2))
-        return count if count >= MONITOR_MIN_PER_SIDE else 0
+        affordable = min(MONITOR_MAX_PER_SIDE, int(budget // 2))
+        return 1 << (affordable.bit_length() - 1) if affordable >= MONITOR_MIN_PER_SIDE else 0
 
     def measure(self, model: Classifier) -> dict[str, float]:
         """``{"forget_acc", "remain_acc"}`` on the sample, or ``{}`` when the budget is not there yet."""
@@ -485,18 +489,20 @@ class LiveMonitor:
         if count == 0:
             return {}
         started = time.perf_counter()
+        parts = {key: sample[:count] for key, sample in self.samples.items()}
+        pixels, labels = load_pixels(self.data, np.concatenate(list(parts.values())), self.device)
         self.cost.paused = True
-        result = {}
         try:
-            with torch.inference_mode(), eval_mode(model):
-                for key, sample in self.samples.items():
-                    batch = sample[:count]
-                    pixels, labels = load_pixels(self.data, batch, self.device)
-                    result[key] = float((model(pixels).argmax(1) == labels).float().mean())
-                    self.cost.monitor_images += len(batch)
+            with torch.inference_mode(), eval_mode(model):  # one forward for both sides
+                hits = model(pixels).argmax(1) == labels
         finally:
             self.cost.paused = False
-            self.cost.monitor_seconds += time.perf_counter() - started
+        result, start = {}, 0
+        for key, batch in parts.items():
+            result[key] = float(hits[start : start + len(batch)].float().mean())
+            start += len(batch)
+        self.cost.monitor_images += len(hits)
+        self.cost.monitor_seconds += time.perf_counter() - started
         return result
 
 
