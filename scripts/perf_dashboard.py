@@ -184,7 +184,7 @@ def time_vs_reference(repeats: int = 3) -> dict:
     return figures
 
 
-def time_psg_scaling(sizes: tuple[int, ...] = (1000, 5000, 20000), image_size: int = 16) -> dict:
+def time_psg_scaling(sizes: tuple[int, ...] = (1000, 5000, 20000), image_size: int = 8) -> dict:
     """PSG run time (the whole run) against the forget-set size, on one generated set at one image size.
 
     The set: 2,500 images of the oculoplastic generator at ``image_size`` px, tiled with pixel
