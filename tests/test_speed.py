@@ -142,3 +142,24 @@ def test_label_agreement_refuses_tables_of_different_shapes():
     with pytest.raises(ValueError, match="shape"):
         label_agreement(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long))
     assert math.isclose(label_agreement(torch.tensor([[1, 2]]), torch.tensor([[1, 3]])), 0.5)
+
+
+def test_bench_vs_reference_flag_reports_speedup_and_agreement(monkeypatch, capsys):
+    """The CLI wiring (the timing itself is a benchmark, not a test): the flag runs the comparison
+    on the first scenario given and prints the speed-up and the agreement."""
+    from unlearn_core import bench_reference
+    from unlearn_core.cli import main
+
+    seen = {}
+
+    def fake(scenario, device, repeats, seed, log):
+        seen.update(scenario=scenario, repeats=repeats)
+        return bench_reference.VsReference(scenario, "cpu", 146, repeats, [4.0, 6.0], [2.0, 2.0], agreement=0.99,
+                                           diagnostics={"forward_images": 10, "backward_images": 5,
+                                                        "monitor_images": 1, "monitor_seconds": 0.1})
+
+    monkeypatch.setattr(bench_reference, "run_vs_reference", fake)
+    assert main(["bench", "--vs-reference", "--scenarios", "digits_random10", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert seen == {"scenario": "digits_random10", "repeats": 2}
+    assert "speed-up: 2.50x" in out and "99.0%" in out
