@@ -183,8 +183,14 @@ def time_vs_reference(repeats: int = 3) -> dict:
     """``bench --vs-reference`` on the digits class-3 scenario (CPU)."""
     from unlearn_core.bench_reference import run_vs_reference
 
-    report = run_vs_reference("digits_class", device="cpu", repeats=repeats, log=print)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see time_psg_scaling: two threads on an overloaded machine mostly wait
+    try:
+        report = run_vs_reference("digits_class", device="cpu", repeats=repeats, log=print)
+    finally:
+        torch.set_num_threads(threads)
     figures = report.as_dict()
+    figures["threads"] = 1
     figures["diagnostics"] = {k: v for k, v in figures["diagnostics"].items()
                               if k in ("forward_images", "backward_images", "monitor_images", "monitor_seconds")}
     return figures
@@ -268,7 +274,9 @@ def render(store: dict) -> str:
               f"Measured {stamp('vs_reference')}. The digits class-3 scenario (146 forget images, the shipped "
               "model), the `psg_reference` preset against a naive loop written from the description of the "
               "published code (`unlearn_core/bench_reference.py`), same model, data, seed and noise, in one "
-              "process, repeats interleaved. Both times are end to end: original model in, unlearned model out.", ""]
+              "process, repeats interleaved, "
+              f"{ref.get('threads', 2) if ref else '?'} thread(s). Both times are end to end: original model in, "
+              "unlearned model out.", ""]
     if ref:
         d = ref["diagnostics"]
         work = d["forward_images"] + d["backward_images"]
@@ -346,6 +354,10 @@ WHERE_THE_TIME_GOES = [
     "afterwards; a whole `psg_reference` run on the digits scenario is shorter than the compile alone. It would "
     "pay for long runs (tens of thousands of forget images) or on a GPU; no GPU was available to measure that, "
     "so it is not switched on anywhere.",
+    "- Threads: on this shared machine (load 5-9 on 2 cores) the same 20k-image PSG run took 356 s with "
+    "torch's default 2 threads (started at load 5.5) and 57 s with 1 (at load 2.9): OpenMP threads wait on each "
+    "other when the cores are oversubscribed. The timings above therefore run on one thread; on a machine of its own "
+    "two threads are the faster choice, so the library keeps torch's default.",
     "- Also measured and not adopted: channels_last and conv+BatchNorm folding for the frozen attacker on the "
     "CPU (within the run-to-run noise), `torch.jit` freezing (deprecated in this torch, 1.6 s to prepare for "
     "a ~15 % faster forward).",
