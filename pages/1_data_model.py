@@ -175,7 +175,7 @@ else:  # train one
             st.code(shlex.join(["python", "-m", "unlearn_core", *argv, "--out", "model.safetensors"]),
                     language="bash")
     if record is not None and record.status == "done":
-        from unlearn_core.runs import WEIGHTS_NAME
+        from unlearn_core.runs.registry import WEIGHTS_NAME
 
         weights_path = cache.workspace().artifact_path(record.id, WEIGHTS_NAME)
         chosen = sel.model is not None and sel.model.kind == "run" and sel.model.run_id == record.id

@@ -193,7 +193,7 @@ if others:
     cols = st.columns([2, 1], vertical_alignment="bottom")
     pick = cols[0].selectbox("Save another candidate instead", others, key="cp_pick")
     if cols[1].button("Save it as a new run", key="cp_save", icon=":material/save:"):
-        from unlearn_core.runs import command_argv
+        from unlearn_core.runs.registry import command_argv
 
         again = [a for a in command_argv(record.command) if a != "--json"]
         if "--select" in again:

@@ -7,7 +7,7 @@ import streamlit as st
 
 from unlearn_core.errors import UserError
 from unlearn_core.metrics import METRIC_DEFINITIONS
-from unlearn_core.runs import ACTIVE_STATUSES, KINDS, STATUSES, export_bytes
+from unlearn_core.runs.registry import ACTIVE_STATUSES, KINDS, STATUSES, export_bytes
 from unlearn_core.ui import background, cache, state, widgets
 
 widgets.page_header(
@@ -19,7 +19,7 @@ widgets.page_header(
 
 workspace = cache.workspace()
 try:
-    from unlearn_core import jobs
+    from unlearn_core.runs import jobs
 
     jobs.poll_queue(workspace)
     runs = workspace.list_runs()
@@ -136,7 +136,7 @@ else:
     if next(action_cols).button("Run again", key="rn_rerun", icon=":material/replay:",
                              help="Start the same command as a new run."):
         try:
-            from unlearn_core import jobs
+            from unlearn_core.runs import jobs
 
             new = jobs.rerun(workspace, run_id)
             if new.kind == "unlearn":

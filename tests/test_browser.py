@@ -200,7 +200,7 @@ def seed_retrain_reference(home: Path, criteria_text: str) -> str:
     from unlearn_core.data.criteria import ForgetCriteria
     from unlearn_core.models.weights import file_metadata, load_model
     from unlearn_core.pipeline import retrain_recipe
-    from unlearn_core.runs import Workspace, recipe_hash
+    from unlearn_core.runs.registry import Workspace, recipe_hash
 
     path = demo_model_path("oculoplastic")
     model = load_model(path)

@@ -78,7 +78,7 @@ def test_unlearn_prints_the_json_report_and_records_the_run(capsys, tmp_path, mo
     assert report["unlearned"]["forget_train_acc"] < report["original"]["forget_train_acc"]
     assert report["retrain_reused"] is False
 
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
     workspace = Workspace()
     record = workspace.get(report["run_id"])
@@ -97,7 +97,7 @@ def test_train_records_a_run_with_loadable_weights(capsys, tmp_path, monkeypatch
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     from unlearn_core.models.weights import load_model, state_hash
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
     record = Workspace().get(summary["run_id"])
     assert record.kind == "train" and record.status == "done" and record.config["arch"] == "small_cnn"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_core import runs
+from unlearn_core.runs import registry as runs
 from unlearn_core.cli import main
 from unlearn_core.errors import UserError
 from unlearn_core.progress import (
@@ -25,7 +25,7 @@ from unlearn_core.progress import (
     RegistryReporter,
     StderrReporter,
 )
-from unlearn_core.runs import MIGRATIONS, Workspace, metrics_rows, recipe_hash
+from unlearn_core.runs.registry import MIGRATIONS, Workspace, metrics_rows, recipe_hash
 
 
 @pytest.fixture()

@@ -56,7 +56,7 @@ from unlearn_core.plots import MODEL_COLORS as _MODEL_COLORS
 from unlearn_core import __version__
 from unlearn_core.errors import UserError
 from unlearn_core.metrics import METRIC_DEFINITIONS
-from unlearn_core.runs import LOG_NAME, WEIGHTS_NAME, RunRecord, Workspace, utc_now
+from unlearn_core.runs.registry import LOG_NAME, WEIGHTS_NAME, RunRecord, Workspace, utc_now
 
 __all__ = [
     "EMBEDDING_ARTIFACT",
@@ -1231,7 +1231,7 @@ def write_comparison_report(workspace: Workspace, run_ids: Sequence[str], out: s
 
 def _write_text(out: str | os.PathLike[str], text: str, default_name: str) -> Path:
     """Write via a temporary file and rename, so an interrupted write never looks complete."""
-    from unlearn_core.runs import _write_file
+    from unlearn_core.runs.registry import _write_file
 
     target = Path(out).expanduser()
     if target.is_dir():

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compose.add_argument("--seed", type=int, default=0)
     compose.add_argument("--label", default="", help="a name for the saved composition run")
     add_json_flag(compose)
-    from unlearn_core.jobs import add_run_id_argument
+    from unlearn_core.runs.jobs import add_run_id_argument
 
     add_run_id_argument(compose)
     compose.set_defaults(func=cmd_compose)
@@ -46,8 +46,8 @@ def parse_blocks(pairs: list[str]) -> dict[str, int]:
 
 def cmd_compose(args: argparse.Namespace) -> int:
     from unlearn_core.compose import CompositionConfig
-    from unlearn_core.jobs import command_run
-    from unlearn_core.runs import Workspace, cli_command
+    from unlearn_core.runs.jobs import command_run
+    from unlearn_core.runs.registry import Workspace, cli_command
 
     config = CompositionConfig(
         strategy=args.strategy, block_choice=parse_blocks(args.blocks), recalibrate_bn=not args.no_recalibrate,
@@ -139,7 +139,7 @@ def _load_base(records):
     from unlearn_core.data.catalog import load_dataset
     from unlearn_core.errors import UserError
     from unlearn_core.models.weights import state_hash
-    from unlearn_core.runs import command_argv
+    from unlearn_core.runs.registry import command_argv
 
     first = records[0]
     for record in records[1:]:

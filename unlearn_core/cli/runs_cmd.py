@@ -20,9 +20,9 @@ import time
 from typing import Any
 
 from unlearn_core.errors import UserError
-from unlearn_core.jobs import add_run_id_argument, cancel, command_run, poll_queue, rerun
+from unlearn_core.runs.jobs import add_run_id_argument, cancel, command_run, poll_queue, rerun
 from unlearn_core.progress import ProgressEvent
-from unlearn_core.runs import (
+from unlearn_core.runs.registry import (
     EXPORT_FORMATS,
     KINDS,
     STATUSES,

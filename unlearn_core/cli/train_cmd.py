@@ -9,7 +9,7 @@ import time
 from unlearn_core.cli.common import (
     ARCHITECTURE_NAMES, BUILTIN_NAMES, add_dataset_argument, add_device_argument, add_json_flag, print_json,
 )
-from unlearn_core.jobs import add_run_id_argument
+from unlearn_core.runs.jobs import add_run_id_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         summary = _train(args, StderrReporter(), None, None)
     else:
-        from unlearn_core.jobs import command_run
-        from unlearn_core.runs import Workspace, cli_command
+        from unlearn_core.runs.jobs import command_run
+        from unlearn_core.runs.registry import Workspace, cli_command
 
         argv = [a for a in args.argv if a not in ("--run-id", args.run_id)]
         kind = "retrain" if args.retrain else "train"
@@ -97,7 +97,7 @@ def _train(args, on_progress, should_stop, context) -> dict:
                "seconds": result.seconds, "out": args.out, "config": config.to_dict()}
     if context is not None:
         from unlearn_core.cli.unlearn_cmd import model_metadata
-        from unlearn_core.runs import recipe_hash
+        from unlearn_core.runs.registry import recipe_hash
 
         context.workspace.save_weights(context.run_id, result.model.state_dict(), model_metadata(
             result.model, data.fingerprint(), "", "retrain" if args.retrain else "train", args.forget or ""))
@@ -122,8 +122,8 @@ def cmd_make_demo_models(args: argparse.Namespace) -> int:
         for name in names:
             _make_demo_model(name, args.out, StderrReporter(), None)
         return 0
-    from unlearn_core.jobs import command_run
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.jobs import command_run
+    from unlearn_core.runs.registry import Workspace
 
     with command_run(Workspace(), args.run_id, kind="train", command=[]) as context:
         results = {name: _make_demo_model(name, args.out, context.reporter, context.should_stop)

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     unlearn.add_argument("--no-record", action="store_true", help="do not record a run in the workspace")
     unlearn.add_argument("--detach", action="store_true", help="run in the background; print the run id")
     add_json_flag(unlearn)
-    from unlearn_core.jobs import add_run_id_argument
+    from unlearn_core.runs.jobs import add_run_id_argument
 
     add_run_id_argument(unlearn)
     unlearn.set_defaults(func=cmd_unlearn)
@@ -88,8 +88,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 
 def _detach(args: argparse.Namespace) -> int:
-    from unlearn_core.jobs import submit
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.jobs import submit
+    from unlearn_core.runs.registry import Workspace
 
     argv = [a for a in args.argv if a != "--detach"]
     record = submit(Workspace(), argv, kind="unlearn", dataset=args.dataset, criteria_text=args.forget,
@@ -149,7 +149,7 @@ def _reuse_or_train_retrain(workspace, data, model, request, on_progress, should
     from unlearn_core.models.architectures import build_model
     from unlearn_core.models.weights import load_state_into, state_hash
     from unlearn_core.pipeline import retrain_recipe, train_retrain
-    from unlearn_core.runs import cli_command, recipe_hash
+    from unlearn_core.runs.registry import cli_command, recipe_hash
 
     criteria = ForgetCriteria.parse(request.forget)
     recipe = retrain_recipe(data, model, request.seed, request.device)
@@ -176,8 +176,8 @@ def _reuse_or_train_retrain(workspace, data, model, request, on_progress, should
 
 
 def _execute_recorded(args, request) -> dict:
-    from unlearn_core.jobs import command_run
-    from unlearn_core.runs import Workspace, cli_command
+    from unlearn_core.runs.jobs import command_run
+    from unlearn_core.runs.registry import Workspace, cli_command
 
     workspace = Workspace()
     argv = [a for a in args.argv if a != "--run-id" and a != args.run_id]

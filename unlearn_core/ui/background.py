@@ -1,6 +1,6 @@
 """Background runs from the dashboard: start one, show its progress, cancel it.
 
-The work itself is the command line in a subprocess (:mod:`unlearn_core.jobs`); this module
+The work itself is the command line in a subprocess (:mod:`unlearn_core.runs.jobs`); this module
 only starts it and polls the registry with ``st.fragment(run_every=...)``, so the page stays
 responsive, and leaving and coming back shows the same run.
 """
@@ -41,13 +41,13 @@ def can_run_in_background(command: str) -> bool:
 
 def start(argv: list[str], kind: str, **fields):
     """Create a run for ``python -m unlearn_core *argv`` and start it (or queue it)."""
-    from unlearn_core import jobs
+    from unlearn_core.runs import jobs
 
     return jobs.submit(cache.workspace(), argv, kind, **fields)
 
 
 def cancel(run_id: str) -> None:
-    from unlearn_core import jobs
+    from unlearn_core.runs import jobs
 
     jobs.cancel(cache.workspace(), run_id)
 
@@ -90,7 +90,7 @@ def progress_panel(run_id: str, what: str, key: str, show_curves: bool = True) -
 
     @st.fragment(run_every=POLL_SECONDS)
     def panel() -> None:
-        from unlearn_core import jobs
+        from unlearn_core.runs import jobs
 
         workspace = cache.workspace()
         try:

@@ -29,14 +29,14 @@ UPLOADS = "uploads"
 # --- workspace ---------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _workspace(path: str):
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
     return Workspace(path)
 
 
 def workspace():
     """The run registry of ``$UNLEARN_STUDIO_HOME`` (or ``./workspace``), opened once."""
-    from unlearn_core.runs import default_home
+    from unlearn_core.runs.registry import default_home
 
     return _workspace(str(default_home().resolve()))
 
@@ -189,7 +189,7 @@ def run_models(run_id: str) -> dict:
     """``{"original", "unlearned", "retrain"?}`` models of a finished run (runs never change)."""
     from unlearn_core.models.architectures import build_model
     from unlearn_core.models.weights import load_model, load_state_into
-    from unlearn_core.runs import WEIGHTS_NAME
+    from unlearn_core.runs.registry import WEIGHTS_NAME
 
     ws = workspace()
     record = ws.get(run_id)

@@ -32,7 +32,7 @@ Example::
                              recipe_hash=recipe_hash(config))
 
 Background execution (start, queue, cancel, the context a command runs in) lives in
-:mod:`unlearn_core.jobs`.
+:mod:`unlearn_core.runs.jobs`.
 """
 
 from __future__ import annotations
