@@ -174,7 +174,7 @@ with right:
 if criteria is not None:
     st.divider()
     st.markdown("**The same from the command line** (unlearning with the default method):")
-    st.code(state.selection().unlearn_command(), language="bash", wrap_lines=True)
+    st.code(state.selection().unlearn_request().command_text, language="bash", wrap_lines=True)
 
 if ready:
     widgets.next_step(widgets.UNLEARN, "choose a method and start unlearning.")

@@ -85,7 +85,7 @@ def _unlearn_run(ws: Workspace, *, retrain: bool = True, collapsed: bool = False
         base_model_hash="50a4cf39950806bf", criteria_text=CRITERIA,
         criteria={"version": 1, "text": CRITERIA, "clauses": [{"kind": "compare", "column": "vpf_mm"}]},
         method="psg", config=metrics["config"], seed=0, device="cpu", command=cli_command(argv),
-        parents=parents, label=label,
+        parents=parents, label=label, retrain_run=parents[0] if parents else "",
     )
     ws.save_weights(record.id, {"weight": torch.arange(6.0).reshape(2, 3)}, {"method": "psg"})
     ws.save_json(record.id, "history.json", metrics["history"])

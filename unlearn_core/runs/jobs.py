@@ -305,8 +305,8 @@ def submit(
 
 
 #: What a rerun copies from the original: everything that describes what to do.
-_RERUN_FIELDS = ("dataset", "dataset_fingerprint", "base_model_hash", "criteria_text", "criteria",
-                 "method", "config", "recipe_hash", "seed", "device", "label")
+_RERUN_FIELDS = ("dataset", "dataset_fingerprint", "base_model_hash", "base_weights", "base_arch",
+                 "criteria_text", "criteria", "method", "config", "recipe_hash", "seed", "device", "label")
 
 
 def rerun(workspace: Workspace, run_id: str, max_jobs: int | None = None) -> RunRecord:

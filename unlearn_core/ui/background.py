@@ -7,7 +7,6 @@ responsive, and leaving and coming back shows the same run.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import streamlit as st
@@ -19,31 +18,11 @@ from unlearn_core.ui import cache
 POLL_SECONDS = 1.0
 
 
-@st.cache_data(show_spinner=False)
-def cli_options(command: str) -> tuple[str, ...]:
-    """The options a subcommand of ``python -m unlearn_core`` accepts (empty if it is missing)."""
-    from unlearn_core.cli import build_parser
+def start(request, **fields):
+    """Start ``request`` (an Unlearn/Train/ComposeRequest) as a background run (or queue it)."""
+    from unlearn_core.runs import workflows
 
-    parser = build_parser()
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-            sub = action.choices.get(command)
-            if sub is None:
-                return ()
-            return tuple(o for a in sub._actions for o in a.option_strings)  # noqa: SLF001
-    return ()
-
-
-def can_run_in_background(command: str) -> bool:
-    """Whether ``command`` exists and can continue a run started by the dashboard."""
-    return "--run-id" in cli_options(command)
-
-
-def start(argv: list[str], kind: str, **fields):
-    """Create a run for ``python -m unlearn_core *argv`` and start it (or queue it)."""
-    from unlearn_core.runs import jobs
-
-    return jobs.submit(cache.workspace(), argv, kind, **fields)
+    return workflows.submit(cache.workspace(), request, **fields)
 
 
 def cancel(run_id: str) -> None:
