@@ -341,17 +341,6 @@ class ComposeRequest(_Request):
         """The same composition, saving candidate ``label`` instead."""
         return dataclasses.replace(self, select=label)
 
-    def to_config(self):
-        """The :class:`~unlearn_core.compose.CompositionConfig` (imports torch)."""
-        from unlearn_core.compose import CompositionConfig
-
-        return CompositionConfig(
-            strategy=self.strategy, block_choice=dict(self.blocks), recalibrate_bn=self.recalibrate,
-            repair_epochs=self.repair_epochs, repair_head_only=self.repair_head_only, seed=self.seed,
-            **({"alphas": tuple(self.alphas)} if self.alphas else {}),
-            **({"scales": tuple(self.scales)} if self.scales else {}),
-        )
-
     def record_fields(self) -> dict[str, Any]:
         return {"method": self.strategy, "seed": self.seed, "label": self.label, "parents": list(self.runs)}
 

@@ -183,10 +183,15 @@ def train(request: TrainRequest, workspace: Workspace | None = None, run_id: str
 
 def compose(request: ComposeRequest, workspace: Workspace, run_id: str | None = None) -> dict:
     """Load the runs, build and score the candidates, save the chosen one as this run."""
-    from unlearn_core.compose import compose_candidates, union_split
+    from unlearn_core.compose import CompositionConfig, compose_candidates, union_split
     from unlearn_core.evaluate import compare_blocks, evaluate_model
 
-    config = request.to_config()
+    config = CompositionConfig(
+        strategy=request.strategy, block_choice=dict(request.blocks), recalibrate_bn=request.recalibrate,
+        repair_epochs=request.repair_epochs, repair_head_only=request.repair_head_only, seed=request.seed,
+        **({"alphas": tuple(request.alphas)} if request.alphas else {}),
+        **({"scales": tuple(request.scales)} if request.scales else {}),
+    )
     with _opened(workspace, run_id, request, config=config.to_dict()) as context:
         records = [workspace.get(run) for run in request.runs]
         for record in records:
