@@ -37,12 +37,9 @@ from unlearn_core.errors import UserError
 from unlearn_core.evaluate import evaluate_model
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits, to_pixels
-from unlearn_core.progress import Cancelled, ProgressEvent
+from unlearn_core.progress import Cancelled, ProgressCallback, ProgressEvent, StopCheck
 from unlearn_core.runs.requests import STRATEGIES, STRATEGY_RUNS
 from unlearn_core.training import iterate_batches
-
-ProgressCallback = Callable[[ProgressEvent], None]
-StopCheck = Callable[[], bool]
 
 
 # --- compatibility -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import math
 import time
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,11 +35,8 @@ from unlearn_core.device import autocast, resolve_device
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits, to_pixels
-from unlearn_core.progress import Cancelled, ProgressEvent
+from unlearn_core.progress import Cancelled, ProgressCallback, ProgressEvent, StopCheck
 from unlearn_core.training import iterate_batches
-
-ProgressCallback = Callable[[ProgressEvent], None]
-StopCheck = Callable[[], bool]
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
