@@ -5,6 +5,7 @@ import streamlit as st
 from unlearn_core.data.criteria import ForgetCriteria, split_sets
 from unlearn_core.device import describe_devices
 from unlearn_core.errors import UserError
+from unlearn_core.labels import MODEL_SHORT
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import background, cache, state, widgets
 from unlearn_core.ui import method_settings as ms
@@ -54,11 +55,10 @@ if record is not None:
     if record.status == "done":
         result = RunResult.of(record)
         cols = st.columns(4)
-        for col, (name, label) in zip(cols, [("original", "Original"), ("unlearned", "Unlearned"),
-                                             ("retrain", "Retrained")]):
+        for col, name in zip(cols, ("original", "unlearned", "retrain")):
             block = result.blocks.get(name)
             if block:
-                col.metric(f"{label}: forget / remain test acc.",
+                col.metric(f"{MODEL_SHORT[name]}: forget / remain test acc.",
                            f"{block['forget_test_acc']:.0%} / {block['remain_test_acc']:.0%}")
         if result.comparison.distance_to_retrain is not None:
             cols[3].metric("Distance to retrain", f"{result.comparison.distance_to_retrain:.3f}",

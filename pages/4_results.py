@@ -8,16 +8,14 @@ import streamlit as st
 
 from unlearn_core import plots
 from unlearn_core.errors import UserError
-from unlearn_core.metrics import METRIC_DEFINITIONS
+from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import cache, state, widgets
 
 MAX_POINTS = 2000
-MODEL_NAMES = {"original": "Original", "retrain": "Retrained (reference)", "unlearned": "Unlearned"}
-ACCURACIES = [("forget_train_acc", "Forget (train)"), ("remain_train_acc", "Remain (train)"),
-              ("forget_test_acc", "Forget (test)"), ("remain_test_acc", "Remain (test)"),
-              ("test_acc", "All test")]
-ATTACKS = [("mia_loss_lr", "MIA"), ("mia_svc_efficacy", "MIA-SVC"), ("mia_membership_auc", "Member. AUC")]
+ACCURACIES = [(key, METRIC_SHORT[key]) for key in
+              ("forget_train_acc", "remain_train_acc", "forget_test_acc", "remain_test_acc", "test_acc")]
+ATTACKS = [(key, METRIC_SHORT[key]) for key in ("mia_loss_lr", "mia_svc_efficacy", "mia_membership_auc")]
 
 widgets.page_header(
     "Results",
@@ -107,7 +105,7 @@ if comparison.collapsed:
 st.subheader("Scores")
 rows, config = [], {}
 for name, block in blocks.items():
-    row = {"model": MODEL_NAMES[name]}
+    row = {"model": MODEL_SHORT.get(name, name)}
     for key, label in ACCURACIES + ATTACKS:
         row[label] = block.get(key)
     rows.append(row)
@@ -167,7 +165,7 @@ first = next(iter(panels.values()))
 meta = data.metadata.iloc[first.indices]
 hover = dict(zip(first.indices.tolist(), plots.hover_text(meta, data.classes, data.units)))
 fig = plots.tsne_panels(panels, data.classes, hover=hover,
-                        titles={k: MODEL_NAMES.get(k, k) for k in panels})
+                        titles=MODEL_SHORT)
 event = st.plotly_chart(fig, key="rs_tsne", on_select="rerun", selection_mode=("points", "box", "lasso"))
 st.caption("The maps are an approximation: t-SNE keeps neighbours together but distorts distances, and "
            "the background is a vote of nearby points, not the model's exact boundary. Click or lasso "

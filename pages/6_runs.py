@@ -7,7 +7,7 @@ import streamlit as st
 
 from unlearn_core.errors import UserError
 from unlearn_core.exports import export_bytes
-from unlearn_core.metrics import METRIC_DEFINITIONS
+from unlearn_core.labels import METRIC_DEFINITIONS
 from unlearn_core.runs.registry import ACTIVE_STATUSES, KINDS, STATUSES
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import background, cache, state, widgets

@@ -108,7 +108,7 @@ def test_home_renders_and_loads_the_demo(workspace_home):
     # the demo's forget set is ready on the next page
     at.switch_page("pages/2_forget_set.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert int(_metric(at, "To forget (training)").replace(",", "")) > 10
+    assert int(_metric(at, "Forget (training)").replace(",", "")) > 10
 
 
 def test_data_model_page_picks_a_builtin_set(workspace_home):
@@ -126,7 +126,7 @@ def test_data_model_page_picks_a_builtin_set(workspace_home):
 
 def test_forget_set_counts_follow_the_controls_and_the_text(workspace_home):
     at = _app("pages/2_forget_set.py", **DIGITS)
-    assert _metric(at, "To forget (training)") == "0"
+    assert _metric(at, "Forget (training)") == "0"
     assert at.multiselect(key="fs_classes").value == []
     assert at.slider(key="fs_range_ink") is not None
     assert at.toggle(key="fs_fraction_on").value is False
@@ -135,9 +135,9 @@ def test_forget_set_counts_follow_the_controls_and_the_text(workspace_home):
     slider.set_value((20, int(slider.max))).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["us.criteria"] == "width_px >= 20"
-    forget = int(_metric(at, "To forget (training)").replace(",", ""))
+    forget = int(_metric(at, "Forget (training)").replace(",", ""))
     assert 0 < forget < 1438
-    assert int(_metric(at, "To keep (training)").replace(",", "")) == 1438 - forget
+    assert int(_metric(at, "Remain (training)").replace(",", "")) == 1438 - forget
     assert len(at.get("plotly_chart")) >= 2  # histogram with the range shaded, thumbnails
     assert any("unlearn_core unlearn" in c.value for c in at.code)
 
@@ -245,7 +245,7 @@ def test_an_uploaded_npz_is_stored_and_usable(workspace_home):
     at.switch_page("pages/2_forget_set.py").run()
     at.multiselect(key="fs_values_site").set_value(["B"]).run()
     assert at.session_state["us.criteria"] == 'site == "B"'
-    assert _metric(at, "To forget (training)") == "30"
+    assert _metric(at, "Forget (training)") == "30"
 
 
 @pytest.mark.parametrize("bad", ["/no/such/file.npz"])

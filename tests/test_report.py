@@ -16,7 +16,7 @@ import torch
 
 from unlearn_core import report
 from unlearn_core.cli import main as cli_main
-from unlearn_core.metrics import METRIC_DEFINITIONS
+from unlearn_core.labels import METRIC_DEFINITIONS
 from unlearn_core.runs.registry import HOME_ENV, Workspace, cli_command
 
 EVIL = "<script>alert('x')</script>"

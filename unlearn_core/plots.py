@@ -20,6 +20,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from unlearn_core.labels import MODEL_SHORT, SETS
+
 #: Set and model roles: deliberately unlike every class colour, so "orange" always means a class.
 FORGET_COLOR = "#8E24AA"
 FORGET_LIGHT = "#D7A6E3"
@@ -31,14 +33,8 @@ CLASS_COLORS = (
     "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2",
     "#B279A2", "#EECA3B", "#9D755D", "#FF9DA6", "#BAB0AC",
 )
-SET_LABELS = {
-    "forget_train": "Forget · training (D_f)",
-    "remain_train": "Keep · training (D_r)",
-    "forget_test": "Forget · test (T_f)",
-    "remain_test": "Keep · test (T_r)",
-}
-SET_SHORT = {"forget_train": "Forget · train", "remain_train": "Keep · train",
-             "forget_test": "Forget · test", "remain_test": "Keep · test"}
+SET_LABELS = {s.key: f"{s.name} ({s.symbol})" for s in SETS}
+SET_SHORT = {s.key: s.short for s in SETS}
 SET_COLORS = {
     "forget_train": FORGET_COLOR, "forget_test": FORGET_LIGHT,
     "remain_train": KEEP_COLOR, "remain_test": KEEP_LIGHT,
@@ -379,8 +375,9 @@ def per_class_accuracy(accuracies: Mapping[str, Sequence[float]], classes: Seque
     names = [str(c) for c in classes]
     for model_name, values in accuracies.items():
         vals = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values]
-        fig.add_bar(x=names, y=vals, name=model_name, marker_color=MODEL_COLORS.get(model_name),
-                    hovertemplate="%{x}: %{y:.1%}<extra>" + model_name + "</extra>")
+        shown = MODEL_SHORT.get(model_name, model_name)
+        fig.add_bar(x=names, y=vals, name=shown, marker_color=MODEL_COLORS.get(model_name),
+                    hovertemplate="%{x}: %{y:.1%}<extra>" + shown + "</extra>")
     fig.update_layout(barmode="group", yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.05]),
                       xaxis=dict(title="class", type="category"))
     # same height, legend place and margins as :func:`loss_histograms`, so side-by-side charts
@@ -400,7 +397,8 @@ def loss_histograms(losses: Mapping[str, Mapping[str, np.ndarray]], bins: int = 
     the forget set looks like the test set, as it does for the retrained model.
     """
     names = list(losses)
-    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names, shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=[MODEL_SHORT.get(n, n) for n in names],
+                        shared_yaxes=True)
     all_values = np.concatenate([np.asarray(v, dtype=float) for d in losses.values() for v in d.values()
                                  if len(v)] or [np.zeros(1)])
     hi = float(np.quantile(all_values, 0.99)) if len(all_values) else 1.0
@@ -493,7 +491,7 @@ def tsne_panels(
         xref, yref = f"x{suffix}", f"y{suffix}"
         layout_axes[f"xaxis{suffix}"] = dict(domain=[x0, x1], visible=False, anchor=yref)
         layout_axes[f"yaxis{suffix}"] = dict(domain=[0, 1], visible=False, anchor=xref)
-        annotations.append(dict(text=(titles or {}).get(name, name), x=(x0 + x1) / 2, y=1.0, xref="paper",
+        annotations.append(dict(text=(titles or MODEL_SHORT).get(name, name), x=(x0 + x1) / 2, y=1.0, xref="paper",
                                 yref="paper", xanchor="center", yanchor="bottom", showarrow=False,
                                 font=dict(size=14)))
         panel = panels[name]
@@ -561,10 +559,11 @@ def tradeoff(candidates: Sequence[Mapping], original: Mapping | None = None, ret
                                 marker=dict(size=22, symbol="circle-open", color=FORGET_COLOR, line=dict(width=3)))
     for name, block, symbol in (("original", original, "square"), ("retrain", retrain, "diamond")):
         if block:
-            fig.add_scatter(x=[block.get(x)], y=[block.get(y)], mode="markers+text", text=[name],
-                            textposition="bottom center", name=name,
+            shown = MODEL_SHORT[name]
+            fig.add_scatter(x=[block.get(x)], y=[block.get(y)], mode="markers+text", text=[shown],
+                            textposition="bottom center", name=shown,
                             marker=dict(size=14, symbol=symbol, color=MODEL_COLORS[name]),
-                            hovertemplate=name + "<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
+                            hovertemplate=shown + "<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
     fig.update_layout(xaxis=dict(title="remain test accuracy (higher is better)", tickformat=".1%"),
                       yaxis=dict(title="forget test accuracy (closer to retrain is better)", tickformat=".0%"))
     return _layout(fig, title, 420)

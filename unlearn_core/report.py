@@ -54,7 +54,7 @@ from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR
 from unlearn_core.plots import MODEL_COLORS as _MODEL_COLORS
 from unlearn_core import __version__
 from unlearn_core.errors import UserError
-from unlearn_core.metrics import METRIC_DEFINITIONS
+from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, SETS
 from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT
 from unlearn_core.runs.registry import LOG_NAME, WEIGHTS_NAME, RunRecord, Workspace, command_argv, utc_now
 from unlearn_core.runs.requests import UnlearnRequest
@@ -77,10 +77,6 @@ ALREADY_LIKE_RETRAIN = 0.02
 #: Lines of the run's log shown for a run that did not finish.
 LOG_TAIL_LINES = 40
 
-#: Model blocks in the order the report shows them, with their plain names.
-MODEL_ORDER = ("original", "retrain", "unlearned")
-MODEL_TITLES = {"original": "Original model", "retrain": "Retrained reference",
-                "unlearned": "Unlearned model"}
 
 #: Per-model metrics in the results table, in order.
 RESULT_METRICS = ("forget_train_acc", "remain_train_acc", "forget_test_acc", "remain_test_acc",
@@ -88,34 +84,6 @@ RESULT_METRICS = ("forget_train_acc", "remain_train_acc", "forget_test_acc", "re
                   "mia_membership_auc")
 _PERCENT = frozenset({"forget_train_acc", "remain_train_acc", "forget_test_acc",
                       "remain_test_acc", "test_acc", "forget_acc", "remain_acc"})
-#: What a perfect unlearning would show for each metric (the retrain value is added when known).
-IDEAL = {
-    "forget_train_acc": "same as retrained",
-    "remain_train_acc": "high, as original",
-    "forget_test_acc": "same as retrained",
-    "remain_test_acc": "high, as original",
-    "test_acc": "same as retrained",
-    "mia_loss_lr": "same as retrained",
-    "mia_loss_lr_std": "no ideal (spread)",
-    "mia_svc_efficacy": "same as retrained",
-    "mia_membership_auc": "same as retrained, ≈ 0.5",
-    "distance_to_retrain": "0",
-    "original_distance_to_retrain": "— (where unlearning started)",
-    "avg_gap": "0",
-    "collapsed": "no",
-}
-#: The four sets: key, symbol, plain name, what it is for.
-SETS = (
-    ("forget_train", "D_f", "Forget set (training)",
-     "training images matching the criteria: the model must forget these"),
-    ("remain_train", "D_r", "Keep set (training)",
-     "all other training images: what the model should still know"),
-    ("forget_test", "T_f", "Forget-like test images",
-     "test images matching the criteria, never trained on: how the model treats such images"),
-    ("remain_test", "T_r", "Other test images",
-     "test images outside the criteria: the usefulness that must be preserved"),
-)
-
 
 # ---------------------------------------------------------------------------------- helpers
 def _e(value: Any) -> str:
@@ -509,20 +477,20 @@ def _forgotten_section(record: RunRecord, workspace: Workspace, result: RunResul
     sizes = result.sizes or None
     if sizes is None:
         any_block = next(iter(blocks.values()), {})
-        if any(f"n_{key}" in any_block for key, *_ in SETS):
-            sizes = {key: any_block.get(f"n_{key}") for key, *_ in SETS}
+        if any(f"n_{s.key}" in any_block for s in SETS):
+            sizes = {s.key: any_block.get(f"n_{s.key}") for s in SETS}
     if sizes:
-        rows = [(f"<strong>{_e(sym)}</strong>", _e(name), f'<span class="num">{_fmt("n", sizes.get(key))}</span>',
-                 f'{_e(what)}<br><span class="small">{_e(METRIC_DEFINITIONS.get("n_" + key, ""))}</span>')
-                for key, sym, name, what in SETS]
+        rows = [(f"<strong>{_e(s.symbol)}</strong>", _e(s.name), f'<span class="num">{_fmt("n", sizes.get(s.key))}</span>',
+                 f'{_e(s.meaning)}<br><span class="small">{_e(METRIC_DEFINITIONS.get("n_" + s.key, ""))}</span>')
+                for s in SETS]
         parts.append("<h3>How many images</h3>" + _table(["Set", "Name", "Images", "What it is"], rows))
     per_class = _per_class_counts(record, workspace, data)
     if per_class is not None:
         classes, table = per_class
-        rows = [[_e(c)] + [f'<span class="num">{table[key][i]:,}</span>' for key, *_ in SETS]
+        rows = [[_e(c)] + [f'<span class="num">{table[s.key][i]:,}</span>' for s in SETS]
                 for i, c in enumerate(classes)]
         parts.append("<h3>Images per class in each set</h3>"
-                     + _table(["Class"] + [f"{sym} · {_e(name)}" for _, sym, name, _w in SETS], rows))
+                     + _table(["Class"] + [f"{s.symbol} · {_e(s.name)}" for s in SETS], rows))
     elif result.forget_classes:
         counts = result.forget_classes
         total = sum(v for v in counts.values() if _is_number(v)) or 1
@@ -544,7 +512,7 @@ def _per_class_counts(record: RunRecord, workspace: Workspace, data: Any):
         labels = data.metadata["label"].to_numpy(dtype=np.int64)
         k = len(data.classes)
         table = {key: np.bincount(labels[np.asarray(split[key], dtype=np.int64)], minlength=k)[:k].tolist()
-                 for key, *_ in SETS}
+                 for key in (s.key for s in SETS)}
     except (UserError, KeyError, IndexError, ValueError, OSError):
         return None
     return [str(c) for c in data.classes], table
@@ -746,7 +714,7 @@ def _history_table(history: list[dict]) -> str:
 def _accuracy_figure(blocks: Mapping[str, dict]):
     import plotly.graph_objects as go
 
-    sets = [(f"{key}_acc", f"{sym}<br>{name}") for key, sym, name, _ in SETS] + [("test_acc", "all test")]
+    sets = [(f"{s.key}_acc", f"{s.symbol}<br>{s.name}") for s in SETS] + [("test_acc", "all test")]
     fig = go.Figure()
     for name, block in blocks.items():
         xs, ys = [], []
