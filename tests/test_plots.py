@@ -139,3 +139,21 @@ def test_role_colours_are_not_class_colours():
              *plots.MODEL_COLORS.values()}
     assert not roles & {c.upper() for c in plots.CLASS_COLORS}
     assert not {r.upper() for r in roles} & {c.upper() for c in plots.CLASS_COLORS}
+
+
+def test_report_figures_use_the_dashboard_palette_and_vocabulary():
+    blocks = {"original": {"forget_train_acc": 1.0, "remain_test_acc": 0.9, "test_acc": float("nan")},
+              "unlearned": {"forget_train_acc": 0.1}}
+    fig = plots.set_accuracy(blocks)
+    assert [(b.name, b.marker.color) for b in _bars(fig)] == [
+        ("Original", plots.MODEL_COLORS["original"]), ("Unlearned", plots.MODEL_COLORS["unlearned"])]
+    assert list(_bars(fig)[0].x) == ["D_f<br>Forget (training)", "T_r<br>Remain (test)"]
+    assert not plots.set_accuracy({"original": {}}).data
+    history = [{"epoch": 1, "forget_acc": 0.8, "remain_acc": 0.99, "loss": 1.0},
+               {"epoch": 2, "forget_acc": 0.2, "remain_acc": 0.98, "loss": 0.5}]
+    fig = plots.epoch_history(history, retrain_forget_acc=0.1)
+    lines = {t.name: t.line.color for t in fig.data}
+    assert lines["Forget (training) accuracy"] == plots.FORGET_COLOR
+    assert lines["Remain (training) accuracy"] == plots.KEEP_COLOR
+    assert fig.layout.shapes[0].y0 == 0.1
+    assert not plots.epoch_history([{"epoch": 1}]).data

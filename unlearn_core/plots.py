@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from unlearn_core.labels import MODEL_SHORT, SETS
+from unlearn_core.labels import MODEL_SHORT, SET_BY_KEY, SETS
 
 #: Set and model roles: deliberately unlike every class colour, so "orange" always means a class.
 FORGET_COLOR = "#8E24AA"
@@ -386,6 +386,54 @@ def per_class_accuracy(accuracies: Mapping[str, Sequence[float]], classes: Seque
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
                       margin=dict(l=10, r=10, t=60, b=10))
     return fig
+
+
+def set_accuracy(blocks: Mapping[str, Mapping], title: str = "Accuracy on each set") -> go.Figure:
+    """Grouped bars: each model's accuracy on D_f, D_r, T_f, T_r and the whole test set.
+
+    ``blocks`` are metric blocks by model key (``original``, ``retrain``, ``unlearned``); a
+    missing or ``nan`` accuracy leaves its bar out. No trace at all when there is nothing to draw.
+    """
+    fig = go.Figure()
+    sets = [(f"{s.key}_acc", f"{s.symbol}<br>{s.name}") for s in SETS] + [("test_acc", "All test")]
+    for name, block in blocks.items():
+        pairs = [(label, block[key]) for key, label in sets
+                 if isinstance(block.get(key), (int, float)) and not np.isnan(block[key])]
+        if pairs:
+            shown = MODEL_SHORT.get(name, name)
+            fig.add_bar(x=[p[0] for p in pairs], y=[p[1] for p in pairs], name=shown,
+                        marker_color=MODEL_COLORS.get(name), text=[f"{100 * p[1]:.1f}%" for p in pairs],
+                        textposition="outside", hovertemplate="%{x}: %{y:.1%}<extra>" + shown + "</extra>")
+    fig.update_layout(barmode="group", yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.12]),
+                      plot_bgcolor="white")
+    fig.update_yaxes(gridcolor="#eee")
+    return _layout(fig, title, 360)
+
+
+def epoch_history(history: Sequence[Mapping], retrain_forget_acc: float | None = None,
+                  title: str = "Forgetting and remaining, per epoch") -> go.Figure:
+    """Forget- and remain-set accuracy per epoch (and the loss on a second axis), as a method
+    reported them while running; a dashed line marks the retrained model's forget accuracy."""
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for key, label, color in (("forget_acc", f"{SET_BY_KEY['forget_train'].name} accuracy", FORGET_COLOR),
+                              ("remain_acc", f"{SET_BY_KEY['remain_train'].name} accuracy", KEEP_COLOR)):
+        ys = [h.get(key) for h in history]
+        if any(isinstance(y, (int, float)) for y in ys):
+            fig.add_scatter(x=epochs, y=ys, name=label, mode="lines+markers", line=dict(color=color),
+                            hovertemplate="epoch %{x}: %{y:.1%}<extra>" + label + "</extra>")
+    losses = [h.get("loss") for h in history]
+    if fig.data and any(isinstance(v, (int, float)) and np.isfinite(v) for v in losses):
+        fig.add_scatter(x=epochs, y=losses, name="training loss", mode="lines",
+                        line=dict(color=KEEP_LIGHT, dash="dot"), secondary_y=True)
+    if fig.data and isinstance(retrain_forget_acc, (int, float)) and not np.isnan(retrain_forget_acc):
+        fig.add_hline(y=retrain_forget_acc, line=dict(color=MODEL_COLORS["retrain"], dash="dash"),
+                      annotation_text="retrained: forget accuracy", annotation_position="top left")
+    fig.update_layout(plot_bgcolor="white")
+    fig.update_xaxes(title_text="epoch", dtick=1, gridcolor="#eee")
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.05], gridcolor="#eee", secondary_y=False)
+    fig.update_yaxes(title_text="loss", secondary_y=True, showgrid=False)
+    return _layout(fig, title, 340)
 
 
 def loss_histograms(losses: Mapping[str, Mapping[str, np.ndarray]], bins: int = 30,

@@ -26,7 +26,7 @@ from unlearn_core.exports import EXPORT_FORMATS, metrics_rows, write_export
 from unlearn_core.runs.registry import KINDS, STATUSES, RunRecord, Workspace, cli_command
 
 #: Subcommands listed in ``runs --help`` (the self-test stays out of the way).
-VISIBLE = ("list", "show", "cancel", "delete", "export", "rerun", "embed")
+VISIBLE = ("list", "show", "cancel", "delete", "export", "rerun", "compare", "embed")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 help="run a run's recorded command again, as a new run")
     again.add_argument("run_id", metavar="ID")
     again.set_defaults(func=cmd_rerun)
+
+    compare = commands.add_parser("compare", parents=[common], help="an HTML report of several runs side by side")
+    compare.add_argument("run_ids", nargs="+", metavar="ID")
+    compare.add_argument("--out", required=True, help="file, or existing folder, to write")
+    compare.add_argument("--no-charts", action="store_true", help="text and tables only (small file)")
+    compare.set_defaults(func=cmd_compare)
 
     embed = commands.add_parser("embed", parents=[common],
                                 help="compute and save a finished run's t-SNE decision regions (for its report)")
@@ -203,6 +209,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     path = write_export(_workspace(args), args.run_id, args.format, args.out)
     print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from unlearn_core.report import write_comparison_report
+
+    print(write_comparison_report(_workspace(args), args.run_ids, args.out, charts=not args.no_charts))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Why one file with everything inline: a clinician attaches the report to the record of a model
 revision, mails it, or opens it years later on a hospital machine without internet. So the
-report needs nothing but a browser: CSS is inline, and the charts are plotly figures whose
+report needs nothing but a browser: the stylesheet (``report.css`` beside this module) is
+inlined, and the charts (built by :mod:`unlearn_core.plots`, one palette with the dashboard) are plotly figures whose
 library (plotly.js, about 4.8 MB) is inlined ONCE in the ``<head>``. Every number is also in an
 HTML table, so the report still says everything with JavaScript off or printed on paper;
 ``charts=False`` leaves the charts (and the 4.8 MB) out for a ~50 kB text-only report.
@@ -12,8 +13,9 @@ what ran), a summary in plain words, what was forgotten and why (criteria, set s
 images per class), method and settings (each with its meaning and default), results (original
 / retrain / unlearned per metric with its definition and ideal value, distance to retrain,
 collapse warning, time and speed-up), charts (accuracy per set, per class, per epoch), t-SNE
-decision-region panels when the run folder holds an embedding (:data:`EMBEDDING_ARTIFACT`,
-written with :func:`unlearn_core.embedding.save_panels`), and provenance (data fingerprint,
+decision-region panels when the run folder holds them
+(:data:`unlearn_core.runs.artifacts.EMBEDDING_ARTIFACT`, written by ``runs embed ID`` or the
+Results page), and provenance (data fingerprint,
 model hashes, SHA-256 of every artifact file, versions, seed, device, parent runs, the exact
 reproducing command). Missing pieces (a failed run, no retrain reference, no history) are said
 in words instead of leaving a hole.
@@ -28,14 +30,11 @@ Example::
     html_text = render_run_report(ws.get(run_id), ws)      # what `runs export --format html` writes
     write_comparison_report(ws, [id1, id2], "compare.html")
 
-The comparison also has a command line (the ``runs`` group belongs to another module)::
-
-    python -m unlearn_core.report compare ID1 ID2 [...] --out compare.html [--workspace DIR]
+From the command line: ``runs export ID --format html`` and ``runs compare ID1 ID2 --out FILE``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -43,33 +42,24 @@ import html
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-# One palette with the dashboard: roles never share a colour with a class.
-from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR
-from unlearn_core.plots import MODEL_COLORS as _MODEL_COLORS
-from unlearn_core import __version__
+from unlearn_core import __version__, plots
 from unlearn_core.errors import UserError
 from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, SETS
+# One palette with the dashboard: roles never share a colour with a class.
+from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR, MODEL_COLORS
 from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT
 from unlearn_core.runs.registry import LOG_NAME, WEIGHTS_NAME, RunRecord, Workspace, command_argv, utc_now
 from unlearn_core.runs.requests import UnlearnRequest
 from unlearn_core.runs.result import RunResult
 
-__all__ = [
-    "EMBEDDING_ARTIFACT",
-    "render_comparison_report",
-    "render_run_report",
-    "write_comparison_report",
-    "main",
-]
+__all__ = ["render_comparison_report", "render_run_report", "write_comparison_report", "write_run_report"]
 
-#: File name, in a run's folder, of its t-SNE panels (``save_panels(panels, path)``); any other
-#: ``.npz`` written by ``save_panels`` (it has a ``.json`` index beside it) is found too.
 #: Points per t-SNE panel in a report (all forget points first): keeps the file near 5 MB.
 MAX_REPORT_POINTS = 1200
 #: An original model closer than this to the retrained one had (almost) nothing to unlearn.
@@ -277,59 +267,17 @@ def _page(title: str, body: str, charts: _Charts) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<meta name=\"generator\" content=\"Unlearning Studio {_e(__version__)}\">"
-        f"<title>{_e(title)}</title><style>{_CSS}</style>{script}</head>"
+        f"<title>{_e(title)}</title><style>{_css()}</style>{script}</head>"
         f"<body><main>{noscript}{body}</main></body></html>\n"
     )
 
 
-_CSS = """
-:root { --forget: %(forget)s; --keep: %(keep)s; --retrain: %(retrain)s; --unlearned: %(unlearned)s; --grey: #666; --line: #ddd; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif;
-       color: #1d1d1f; background: #f6f6f4; }
-main { max-width: 1120px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
-h1 { font-size: 24px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 30px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #eee; }
-h3 { font-size: 16px; margin: 18px 0 6px; }
-p { margin: 6px 0; }
-.sub { color: var(--grey); margin: 0 0 12px; }
-code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
-pre { background: #f3f3f1; padding: 10px 12px; border-radius: 6px; white-space: pre-wrap;
-      word-break: break-all; margin: 6px 0; }
-table { border-collapse: collapse; margin: 8px 0 12px; width: 100%; }
-th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
-thead th { background: #f3f3f1; font-weight: 600; font-size: 13px; }
-td.num, th.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-table.kv th { width: 230px; font-weight: 600; color: #333; background: none; }
-.def, .small { font-size: 12.5px; color: #555; }
-.key { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 11.5px; color: #888; }
-.badge { display: inline-block; padding: 1px 9px; border-radius: 10px; font-size: 13px;
-         font-weight: 600; color: #fff; background: var(--grey); vertical-align: middle; }
-.badge.done { background: var(--retrain); } .badge.failed { background: #c62828; }
-.badge.cancelled, .badge.interrupted { background: #b26a00; }
-.badge.running, .badge.queued { background: var(--keep); }
-.note { border-left: 4px solid var(--keep); background: #eef2f7; padding: 8px 12px; margin: 10px 0;
-        border-radius: 0 6px 6px 0; }
-.note.warn { border-color: #b26a00; background: #fff4e0; }
-.note.error { border-color: #c62828; background: #fdecea; color: #8e1b1b; }
-.note.error strong { color: #c62828; }
-.summary li { margin: 3px 0; }
-.m-original { color: #666; } .m-retrain { color: var(--retrain); } .m-unlearned { color: var(--unlearned); }
-th.run { min-width: 160px; }
-.best { font-weight: 700; }
-.chart { margin: 6px 0 14px; }
-.toc { font-size: 13.5px; color: var(--grey); }
-.toc a { color: var(--keep); margin-right: 12px; text-decoration: none; }
-details { margin: 8px 0; } summary { cursor: pointer; color: var(--keep); }
-footer { margin-top: 36px; font-size: 12.5px; color: var(--grey); border-top: 1px solid #eee;
-         padding-top: 8px; }
-.signoff { margin-top: 26px; display: grid; grid-template-columns: 1fr 1fr 1fr; gap: 24px; font-size: 13px; }
-.signoff div { border-top: 1px solid #999; padding-top: 4px; color: #555; }
-@media print { body { background: #fff; } main { max-width: none; padding: 0; }
-  section { break-inside: auto; } table, .chart, .note { break-inside: avoid; } .toc { display: none; } }
-"""
-for _name, _colour in {"forget": FORGET_COLOR, "keep": KEEP_COLOR, **_MODEL_COLORS}.items():
-    _CSS = _CSS.replace(f"%({_name})s", _colour)
+def _css() -> str:
+    """The stylesheet (``report.css``, shipped as package data) with the palette filled in."""
+    text = resources.files(__package__).joinpath("report.css").read_text(encoding="utf-8")
+    for name, colour in {"forget": FORGET_COLOR, "keep": KEEP_COLOR, **MODEL_COLORS}.items():
+        text = text.replace(f"%({name})s", colour)
+    return text
 
 
 
@@ -712,30 +660,8 @@ def _history_table(history: list[dict]) -> str:
 
 # ---------------------------------------------------------------------------------- figures
 def _accuracy_figure(blocks: Mapping[str, dict]):
-    import plotly.graph_objects as go
-
-    sets = [(f"{s.key}_acc", f"{s.symbol}<br>{s.name}") for s in SETS] + [("test_acc", "all test")]
-    fig = go.Figure()
-    for name, block in blocks.items():
-        xs, ys = [], []
-        for key, label in sets:
-            value = block.get(key)
-            if _is_number(value) and not _is_nan(value):
-                xs.append(label)
-                ys.append(value)
-        if xs:
-            fig.add_bar(x=xs, y=ys, name=_e(MODEL_TITLES.get(name, name)),
-                        marker_color=_MODEL_COLORS.get(name),
-                        text=[f"{100 * v:.1f}%" for v in ys], textposition="outside",
-                        hovertemplate="%{x}: %{y:.1%}<extra>" + _e(name) + "</extra>")
-    if not fig.data:
-        return None
-    fig.update_layout(barmode="group", title=dict(text="Accuracy of each model on each set", x=0),
-                      yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.12]),
-                      height=360, margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    fig.update_yaxes(gridcolor="#eee")
-    return fig
+    fig = plots.set_accuracy(blocks, title="Accuracy of each model on each set")
+    return fig if fig.data else None
 
 
 def _per_class_figure(per_class: Mapping[str, list], classes: Sequence[str]):
@@ -752,38 +678,9 @@ def _per_class_figure(per_class: Mapping[str, list], classes: Sequence[str]):
 
 
 def _history_figure(history: list[dict], blocks: Mapping[str, dict]):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    drawn = False
-    for key, label, color in (("forget_acc", "forget set (D_f) accuracy", "#E8702A"),
-                              ("remain_acc", "keep set (D_r) accuracy", "#4C6A92")):
-        ys = [h.get(key) for h in history]
-        if any(_is_number(y) for y in ys):
-            fig.add_scatter(x=epochs, y=ys, name=label, mode="lines+markers", line=dict(color=color),
-                            hovertemplate="epoch %{x}: %{y:.1%}<extra>" + label + "</extra>")
-            drawn = True
-    losses = [h.get("loss") for h in history]
-    if any(_is_number(v) and math.isfinite(v) for v in losses):
-        fig.add_scatter(x=epochs, y=losses, name="training loss", mode="lines",
-                        line=dict(color="#999", dash="dot"), secondary_y=True)
-        drawn = True
-    retrain = blocks.get("retrain", {}).get("forget_train_acc")
-    if _is_number(retrain) and not _is_nan(retrain):
-        fig.add_hline(y=retrain, line=dict(color="#2E9E5B", dash="dash"),
-                      annotation_text="retrained: forget set accuracy", annotation_position="top left")
-    if not drawn:
-        return None
-    fig.update_layout(title=dict(text="Forgetting and keeping, per epoch", x=0), height=340,
-                      margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    fig.update_xaxes(title_text="epoch", dtick=1, gridcolor="#eee")
-    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.05], gridcolor="#eee",
-                     secondary_y=False)
-    fig.update_yaxes(title_text="loss", secondary_y=True, showgrid=False)
-    return fig
+    fig = plots.epoch_history(history, (blocks.get("retrain") or {}).get("forget_train_acc"),
+                              title="Forgetting and remaining, per epoch")
+    return fig if fig.data else None
 
 
 # ------------------------------------------------------------------------------- embedding
@@ -1129,13 +1026,13 @@ def _comparison_figure(records: Sequence[RunRecord], info: Sequence[dict]):
                 xs.append(ref[x_key])
                 title = f"{MODEL_TITLES[name]} (of run {_e(record.id)})"
                 fig.add_scatter(x=[ref[x_key]], y=[ref[y_key]], mode="markers", name=title,
-                                marker=dict(size=13, symbol=symbol, color=_MODEL_COLORS[name]),
+                                marker=dict(size=13, symbol=symbol, color=MODEL_COLORS[name]),
                                 hovertemplate=title + "<br>kept %{x:.1%} · forget %{y:.1%}<extra></extra>")
     if not fig.data:
         return None
     low, high = min(xs), max(xs)
     pad = max(0.01, 0.2 * (high - low))
-    title = "Forgetting vs what is kept (closer to the green retrain diamond is better)"
+    title = "Forgetting vs what remains (closer to the retrained model's diamond is better)"
     fig.update_layout(title=dict(text=title, x=0),
                       xaxis=dict(title="accuracy on other test images T_r (higher is better)", tickformat=".1%",
                                  range=[low - pad, min(1.0 + pad / 2, high + pad)], gridcolor="#eee"),
@@ -1164,35 +1061,7 @@ def _write_text(out: str | os.PathLike[str], text: str, default_name: str) -> Pa
     return write_out(out, text.encode(), default_name, "report")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m unlearn_core.report compare ID ID ... --out FILE`` (and ``run ID --out FILE``)."""
-    parser = argparse.ArgumentParser(prog="python -m unlearn_core.report",
-                                     description="Write self-contained HTML reports of recorded runs.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    compare = commands.add_parser("compare", help="several runs side by side")
-    compare.add_argument("run_ids", nargs="+", metavar="ID")
-    single = commands.add_parser("run", help="the audit report of one run")
-    single.add_argument("run_id", metavar="ID")
-    for sub in (compare, single):
-        sub.add_argument("--out", required=True, help="file, or existing folder, to write")
-        sub.add_argument("--workspace", default=None,
-                         help="workspace folder (default: $UNLEARN_STUDIO_HOME or ./workspace)")
-        sub.add_argument("--no-charts", action="store_true", help="text and tables only (small file)")
-    args = parser.parse_args(argv)
-    try:
-        workspace = Workspace(args.workspace)
-        if args.command == "compare":
-            path = write_comparison_report(workspace, args.run_ids, args.out, charts=not args.no_charts)
-        else:
-            record = workspace.get(args.run_id)
-            text = render_run_report(record, workspace, charts=not args.no_charts)
-            path = _write_text(args.out, text, f"{record.id}.html")
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+def write_run_report(workspace: Workspace, run_id: str, out: str | os.PathLike[str], *, charts: bool = True) -> Path:
+    """Write :func:`render_run_report` of one run to ``out`` (a file, or a folder to put it in)."""
+    record = workspace.get(run_id)
+    return _write_text(out, render_run_report(record, workspace, charts=charts), f"{record.id}.html")
