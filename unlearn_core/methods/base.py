@@ -270,17 +270,6 @@ def validate_config(config: Any, method_name: str = "method") -> None:
             raise UserError(f"{method_name}: {info.name}={value!r} is not one of {', '.join(map(str, info.choices))}.")
 
 
-def parse_set_arguments(pairs: list[str] | None) -> dict[str, str]:
-    """``["epochs=5", "gamma=0.1"]`` → ``{"epochs": "5", "gamma": "0.1"}`` (typed later)."""
-    result = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set expects key=value, got {pair!r}.")
-        result[key.strip()] = value.strip()
-    return result
-
-
 def check_split(data: UnlearnData) -> None:
     """Refuse an empty forget set, or a forget set that is the whole training data."""
     if len(data.forget_indices) == 0:

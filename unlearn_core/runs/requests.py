@@ -78,6 +78,14 @@ def _cli_value(value: object) -> str:
     return str(value)
 
 
+def _seed_device_label(seed: int, device: str, label: str) -> list[str]:
+    """The options every request ends with (defaults left out, so commands stay short)."""
+    argv = ["--seed", str(seed)]
+    if device != "auto":
+        argv += ["--device", device]
+    return argv + (["--label", label] if label else [])
+
+
 def _numbers(values: tuple[float, ...]) -> list[str]:
     """Shortest exact text of each number (``1`` rather than ``1.0``)."""
     return [text[:-2] if (text := repr(float(v))).endswith(".0") else text for v in values]
@@ -163,12 +171,7 @@ class UnlearnRequest(_Request):
             argv += ["--set", f"{name}={_cli_value(value)}"]
         if self.retrain:
             argv.append("--retrain")
-        argv += ["--seed", str(self.seed)]
-        if self.device != "auto":
-            argv += ["--device", self.device]
-        if self.label:
-            argv += ["--label", self.label]
-        return argv
+        return argv + _seed_device_label(self.seed, self.device, self.label)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -232,14 +235,9 @@ class TrainRequest(_Request):
             argv += ["--batch-size", str(self.batch_size)]
         if self.lr != 0.05:
             argv += ["--lr", repr(self.lr)]
-        argv += ["--seed", str(self.seed)]
-        if self.device != "auto":
-            argv += ["--device", self.device]
         if self.out:
             argv += ["--out", self.out]
-        if self.label:
-            argv += ["--label", self.label]
-        return argv
+        return argv + _seed_device_label(self.seed, self.device, self.label)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -306,10 +304,7 @@ class ComposeRequest(_Request):
             argv.append("--no-recalibrate")
         if self.select is not None:
             argv += ["--select", self.select]
-        argv += ["--seed", str(self.seed)]
-        if self.label:
-            argv += ["--label", self.label]
-        return argv
+        return argv + _seed_device_label(self.seed, "auto", self.label)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
