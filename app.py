@@ -2,7 +2,7 @@
 
 The entry point only sets up the page, the navigation over ``pages/`` and the "selected so
 far" panel in the sidebar; every page is a thin script that reads widgets, calls
-``unlearn_core`` and renders (see ``docs/design.md``).
+``unlearn_core`` and renders (the layers are drawn in ``docs/architecture.md``).
 """
 
 import streamlit as st

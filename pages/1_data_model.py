@@ -1,7 +1,5 @@
 """Step 1 · Data & model: choose the images and the model, and check both."""
 
-import shlex
-
 import numpy as np
 import streamlit as st
 
@@ -10,6 +8,7 @@ from unlearn_core.data.builtin import BUILTIN_SETS
 from unlearn_core.data.catalog import describe_dataset
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import ARCHITECTURES
+from unlearn_core.runs.requests import TrainRequest
 from unlearn_core.ui import background, cache, demo_model, state, widgets
 
 SAMPLES_SHOWN = 24
@@ -158,24 +157,16 @@ else:  # train one
                                       help="Passes over the training images.")
         seed = cols[2].number_input("Seed", 0, 2**31 - 1, 0, key="dm_train_seed",
                                     help="Same seed, same model.")
-        argv = ["train", "--dataset", sel.dataset, "--arch", train_arch, "--epochs", str(int(epochs)),
-                "--seed", str(int(seed))]
-        if background.can_run_in_background("train"):
-            if st.button("Train in the background", key="dm_train", type="primary",
-                         icon=":material/play_arrow:"):
-                try:
-                    started = background.start(argv, "train", dataset=sel.dataset, seed=int(seed))
-                    state.set_train_run(started.id)
-                    st.rerun()
-                except UserError as error:
-                    widgets.show_error(error, "Training could not start")
-        else:
-            st.info("Training from the dashboard is not available in this version yet. Train in a "
-                    "terminal and upload the file with **Upload weights**:", icon=":material/construction:")
-            st.code(shlex.join(["python", "-m", "unlearn_core", *argv, "--out", "model.safetensors"]),
-                    language="bash")
+        if st.button("Train in the background", key="dm_train", type="primary", icon=":material/play_arrow:"):
+            try:
+                started = background.start(TrainRequest(dataset=sel.dataset, arch=train_arch, epochs=int(epochs),
+                                                        seed=int(seed)))
+                state.set_train_run(started.id)
+                st.rerun()
+            except UserError as error:
+                widgets.show_error(error, "Training could not start")
     if record is not None and record.status == "done":
-        from unlearn_core.runs import WEIGHTS_NAME
+        from unlearn_core.runs.registry import WEIGHTS_NAME
 
         weights_path = cache.workspace().artifact_path(record.id, WEIGHTS_NAME)
         chosen = sel.model is not None and sel.model.kind == "run" and sel.model.run_id == record.id

@@ -8,6 +8,7 @@ import streamlit as st
 from unlearn_core import plots
 from unlearn_core.data.criteria import ForgetCriteria
 from unlearn_core.errors import UserError
+from unlearn_core.labels import SETS
 from unlearn_core.ui import cache, state, widgets
 from unlearn_core.ui import forget_controls as fc
 
@@ -91,13 +92,8 @@ with right:
     sizes = table.sum()
     st.subheader("How many images")
     metric_cols = st.columns(4)
-    labels = [("forget_train", "To forget (training)", "D_f: training images the model must forget."),
-              ("remain_train", "To keep (training)", "D_r: training images whose knowledge must stay."),
-              ("forget_test", "Like them (test)", "T_f: test images matching the criteria; they show "
-               "whether the model still handles this kind of image."),
-              ("remain_test", "Other test images", "T_r: test images that measure the kept accuracy.")]
-    for col, (key, label, help_text) in zip(metric_cols, labels):
-        col.metric(label, f"{int(sizes[key]):,}", help=help_text)
+    for col, one in zip(metric_cols, SETS):
+        col.metric(one.name, f"{int(sizes[one.key]):,}", help=f"{one.symbol}: {one.meaning}.")
 
     n_forget, n_remain = int(sizes["forget_train"]), int(sizes["remain_train"])
     ready = False
@@ -174,7 +170,7 @@ with right:
 if criteria is not None:
     st.divider()
     st.markdown("**The same from the command line** (unlearning with the default method):")
-    st.code(state.selection().unlearn_command(), language="bash", wrap_lines=True)
+    st.code(state.selection().unlearn_request().command_text, language="bash", wrap_lines=True)
 
 if ready:
     widgets.next_step(widgets.UNLEARN, "choose a method and start unlearning.")

@@ -1,12 +1,12 @@
 """Step 3 · Unlearn: pick a method and its settings, start it in the background, watch it."""
 
-import shlex
-
 import streamlit as st
 
 from unlearn_core.data.criteria import ForgetCriteria, split_sets
 from unlearn_core.device import describe_devices
 from unlearn_core.errors import UserError
+from unlearn_core.labels import MODEL_SHORT
+from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import background, cache, state, widgets
 from unlearn_core.ui import method_settings as ms
 
@@ -53,27 +53,21 @@ if record is not None and record.is_active:
 if record is not None:
     background.finished_message(record, "Unlearning")
     if record.status == "done":
-        metrics = record.metrics or {}
+        result = RunResult.of(record)
         cols = st.columns(4)
-        for col, (name, label) in zip(cols, [("original", "Original"), ("unlearned", "Unlearned"),
-                                             ("retrain", "Retrained")]):
-            block = metrics.get(name)
+        for col, name in zip(cols, ("original", "unlearned", "retrain")):
+            block = result.blocks.get(name)
             if block:
-                col.metric(f"{label}: forget / remain test acc.",
+                col.metric(f"{MODEL_SHORT[name]}: forget / remain test acc.",
                            f"{block['forget_test_acc']:.0%} / {block['remain_test_acc']:.0%}")
-        if metrics.get("distance_to_retrain") is not None:
-            cols[3].metric("Distance to retrain", f"{metrics['distance_to_retrain']:.3f}",
+        if result.comparison.distance_to_retrain is not None:
+            cols[3].metric("Distance to retrain", f"{result.comparison.distance_to_retrain:.3f}",
                            help="0 = behaves like a model retrained without the forget set.")
         widgets.next_step(widgets.RESULTS, "see the full comparison and the decision regions.",
                           "See the results")
         st.divider()
 
 # --- method and settings ---------------------------------------------------------------------------
-if not background.can_run_in_background("unlearn"):
-    st.warning("Unlearning from the dashboard is not available in this version yet (the `unlearn` "
-               "command is missing).", icon=":material/construction:")
-    st.stop()
-
 from unlearn_core.methods import list_methods  # noqa: E402 - imports every method module
 
 methods = {m.name: m for m in list_methods() if m.name != "retrain"}
@@ -129,18 +123,15 @@ retrain = cols[2].checkbox("Also train the retrain reference", value=True, key="
                                 "otherwise it takes about as long as the original training.")
 
 settings = ms.changed_settings(method, preset, values)
-argv = state.unlearn_argv(sel, method_name, settings, retrain=retrain, seed=int(seed))
-if preset and preset != ms.SCENARIO_PRESET:  # the demo's values are --set overrides
-    argv += ["--preset", preset]
-if device != "auto":
-    argv += ["--device", device]
+# The demo's recommended values are settings of their own (not a named preset of the method).
+request = sel.unlearn_request(method_name, settings, retrain=retrain, seed=int(seed), device=device,
+                              preset=preset if preset != ms.SCENARIO_PRESET else None)
 with st.expander("The same from the command line"):
-    st.code(shlex.join(argv), language="bash", wrap_lines=True)
+    st.code(request.command_text, language="bash", wrap_lines=True)
 
 if st.button("Start unlearning", key="ul_start", type="primary", icon=":material/play_arrow:"):
     try:
-        started = background.start(argv[3:], "unlearn", dataset=sel.dataset, criteria_text=sel.criteria,
-                                   method=method_name, seed=int(seed))
+        started = background.start(request)
     except UserError as error:
         widgets.show_error(error, "Unlearning could not start")
     else:

@@ -8,15 +8,14 @@ import streamlit as st
 
 from unlearn_core import plots
 from unlearn_core.errors import UserError
-from unlearn_core.metrics import METRIC_DEFINITIONS
+from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT
+from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import cache, state, widgets
 
 MAX_POINTS = 2000
-MODEL_NAMES = {"original": "Original", "retrain": "Retrained (reference)", "unlearned": "Unlearned"}
-ACCURACIES = [("forget_train_acc", "Forget (train)"), ("remain_train_acc", "Remain (train)"),
-              ("forget_test_acc", "Forget (test)"), ("remain_test_acc", "Remain (test)"),
-              ("test_acc", "All test")]
-ATTACKS = [("mia_loss_lr", "MIA"), ("mia_svc_efficacy", "MIA-SVC"), ("mia_membership_auc", "Member. AUC")]
+ACCURACIES = [(key, METRIC_SHORT[key]) for key in
+              ("forget_train_acc", "remain_train_acc", "forget_test_acc", "remain_test_acc", "test_acc")]
+ATTACKS = [(key, METRIC_SHORT[key]) for key in ("mia_loss_lr", "mia_svc_efficacy", "mia_membership_auc")]
 
 widgets.page_header(
     "Results",
@@ -58,14 +57,14 @@ run_id = st.selectbox("Run", ids, key="rs_run", format_func=_run_label,
 record = by_id[run_id]
 if sel.run_id != run_id:
     state.set_run(run_id)
-metrics = record.metrics or {}
-present = [m for m in ("original", "retrain", "unlearned") if isinstance(metrics.get(m), dict)]
-if "unlearned" not in present:
+result = RunResult.of(record)
+blocks = result.ordered_blocks()
+if result.unlearned is None:
     st.warning("This run has no recorded scores for an unlearned model.", icon=":material/warning:")
     st.stop()
-st.markdown(f"**Forgot:** {metrics.get('criteria_description') or record.criteria_text} · "
+st.markdown(f"**Forgot:** {result.criteria_description or record.criteria_text} · "
             f"**method:** {record.method} · **data:** {record.dataset}")
-if "retrain" not in present:
+if result.retrain is None:
     st.info("This run has no retrained reference, so 'distance to retrain' is missing. Tick **Also train "
             "the retrain reference** on the Unlearn page to get it.", icon=":material/info:")
 
@@ -78,7 +77,7 @@ def _fmt(value, pattern: str = "{:.3f}") -> str:
     return pattern.format(value)
 
 
-u, o = metrics["unlearned"], metrics["original"]
+u, o = result.unlearned, result.original
 cols = st.columns(4)
 cols[0].metric("Forget accuracy (test)", _fmt(u.get("forget_test_acc"), "{:.1%}"),
                delta=_fmt((u.get("forget_test_acc") or 0) - (o.get("forget_test_acc") or 0), "{:+.1%}")
@@ -86,27 +85,27 @@ cols[0].metric("Forget accuracy (test)", _fmt(u.get("forget_test_acc"), "{:.1%}"
 cols[1].metric("Remain accuracy (test)", _fmt(u.get("remain_test_acc"), "{:.1%}"),
                delta=_fmt((u.get("remain_test_acc") or 0) - (o.get("remain_test_acc") or 0), "{:+.1%}")
                + " vs original", delta_color="off", help=METRIC_DEFINITIONS["remain_test_acc"])
-cols[2].metric("Distance to retrain", _fmt(metrics.get("distance_to_retrain")),
-               delta=(f"original: {_fmt(metrics.get('original_distance_to_retrain'))}"
-                      if metrics.get("original_distance_to_retrain") is not None else None),
+comparison = result.comparison
+cols[2].metric("Distance to retrain", _fmt(comparison.distance_to_retrain),
+               delta=(f"original: {_fmt(comparison.original_distance_to_retrain)}"
+                      if comparison.original_distance_to_retrain is not None else None),
                delta_color="off", delta_arrow="off", help=METRIC_DEFINITIONS["distance_to_retrain"])
-seconds = metrics.get("seconds_unlearn")
-speed = metrics.get("speedup")
+seconds = result.timing.unlearn
+speed = result.timing.speedup
 cols[3].metric("Time to unlearn", _fmt(seconds, "{:.1f} s"),
                delta=f"{speed:.1f}× faster than retraining" if speed else None, delta_color="off",
                delta_arrow="off",
                help="Wall-clock time of the unlearning itself; the speed-up compares it with "
                     "training the retrain reference.")
-if metrics.get("collapsed"):
+if comparison.collapsed:
     st.error("The unlearned model **collapsed**: it lost more than 10 points of remain accuracy, so it forgot "
              "by breaking rather than by unlearning. Try gentler settings.", icon=":material/error:")
 
 # --- the table -------------------------------------------------------------------------------------
 st.subheader("Scores")
 rows, config = [], {}
-for name in present:
-    block = metrics[name]
-    row = {"model": MODEL_NAMES[name]}
+for name, block in blocks.items():
+    row = {"model": MODEL_SHORT.get(name, name)}
     for key, label in ACCURACIES + ATTACKS:
         row[label] = block.get(key)
     rows.append(row)
@@ -129,8 +128,8 @@ except Exception as error:  # noqa: BLE001 - the run's data file may have been r
 
 left, right = st.columns(2)
 with left:
-    per_class = {name: metrics[name].get("per_class_test_acc") for name in present
-                 if metrics[name].get("per_class_test_acc")}
+    per_class = {name: block["per_class_test_acc"] for name, block in blocks.items()
+                 if block.get("per_class_test_acc")}
     if per_class:
         st.plotly_chart(plots.per_class_accuracy(per_class, data.classes), key="rs_per_class")
         st.caption("**Did forgetting harm other classes?** Compare each class's bars with the "
@@ -166,7 +165,7 @@ first = next(iter(panels.values()))
 meta = data.metadata.iloc[first.indices]
 hover = dict(zip(first.indices.tolist(), plots.hover_text(meta, data.classes, data.units)))
 fig = plots.tsne_panels(panels, data.classes, hover=hover,
-                        titles={k: MODEL_NAMES.get(k, k) for k in panels})
+                        titles=MODEL_SHORT)
 event = st.plotly_chart(fig, key="rs_tsne", on_select="rerun", selection_mode=("points", "box", "lasso"))
 st.caption("The maps are an approximation: t-SNE keeps neighbours together but distorts distances, and "
            "the background is a vote of nearby points, not the model's exact boundary. Click or lasso "

@@ -1,11 +1,14 @@
 """Step 5 · Compose (optional): blend finished runs to trade forgetting against kept accuracy."""
 
-import shlex
+import dataclasses
 
 import streamlit as st
 
 from unlearn_core import plots
 from unlearn_core.errors import UserError
+from unlearn_core.runs.registry import command_argv
+from unlearn_core.runs.requests import STRATEGY_RUNS, ComposeRequest
+from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import background, cache, state, widgets
 
 STRATEGIES = {
@@ -14,7 +17,6 @@ STRATEGIES = {
     "blockwise": "Block-wise: choose each block from a run",
     "task_sum": "Task-vector sum: add up what each run changed",
 }
-NEEDS = {"interpolate": (2, 2), "head_swap": (2, 2), "blockwise": (1, 8), "task_sum": (1, 8)}
 
 widgets.page_header(
     "Compose (optional)",
@@ -73,7 +75,7 @@ repair = cols[2].number_input("Repair epochs", 0, 50, 0, key="cp_repair",
                               help="Short fine-tuning on the kept images after composing (0 = none; the "
                                    "reference uses 5).")
 
-low, high = NEEDS[strategy]
+low, high = STRATEGY_RUNS[strategy]
 problem = None
 if not (low <= len(picked) <= high):
     problem = (f"{STRATEGIES[strategy].split(':')[0]} needs "
@@ -83,25 +85,18 @@ if not (low <= len(picked) <= high):
                     "page (another method or other settings) to combine them.")
 
 
-def _numbers(text: str) -> list[str]:
-    values = [v.strip() for v in text.replace(";", ",").split(",") if v.strip()]
-    for v in values:
-        float(v)
-    return values
+def _numbers(text: str) -> tuple[float, ...]:
+    return tuple(float(v.strip()) for v in text.replace(";", ",").split(",") if v.strip())
 
 
-argv = ["compose", "--runs", *picked, "--strategy", strategy]
+request = None
 try:
-    if strategy == "interpolate":
-        argv += ["--alpha", *_numbers(alphas)]
-    if strategy == "task_sum":
-        argv += ["--scale", *_numbers(scales)]
+    request = ComposeRequest(runs=tuple(picked), strategy=strategy, repair_epochs=int(repair),
+                             recalibrate=recalibrate,
+                             alphas=_numbers(alphas) if strategy == "interpolate" else None,
+                             scales=_numbers(scales) if strategy == "task_sum" else None)
 except ValueError:
     problem = "α values and scales must be numbers separated by commas, e.g. 0, 0.5, 1."
-if repair:
-    argv += ["--repair-epochs", str(int(repair))]
-if not recalibrate:
-    argv += ["--no-recalibrate"]
 if strategy == "blockwise" and picked and not problem:
     try:
         blocks = cache.run_models(picked[0])["unlearned"].blocks()
@@ -111,24 +106,21 @@ if strategy == "blockwise" and picked and not problem:
     if blocks:
         st.markdown("**Which run each block comes from** (input side first)")
         block_cols = st.columns(min(len(blocks), 6))
+        choice = {}
         for i, block in enumerate(blocks):
             source = block_cols[i % len(block_cols)].selectbox(
                 block, list(range(len(picked))), key=f"cp_block_{block}",
                 format_func=lambda n: f"{'ABCDEFGH'[n]}: {picked[n]}",
                 index=min(len(picked) - 1, 1) if block == "head" else 0)
             if source:
-                argv += ["--blocks", f"{block}={source}"] if "--blocks" not in argv else [f"{block}={source}"]
+                choice[block] = source
+        request = dataclasses.replace(request, blocks=choice)
 
 if problem:
     st.warning(problem, icon=":material/warning:")
 else:
     with st.expander("The same from the command line"):
-        st.code(shlex.join(["python", "-m", "unlearn_core", *argv]), language="bash", wrap_lines=True)
-
-available = background.can_run_in_background("compose")
-if not available:
-    st.warning("Composing from the dashboard is not available in this version yet (the `compose` command "
-               "is missing). The other pages work; come back after updating.", icon=":material/construction:")
+        st.code(request.command_text, language="bash", wrap_lines=True)
 
 # --- a composition in progress or finished ----------------------------------------------------
 run_key = "cp__run"
@@ -147,11 +139,10 @@ if record is not None and record.is_active:
     background.progress_panel(compose_id, "Composing", key="cp_progress", show_curves=False)
     st.stop()
 
-if available and st.button("Build and score candidates", key="cp_start", type="primary",
-                           disabled=problem is not None, icon=":material/play_arrow:"):
+if st.button("Build and score candidates", key="cp_start", type="primary",
+             disabled=problem is not None, icon=":material/play_arrow:"):
     try:
-        started = background.start(argv, "compose", dataset=group_key[0], parents=list(picked),
-                                   base_model_hash=group_key[1])
+        started = background.start(request, dataset=group_key[0], base_model_hash=group_key[1])
         st.session_state[run_key] = started.id
         st.rerun()
     except UserError as error:
@@ -163,14 +154,13 @@ background.finished_message(record, "Composition")
 if record.status != "done":
     st.stop()
 
-metrics = record.metrics or {}
-found = metrics.get("candidates") or []
+result = RunResult.of(record)
+found = result.candidates
 if not found:
     st.info("This composition recorded no candidate scores.", icon=":material/info:")
     st.stop()
-chosen = metrics.get("chosen")
-st.plotly_chart(plots.tradeoff(found, metrics.get("original"), metrics.get("retrain"), highlight=chosen),
-                key="cp_tradeoff")
+chosen = result.chosen
+st.plotly_chart(plots.tradeoff(found, result.original, result.retrain, highlight=chosen), key="cp_tradeoff")
 st.caption("Right is better (more kept accuracy); for forgetting, closer to the retrained model is better. "
            "The saved candidate is ringed.")
 st.dataframe([{"candidate": c.get("label"),
@@ -185,7 +175,7 @@ st.dataframe([{"candidate": c.get("label"),
                             "membership AUC": st.column_config.NumberColumn(format="%.3f"),
                             "distance to retrain": st.column_config.NumberColumn(format="%.3f")})
 st.success(f"Saved candidate **{chosen}** as run `{record.id}` "
-           + ("(the one closest to the retrained model)." if metrics.get("retrain") else "(best kept minus forget accuracy)."),
+           + ("(the one closest to the retrained model)." if result.retrain else "(best kept minus forget accuracy)."),
            icon=":material/check_circle:")
 state.set_run(record.id)
 others = [c["label"] for c in found if c.get("label") != chosen]
@@ -193,14 +183,9 @@ if others:
     cols = st.columns([2, 1], vertical_alignment="bottom")
     pick = cols[0].selectbox("Save another candidate instead", others, key="cp_pick")
     if cols[1].button("Save it as a new run", key="cp_save", icon=":material/save:"):
-        from unlearn_core.runs import command_argv
-
-        again = [a for a in command_argv(record.command) if a != "--json"]
-        if "--select" in again:
-            del again[again.index("--select"): again.index("--select") + 2]
         try:
-            started = background.start([*again, "--select", pick], "compose", dataset=record.dataset,
-                                       parents=list(record.parents), base_model_hash=record.base_model_hash)
+            again = ComposeRequest.from_argv(command_argv(record.command)).with_select(pick)
+            started = background.start(again, dataset=record.dataset, base_model_hash=record.base_model_hash)
             st.session_state[run_key] = started.id
             st.rerun()
         except UserError as error:

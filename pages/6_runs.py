@@ -6,8 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from unlearn_core.errors import UserError
-from unlearn_core.metrics import METRIC_DEFINITIONS
-from unlearn_core.runs import ACTIVE_STATUSES, KINDS, STATUSES, export_bytes
+from unlearn_core.exports import export_bytes
+from unlearn_core.labels import METRIC_DEFINITIONS
+from unlearn_core.runs.registry import ACTIVE_STATUSES, KINDS, STATUSES
+from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import background, cache, state, widgets
 
 widgets.page_header(
@@ -19,7 +21,7 @@ widgets.page_header(
 
 workspace = cache.workspace()
 try:
-    from unlearn_core import jobs
+    from unlearn_core.runs import jobs
 
     jobs.poll_queue(workspace)
     runs = workspace.list_runs()
@@ -39,26 +41,25 @@ statuses = cols[1].multiselect("Status", list(STATUSES), key="rn_status", placeh
 search = cols[2].text_input("Search", key="rn_search", placeholder="method, data set, criteria, label or id")
 
 
-def _num(block, key):
-    value = (block or {}).get(key) if isinstance(block, dict) else None
+def _num(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 rows = []
 for r in runs:
-    m = r.metrics or {}
     text = " ".join([r.id, r.kind, r.method, r.dataset, r.criteria_text, r.label]).lower()
     if (kinds and r.kind not in kinds) or (statuses and r.status not in statuses) or \
             (search and search.lower() not in text):
         continue
-    result = m.get("unlearned") if isinstance(m.get("unlearned"), dict) else m.get(r.kind)
+    result = RunResult.of(r)
+    _, block = result.main_block()
     rows.append({
         # key columns only, so the table fits the page; the rest is in "Side by side" below
         "id": r.id, "kind": r.kind, "status": r.status, "method": r.method,
         "forget criteria": r.criteria_text,
-        "forget (test)": _num(result, "forget_test_acc"),
-        "remain (test)": _num(result, "remain_test_acc"),
-        "distance": _num(m, "distance_to_retrain"),
+        "forget (test)": _num(block.get("forget_test_acc")),
+        "remain (test)": _num(block.get("remain_test_acc")),
+        "distance": _num(result.comparison.distance_to_retrain),
         "created": (r.created_at or "")[5:16].replace("T", " "),
     })
 if not rows:
@@ -89,17 +90,19 @@ if len(selected_ids) >= 2:
     st.subheader("Side by side")
     compare = {}
     for run_id in selected_ids:
-        m = by_id[run_id].metrics or {}
-        block = m.get("unlearned") if isinstance(m.get("unlearned"), dict) else m.get(by_id[run_id].kind) or {}
+        result = RunResult.of(by_id[run_id])
+        _, block = result.main_block()
         compare[run_id] = {
             "kind": by_id[run_id].kind, "method": by_id[run_id].method,
             "data set": by_id[run_id].dataset, "label": by_id[run_id].label,
             "created": (by_id[run_id].created_at or "")[:19].replace("T", " "),
             "forget criteria": by_id[run_id].criteria_text,
-            "forget acc. (train)": _num(block, "forget_train_acc"), "remain acc. (train)": _num(block, "remain_train_acc"),
-            "forget acc. (test)": _num(block, "forget_test_acc"), "remain acc. (test)": _num(block, "remain_test_acc"),
-            "membership AUC": _num(block, "mia_membership_auc"),
-            "distance to retrain": _num(m, "distance_to_retrain"), "seconds": _num(m, "seconds_unlearn"),
+            **{name: _num(block.get(key)) for key, name in (
+                ("forget_train_acc", "forget acc. (train)"), ("remain_train_acc", "remain acc. (train)"),
+                ("forget_test_acc", "forget acc. (test)"), ("remain_test_acc", "remain acc. (test)"),
+                ("mia_membership_auc", "membership AUC"))},
+            "distance to retrain": _num(result.comparison.distance_to_retrain),
+            "seconds": _num(result.timing.unlearn),
             "settings": ", ".join(f"{k}={v}" for k, v in sorted((by_id[run_id].config or {}).items())
                                   if k not in ("device", "amp", "channels_last")),
         }
@@ -136,7 +139,7 @@ else:
     if next(action_cols).button("Run again", key="rn_rerun", icon=":material/replay:",
                              help="Start the same command as a new run."):
         try:
-            from unlearn_core import jobs
+            from unlearn_core.runs import jobs
 
             new = jobs.rerun(workspace, run_id)
             if new.kind == "unlearn":

@@ -9,8 +9,8 @@ python -m unlearn_core unlearn --dataset oculoplastic \
   --set epochs=6 --set lr=0.002 --set inner_steps=2 --set relabel=once --set target_forget_acc=0.1 \
   --retrain --label "demo: forget VPF >= 12 mm TED" --json > "$UNLEARN_STUDIO_HOME/example_run.json"
 RUN_ID=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['run_id'])" "$UNLEARN_STUDIO_HOME/example_run.json")
-# The Results page computes and saves the t-SNE panels with the run; do the same here.
-python -c "from unlearn_core.ui.cache import run_panels; run_panels('$RUN_ID')" 2>/dev/null
+# Save the run's t-SNE decision regions with it (the Results page does the same), for the report.
+python -m unlearn_core runs embed "$RUN_ID"
 python -m unlearn_core runs export "$RUN_ID" --format html --out docs/example_report.html
 python -m unlearn_core runs list > docs/runs_list.txt
 echo "wrote docs/example_report.html for run $RUN_ID"

@@ -200,7 +200,7 @@ def seed_retrain_reference(home: Path, criteria_text: str) -> str:
     from unlearn_core.data.criteria import ForgetCriteria
     from unlearn_core.models.weights import file_metadata, load_model
     from unlearn_core.pipeline import retrain_recipe
-    from unlearn_core.runs import Workspace, recipe_hash
+    from unlearn_core.runs.registry import Workspace, recipe_hash
 
     path = demo_model_path("oculoplastic")
     model = load_model(path)
@@ -250,7 +250,7 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
 
         # Forget set: live counts; move the VPF slider from ≥ 12 mm to ≥ 13 mm (fewer to forget).
         go_to(page, "2 · Forget set", "Forget set")
-        counts = page.get_by_test_id("stMetric").filter(has_text="To forget (training)")
+        counts = page.get_by_test_id("stMetric").filter(has_text="Forget (training)")
         expect(counts).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_text("with vpf_mm ≥ 12 mm")).to_be_visible()
         settle(page)
@@ -315,7 +315,7 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         expect(page.get_by_role("heading", name="Scores")).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
         expect(page.get_by_role("heading", name="Decision regions")).to_be_visible(timeout=WAIT_MS)
-        tsne = page.get_by_test_id("stPlotlyChart").filter(has_text="Retrained (reference)") \
+        tsne = page.get_by_test_id("stPlotlyChart").filter(has_text="Retrained") \
             .filter(has_text="Unlearned").filter(has_text="Original")
         expect(tsne).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_text("The maps are an approximation")).to_be_visible()

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from unlearn_core.cli import main
-from unlearn_core.cli.common import ARCHITECTURE_NAMES, BUILTIN_NAMES
+from unlearn_core.runs.requests import ARCHITECTURE_NAMES, BUILTIN_NAMES, UnlearnRequest
 
 
 def test_parser_constants_mirror_the_library():
@@ -67,28 +67,34 @@ def test_unlearn_prints_the_json_report_and_records_the_run(capsys, tmp_path, mo
     argv = ["unlearn", "--dataset", "digits", "--forget", 'label == "3"', "--method", "gradient_ascent",
             "--set", "epochs=1", "--retrain", "--json"]
     assert main(argv) == 0
-    report = json.loads(capsys.readouterr().out)
+    summary = json.loads(capsys.readouterr().out)
+    report = summary["result"]
     for block in ("original", "unlearned", "retrain"):
         for key in ("forget_train_acc", "remain_train_acc", "forget_test_acc", "remain_test_acc", "test_acc",
                     "mia_loss_lr", "mia_svc_efficacy", "mia_membership_auc"):
-            assert key in report[block], (block, key)
-    for key in ("seconds_unlearn", "seconds_retrain", "distance_to_retrain", "flip_rate", "collapsed"):
-        assert key in report
-    assert report["retrain"]["forget_test_acc"] < 0.05, "the retrain reference never saw a 3"
-    assert report["unlearned"]["forget_train_acc"] < report["original"]["forget_train_acc"]
+            assert key in report["blocks"][block], (block, key)
+    assert report["timing"]["unlearn"] > 0 and report["timing"]["retrain"] > 0
+    assert report["comparison"]["distance_to_retrain"] is not None and report["comparison"]["avg_gap"] is not None
+    assert report["comparison"]["collapsed"] in (True, False)
+    assert report["blocks"]["retrain"]["forget_test_acc"] < 0.05, "the retrain reference never saw a 3"
+    assert report["blocks"]["unlearned"]["forget_train_acc"] < report["blocks"]["original"]["forget_train_acc"]
     assert report["retrain_reused"] is False
 
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace, command_argv
 
     workspace = Workspace()
-    record = workspace.get(report["run_id"])
-    assert record.status == "done" and record.parents == [report["retrain_run"]]
-    assert record.command[-len(argv):] == argv
+    record = workspace.get(summary["run_id"])
+    assert record.status == "done" and record.parents == [summary["retrain_run"]] == [record.retrain_run]
+    assert UnlearnRequest.from_argv(command_argv(record.command)) == UnlearnRequest.from_argv(argv)
+    assert record.metrics == report
     assert workspace.artifact_path(record.id, "model.safetensors").is_file()
+    # The retrain reference's own command trains it again from the same data reference.
+    reference = workspace.get(record.retrain_run)
+    assert command_argv(reference.command)[:5] == ["train", "--dataset", "digits", "--retrain", "--forget"]
     # A second run with the same data, criteria, seed and recipe reuses the retrain reference.
     assert main(argv) == 0
     again = json.loads(capsys.readouterr().out)
-    assert again["retrain_reused"] is True and again["retrain_run"] == report["retrain_run"]
+    assert again["result"]["retrain_reused"] is True and again["retrain_run"] == summary["retrain_run"]
 
 
 def test_train_records_a_run_with_loadable_weights(capsys, tmp_path, monkeypatch):
@@ -97,13 +103,13 @@ def test_train_records_a_run_with_loadable_weights(capsys, tmp_path, monkeypatch
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     from unlearn_core.models.weights import load_model, state_hash
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
     record = Workspace().get(summary["run_id"])
     assert record.kind == "train" and record.status == "done" and record.config["arch"] == "small_cnn"
     recorded = load_model(Workspace().artifact_path(record.id, "model.safetensors"))
     assert state_hash(recorded) == state_hash(load_model(out)) == summary["model_hash"]
-    assert 0.0 <= record.metrics["test_acc"] <= 1.0
+    assert 0.0 <= record.metrics["blocks"]["train"]["test_acc"] <= 1.0
 
 
 def test_retrain_needs_forget_criteria(capsys):

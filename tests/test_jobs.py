@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_core import jobs
+from unlearn_core.runs import jobs
 from unlearn_core.cli import main
 from unlearn_core.errors import UserError
 from unlearn_core.progress import Cancelled, ProgressEvent
-from unlearn_core.runs import RunRecord, Workspace, cli_command
+from unlearn_core.runs.registry import RunRecord, Workspace, cli_command
 
 SELFTEST = ["runs", "_selftest-job"]
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from unlearn_core.errors import UserError
+from unlearn_core.labels import METRIC_DEFINITIONS
 from unlearn_core.metrics import (
-    METRIC_DEFINITIONS,
     SplitOutputs,
     accuracy,
     avg_gap,

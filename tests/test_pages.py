@@ -45,7 +45,7 @@ def digits_runs(workspace_home):
     from unlearn_core.data.criteria import ForgetCriteria, split_sets
     from unlearn_core.evaluate import evaluate_model
     from unlearn_core.models.weights import SPEC_KEY, state_hash
-    from unlearn_core.runs import Workspace, cli_command
+    from unlearn_core.runs.registry import Workspace, cli_command
 
     data = load_builtin("digits")
     model = load_demo_model(data)
@@ -108,7 +108,7 @@ def test_home_renders_and_loads_the_demo(workspace_home):
     # the demo's forget set is ready on the next page
     at.switch_page("pages/2_forget_set.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert int(_metric(at, "To forget (training)").replace(",", "")) > 10
+    assert int(_metric(at, "Forget (training)").replace(",", "")) > 10
 
 
 def test_data_model_page_picks_a_builtin_set(workspace_home):
@@ -126,7 +126,7 @@ def test_data_model_page_picks_a_builtin_set(workspace_home):
 
 def test_forget_set_counts_follow_the_controls_and_the_text(workspace_home):
     at = _app("pages/2_forget_set.py", **DIGITS)
-    assert _metric(at, "To forget (training)") == "0"
+    assert _metric(at, "Forget (training)") == "0"
     assert at.multiselect(key="fs_classes").value == []
     assert at.slider(key="fs_range_ink") is not None
     assert at.toggle(key="fs_fraction_on").value is False
@@ -135,9 +135,9 @@ def test_forget_set_counts_follow_the_controls_and_the_text(workspace_home):
     slider.set_value((20, int(slider.max))).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["us.criteria"] == "width_px >= 20"
-    forget = int(_metric(at, "To forget (training)").replace(",", ""))
+    forget = int(_metric(at, "Forget (training)").replace(",", ""))
     assert 0 < forget < 1438
-    assert int(_metric(at, "To keep (training)").replace(",", "")) == 1438 - forget
+    assert int(_metric(at, "Remain (training)").replace(",", "")) == 1438 - forget
     assert len(at.get("plotly_chart")) >= 2  # histogram with the range shaded, thumbnails
     assert any("unlearn_core unlearn" in c.value for c in at.code)
 
@@ -154,8 +154,8 @@ def test_forget_set_counts_follow_the_controls_and_the_text(workspace_home):
 
 
 def test_unlearn_page_starts_and_cancels_a_background_run(workspace_home):
-    from unlearn_core import jobs
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs import jobs
+    from unlearn_core.runs.registry import Workspace
 
     at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
     assert at.selectbox(key="ul_method").value == "psg"
@@ -184,14 +184,14 @@ def test_results_page_shows_scores_and_decision_regions(digits_runs):
     assert len(at.dataframe) >= 1
     assert len(at.get("plotly_chart")) >= 3  # per-class bars, loss histograms, t-SNE panels
     assert not at.error, [e.value for e in at.error]
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
     # The panels are kept with the run, so its HTML report can show them too.
     assert Workspace().artifact_path(digits_runs[0], "embedding.npz").is_file()
 
 
 def test_runs_page_lists_compares_and_deletes(digits_runs):
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
     at = _app("pages/6_runs.py", **DIGITS)
     assert at.selectbox(key="rn_run").value in [r.id for r in Workspace().list_runs()]
@@ -245,7 +245,7 @@ def test_an_uploaded_npz_is_stored_and_usable(workspace_home):
     at.switch_page("pages/2_forget_set.py").run()
     at.multiselect(key="fs_values_site").set_value(["B"]).run()
     assert at.session_state["us.criteria"] == 'site == "B"'
-    assert _metric(at, "To forget (training)") == "30"
+    assert _metric(at, "Forget (training)") == "30"
 
 
 @pytest.mark.parametrize("bad", ["/no/such/file.npz"])
@@ -312,7 +312,7 @@ def test_a_missing_demo_model_is_no_dead_end_one_button_retrains_it(tmp_path, mo
     """Without a usable demo model, Data & model says why and retrains it in the background;
     once the job is done the demo model is used."""
     from unlearn_core import assets
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
     monkeypatch.setattr(assets, "ASSETS_DIR", tmp_path / "no_assets")
     monkeypatch.setenv("UNLEARN_STUDIO_HOME", str(tmp_path / "home"))

@@ -85,7 +85,7 @@ def test_hover_text_names_class_and_units():
 
 def test_result_figures():
     fig = plots.per_class_accuracy({"original": [1.0, 0.9], "unlearned": [0.0, float("nan")]}, ["a", "b"])
-    assert [b.name for b in _bars(fig)] == ["original", "unlearned"] and list(_bars(fig)[1].y)[1] is None
+    assert [b.name for b in _bars(fig)] == ["Original", "Unlearned"] and list(_bars(fig)[1].y)[1] is None
     losses = {name: {"forget": np.full(20, 0.1), "test": np.full(30, 2.0)} for name in ("original", "unlearned")}
     fig = plots.loss_histograms(losses)
     assert len(_bars(fig)) == 4 and sum(_bars(fig)[1].y) == pytest.approx(1.0)
@@ -98,7 +98,7 @@ def test_result_figures():
                           {"label": "α=1", "metrics": {"remain_test_acc": 0.8, "forget_test_acc": 0.1}}],
                          original={"remain_test_acc": 0.95, "forget_test_acc": 0.9},
                          retrain={"remain_test_acc": 0.94, "forget_test_acc": 0.0}, highlight="α=1")
-    assert [t.name for t in fig.data] == ["candidates", "saved", "original", "retrain"]
+    assert [t.name for t in fig.data] == ["candidates", "saved", "Original", "Retrained"]
 
 
 def test_tsne_panels_marks_forget_stars_and_wrong_predictions():
@@ -131,7 +131,7 @@ def test_tsne_panels_marks_forget_stars_and_wrong_predictions():
     for t in outlined:  # in the colour of their true class
         assert all(int(c) == true[int(i) - 100] for c, i in zip(t.marker.line.color, t.customdata))
     assert all(int(i) >= 100 for t in points for i in t.customdata)
-    assert [a.text for a in fig.layout.annotations] == ["original", "unlearned"]
+    assert [a.text for a in fig.layout.annotations] == ["Original", "Unlearned"]
 
 
 def test_role_colours_are_not_class_colours():
@@ -139,3 +139,21 @@ def test_role_colours_are_not_class_colours():
              *plots.MODEL_COLORS.values()}
     assert not roles & {c.upper() for c in plots.CLASS_COLORS}
     assert not {r.upper() for r in roles} & {c.upper() for c in plots.CLASS_COLORS}
+
+
+def test_report_figures_use_the_dashboard_palette_and_vocabulary():
+    blocks = {"original": {"forget_train_acc": 1.0, "remain_test_acc": 0.9, "test_acc": float("nan")},
+              "unlearned": {"forget_train_acc": 0.1}}
+    fig = plots.set_accuracy(blocks)
+    assert [(b.name, b.marker.color) for b in _bars(fig)] == [
+        ("Original", plots.MODEL_COLORS["original"]), ("Unlearned", plots.MODEL_COLORS["unlearned"])]
+    assert list(_bars(fig)[0].x) == ["D_f<br>Forget (training)", "T_r<br>Remain (test)"]
+    assert not plots.set_accuracy({"original": {}}).data
+    history = [{"epoch": 1, "forget_acc": 0.8, "remain_acc": 0.99, "loss": 1.0},
+               {"epoch": 2, "forget_acc": 0.2, "remain_acc": 0.98, "loss": 0.5}]
+    fig = plots.epoch_history(history, retrain_forget_acc=0.1)
+    lines = {t.name: t.line.color for t in fig.data}
+    assert lines["Forget (training) accuracy"] == plots.FORGET_COLOR
+    assert lines["Remain (training) accuracy"] == plots.KEEP_COLOR
+    assert fig.layout.shapes[0].y0 == 0.1
+    assert not plots.epoch_history([{"epoch": 1}]).data

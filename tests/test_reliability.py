@@ -29,13 +29,13 @@ import pytest
 import torch
 
 import hostile_files as hostile
-from unlearn_core import runs
+from unlearn_core.runs import registry as runs
 from unlearn_core.cli import main
 from unlearn_core.data import loaders
 from unlearn_core.data.loaders import load_npz
 from unlearn_core.models.architectures import ModelSpec, build_model, spec_for
 from unlearn_core.models.weights import SPEC_KEY, safetensors_payload, save_model
-from unlearn_core.runs import Workspace
+from unlearn_core.runs.registry import Workspace
 
 FORGET = 'label == "1"'
 MiB = 1024**2

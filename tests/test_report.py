@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ import torch
 
 from unlearn_core import report
 from unlearn_core.cli import main as cli_main
-from unlearn_core.metrics import METRIC_DEFINITIONS
-from unlearn_core.runs import HOME_ENV, Workspace, cli_command
+from unlearn_core.labels import METRIC_DEFINITIONS
+from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT
+from unlearn_core.runs.registry import HOME_ENV, Workspace, cli_command
 
 EVIL = "<script>alert('x')</script>"
 CRITERIA = 'vpf_mm >= 12 and camera == "' + EVIL + '"'
@@ -85,7 +87,7 @@ def _unlearn_run(ws: Workspace, *, retrain: bool = True, collapsed: bool = False
         base_model_hash="50a4cf39950806bf", criteria_text=CRITERIA,
         criteria={"version": 1, "text": CRITERIA, "clauses": [{"kind": "compare", "column": "vpf_mm"}]},
         method="psg", config=metrics["config"], seed=0, device="cpu", command=cli_command(argv),
-        parents=parents, label=label,
+        parents=parents, label=label, retrain_run=parents[0] if parents else "",
     )
     ws.save_weights(record.id, {"weight": torch.arange(6.0).reshape(2, 3)}, {"method": "psg"})
     ws.save_json(record.id, "history.json", metrics["history"])
@@ -231,7 +233,7 @@ def test_embedding_panels_are_included_when_saved(ws):
     without = report.render_run_report(record, ws)
     assert "No t-SNE panels were saved with this run" in without
     path = save_panels({k: panel(k) for k in ("original", "retrain", "unlearned")},
-                       ws.artifact_path(record.id, report.EMBEDDING_ARTIFACT))
+                       ws.artifact_path(record.id, EMBEDDING_ARTIFACT))
     page = report.render_run_report(record, ws)
     assert "No t-SNE panels were saved" not in page
     assert "All 9 embedded test images are shown." in page
@@ -259,11 +261,11 @@ def test_comparison_has_one_column_per_run(ws):
 def test_comparison_command_line_writes_the_file(ws, tmp_path, capsys):
     first, second = _unlearn_run(ws), _unlearn_run(ws, retrain=False)
     out = tmp_path / "compare.html"
-    code = report.main(["compare", first.id, second.id, "--out", str(out), "--workspace", str(ws.path)])
+    code = cli_main(["runs", "compare", first.id, second.id, "--out", str(out), "--workspace", str(ws.path)])
     assert code == 0 and out.is_file()
     text = out.read_text(encoding="utf-8")
     assert text.count('<th class="run">') == 2
-    code = report.main(["compare", "20990101-000000-beef", "--out", str(out), "--workspace", str(ws.path)])
+    code = cli_main(["runs", "compare", "20990101-000000-beef", "--out", str(out), "--workspace", str(ws.path)])
     assert code == 2 and "20990101-000000-beef" in capsys.readouterr().err
 
 
@@ -278,3 +280,16 @@ def test_runs_export_html_writes_the_report(ws, tmp_path, monkeypatch, capsys):
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     assert f"Unlearning report — run {record.id}" in text
     assert html.escape(CRITERIA) in text and EVIL not in text
+
+
+def test_the_stylesheet_ships_as_package_data_with_the_palette_filled_in():
+    import tomllib
+    from importlib import resources
+
+    from unlearn_core import plots
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "report.css" in config["tool"]["setuptools"]["package-data"]["unlearn_core.report"]
+    assert resources.files("unlearn_core.report").joinpath("report.css").is_file()
+    css = report._css()
+    assert "%(" not in css.split("*/", 1)[1] and plots.FORGET_COLOR in css and plots.MODEL_COLORS["retrain"] in css

@@ -10,12 +10,11 @@ import errno
 import io
 import json
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
-from unlearn_core import runs
+from unlearn_core.runs import registry as runs
 from unlearn_core.cli import main
 from unlearn_core.errors import UserError
 from unlearn_core.progress import (
@@ -25,7 +24,9 @@ from unlearn_core.progress import (
     RegistryReporter,
     StderrReporter,
 )
-from unlearn_core.runs import MIGRATIONS, Workspace, metrics_rows, recipe_hash
+from unlearn_core import files
+from unlearn_core.exports import metrics_rows
+from unlearn_core.runs.registry import MIGRATIONS, Workspace, recipe_hash
 
 
 @pytest.fixture()
@@ -238,7 +239,7 @@ def test_interrupted_write_leaves_the_previous_artifact_and_no_partial_file(ws, 
         path.write_bytes(data[: len(data) // 2])
         raise KeyboardInterrupt  # the process dies mid-write
 
-    monkeypatch.setattr(runs, "_write_file", crash_halfway)
+    monkeypatch.setattr(files, "write_file", crash_halfway)
     with pytest.raises(KeyboardInterrupt):
         ws.save_json(record.id, "metrics", {"version": 2, "padding": "x" * 1000})
     with pytest.raises(KeyboardInterrupt):
@@ -261,7 +262,7 @@ def test_disk_full_fails_the_run_and_leaves_other_runs_intact(ws, monkeypatch):
         path.write_bytes(b"")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs, "_write_file", disk_full)
+    monkeypatch.setattr(files, "write_file", disk_full)
     with pytest.raises(UserError, match="disk is full"):
         ws.save_weights(current.id, {"w": torch.zeros(3)})
     failed = ws.get(current.id)
@@ -401,9 +402,61 @@ def test_cli_export_to_unwritable_path_names_it(capsys, ws, finished, tmp_path):
     assert code == 2 and str(bad) in err and "--out" in err
 
 
-def test_cli_html_export_without_report_module(capsys, ws, finished, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "unlearn_core.report", None)  # import now fails
-    code, _, err = _cli(capsys, ws, "runs", "export", finished.id, "--format", "html",
-                        "--out", str(tmp_path / "r.html"))
-    assert code == 2 and "HTML report not available yet" in err
-    assert not (tmp_path / "r.html").exists()
+def test_a_registry_from_before_migration_2_gets_its_run_facts_from_command_and_metrics(tmp_path):
+    """Runs recorded by the first schema keep opening: base weights/arch come from the recorded
+    command, the retrain run from the old flat metrics (NaN and all), a composition inherits."""
+    from unlearn_core.runs.result import RunResult
+
+    path = tmp_path / "old"
+    path.mkdir()
+    with sqlite3.connect(path / runs.REGISTRY_NAME) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        old_metrics = ('{"original": {"forget_test_acc": 0.9, "remain_test_acc": 0.95, "forget_train_acc": 1.0, '
+                       '"remain_train_acc": 1.0, "mia_svc_efficacy": NaN}, "unlearned": {"forget_test_acc": 0.1, '
+                       '"remain_test_acc": 0.9, "forget_train_acc": 0.0, "remain_train_acc": 0.95, '
+                       '"mia_svc_efficacy": 0.8}, "retrain": {"forget_test_acc": 0.0, "remain_test_acc": 0.93, '
+                       '"forget_train_acc": 0.0, "remain_train_acc": 0.97, "mia_svc_efficacy": 1.0}, '
+                       '"distance_to_retrain": 0.1, "seconds_unlearn": 2.0, "seconds_retrain": 8.0, '
+                       '"retrain_run": "r-1", "retrain_reused": true, "flip_rate": 0.5}')
+        rows = [
+            ("r-1", "retrain", '{"retrain": {"test_acc": 0.9}, "seconds_retrain": 8.0}', '[]',
+             '["python", "-m", "unlearn_core", "train", "--dataset", "digits", "--retrain"]'),
+            ("u-1", "unlearn", old_metrics, '["r-1"]',
+             '["python", "-m", "unlearn_core", "unlearn", "--dataset", "digits", "--weights", "/w/m.pt", '
+             '"--arch", "allcnn", "--forget", "label == 3", "--retrain"]'),
+            ("c-1", "compose", '{"original": {}, "unlearned": {}, "retrain": {}, "candidates": [], "chosen": "a"}',
+             '["u-1"]', '["python", "-m", "unlearn_core", "compose", "--runs", "u-1"]'),
+        ]
+        for i, (run_id, kind, metrics, parents, command) in enumerate(rows):
+            conn.execute("INSERT INTO runs (id, kind, status, created_at, metrics, parents, command) "
+                         "VALUES (?, ?, 'done', ?, ?, ?, ?)", (run_id, kind, f"2026-01-0{i + 1}", metrics, parents,
+                                                               command))
+    ws = Workspace(path)
+    assert ws.schema_version == len(MIGRATIONS)
+    unlearned, composed, reference = ws.get("u-1"), ws.get("c-1"), ws.get("r-1")
+    assert (unlearned.base_weights, unlearned.base_arch, unlearned.retrain_run) == ("/w/m.pt", "allcnn", "r-1")
+    assert (composed.base_weights, composed.base_arch, composed.retrain_run) == ("/w/m.pt", "allcnn", "r-1")
+    assert (reference.base_weights, reference.retrain_run) == ("", "")
+    result = RunResult.of(unlearned)
+    assert list(result.ordered_blocks()) == ["original", "retrain", "unlearned"]
+    assert result.comparison.distance_to_retrain == 0.1 and result.comparison.avg_gap == pytest.approx(0.0625)
+    assert result.timing.pct_of_retrain == 25.0 and result.diagnostics["flip_rate"] == 0.5
+    assert result.retrain_reused is True
+    assert RunResult.of(reference).main_block() == ("retrain", {"test_acc": 0.9})
+    assert RunResult.of(composed).chosen == "a"
+
+
+def test_a_run_result_reads_back_from_its_stored_shape():
+    from unlearn_core.runs.result import Comparison, RunResult, Timing
+
+    result = RunResult(blocks={"original": {"a": 1.0}, "unlearned": {"a": 0.5}},
+                       comparison=Comparison(distance_to_retrain=0.2, avg_gap=0.1, collapsed=False),
+                       timing=Timing(unlearn=1.0, retrain=4.0), sizes={"forget_train": 3},
+                       candidates=[{"label": "x"}], chosen="x")
+    stored = json.loads(json.dumps(result.to_dict()))
+    assert stored["timing"]["speedup"] == 4.0
+    assert RunResult.from_dict(stored) == result
+    assert result.main_block() == ("unlearned", {"a": 0.5})

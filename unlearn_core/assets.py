@@ -62,7 +62,7 @@ def demo_model_path(name: str) -> Path:
 
 def workspace_demo_path(name: str, home: Path | None = None) -> Path:
     """Where a demo model retrained on this computer is kept (preferred over the shipped one)."""
-    from unlearn_core.runs import default_home
+    from unlearn_core.runs.registry import default_home
 
     return Path(home or default_home()) / WORKSPACE_DEMO_DIR / _file_name(name)
 

@@ -37,12 +37,9 @@ from unlearn_core.errors import UserError
 from unlearn_core.evaluate import evaluate_model
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits, to_pixels
-from unlearn_core.progress import Cancelled, ProgressEvent
+from unlearn_core.progress import Cancelled, ProgressCallback, ProgressEvent, StopCheck
+from unlearn_core.runs.requests import STRATEGIES, STRATEGY_RUNS
 from unlearn_core.training import iterate_batches
-
-ProgressCallback = Callable[[ProgressEvent], None]
-StopCheck = Callable[[], bool]
-STRATEGIES = ("head_swap", "blockwise", "interpolate", "task_sum")
 
 
 # --- compatibility -------------------------------------------------------------------------
@@ -442,11 +439,10 @@ class CompositionConfig:
         """Raise :class:`UserError` if this config cannot run with ``n_models`` runs."""
         if self.strategy not in STRATEGIES:
             raise UserError(f"Unknown composition strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
-        needed = {"head_swap": 2, "interpolate": 2, "blockwise": 1, "task_sum": 1}[self.strategy]
-        exact = self.strategy in ("head_swap", "interpolate")
-        if n_models < needed or (exact and n_models != needed):
-            raise UserError(f"{self.strategy} needs {'exactly' if exact else 'at least'} {needed} "
-                            f"run(s), got {n_models}.")
+        low, high = STRATEGY_RUNS[self.strategy]
+        if not low <= n_models <= high:
+            needed = f"exactly {low}" if low == high else f"{low} to {high}"
+            raise UserError(f"{self.strategy} needs {needed} run(s), got {n_models}.")
         if self.strategy == "interpolate" and not self.alphas:
             raise UserError("Give at least one α for the interpolation sweep.")
         if self.strategy == "task_sum" and not self.scales:

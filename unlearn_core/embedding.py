@@ -23,10 +23,9 @@ Why these choices:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,13 +358,10 @@ def _npz_path(path: str | Path) -> Path:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file behind."""
+    """``write(handle)`` into memory, then :func:`unlearn_core.files.atomic_write` it."""
+    from unlearn_core.files import atomic_write
+
+    buffer = io.BytesIO()
+    write(buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, buffer.getvalue())

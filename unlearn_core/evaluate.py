@@ -6,7 +6,7 @@ import numpy as np
 
 from unlearn_core.data.criteria import ForgetSplit
 from unlearn_core.data.imageset import ImageSet
-from unlearn_core.metrics import SplitOutputs, distance_to_retrain, is_collapsed, metric_block
+from unlearn_core.metrics import SplitOutputs, avg_gap, distance_to_retrain, is_collapsed, metric_block
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits
 
@@ -28,7 +28,8 @@ def evaluate_model(model: Classifier, data: ImageSet, split: ForgetSplit, seed: 
 
 
 def compare_blocks(original: dict, unlearned: dict, retrain: dict | None = None) -> dict:
-    """Top-level comparison figures: distance to retrain (if known) and the collapse flag."""
+    """Comparison figures: the collapse flag and, with a retrain reference, the distances to it
+    (of the unlearned and of the original model) and SalUn's Avg. Gap (``None`` if undefined)."""
     summary = {"collapsed": bool(is_collapsed(original, unlearned))}
     if retrain is not None:
         summary["distance_to_retrain"] = distance_to_retrain(
@@ -39,4 +40,6 @@ def compare_blocks(original: dict, unlearned: dict, retrain: dict | None = None)
             original["remain_test_acc"], original["forget_test_acc"],
             retrain["remain_test_acc"], retrain["forget_test_acc"],
         )
+        gap = avg_gap(unlearned, retrain)
+        summary["avg_gap"] = None if np.isnan(gap) else gap
     return summary

@@ -38,7 +38,6 @@ from sklearn.svm import SVC
 from unlearn_core.errors import UserError
 
 __all__ = [
-    "METRIC_DEFINITIONS",
     "SplitOutputs",
     "accuracy",
     "avg_gap",
@@ -404,7 +403,7 @@ def metric_block(
 ) -> dict[str, float | int | list]:
     """All per-model metrics from its logits on ``D_f``, ``D_r``, ``T_f``, ``T_r``.
 
-    Keys (see :data:`METRIC_DEFINITIONS`): accuracies on each set and on the whole test set
+    Keys (see :data:`unlearn_core.labels.METRIC_DEFINITIONS`): accuracies on each set and on the whole test set
     ``T_f ∪ T_r``, per-class test accuracy, the three MIA scores, and the set sizes. The MIA
     efficacy and the SVC efficacy use the whole test set as non-members (as their reference
     implementations do); the membership AUC uses ``T_f`` only.
@@ -434,77 +433,3 @@ def metric_block(
     }
 
 
-METRIC_DEFINITIONS: dict[str, str] = {
-    "forget_train_acc": (
-        "Forget accuracy (train): share of the training samples to forget (D_f) that the model "
-        "still classifies correctly. It should fall to what a model retrained without them "
-        "achieves (near 0 when a whole class is forgotten, near test accuracy otherwise)."
-    ),
-    "remain_train_acc": (
-        "Remain accuracy (train): accuracy on the training samples the model should keep (D_r). "
-        "Ideal: unchanged from the original model, close to the retrained model."
-    ),
-    "forget_test_acc": (
-        "Forget accuracy (test): accuracy on held-out test samples that match the forget "
-        "criterion (T_f), i.e. how well the model still handles that kind of sample. Ideal: the "
-        "retrained model's value. Empty (nan) when no test sample matches the criterion."
-    ),
-    "remain_test_acc": (
-        "Remain accuracy (test): accuracy on test samples outside the forget criterion (T_r): "
-        "the usefulness that unlearning must preserve. Ideal: as high as the original model "
-        "and the retrained model."
-    ),
-    "test_acc": (
-        "Test accuracy: accuracy on the whole test set (T_f and T_r together), counting every "
-        "sample. Ideal: the retrained model's value."
-    ),
-    "per_class_test_acc": (
-        "Per-class test accuracy: test accuracy for each true class separately (nan where a "
-        "class has no test samples). Shows whether forgetting one group damaged other classes; "
-        "ideal: the retrained model's values."
-    ),
-    "mia_loss_lr": (
-        "MIA efficacy (reference-compatible): a logistic-regression attacker sees only each "
-        "sample's loss and tries to tell the forget-train samples from test samples (equal-size "
-        "groups, mean accuracy over 5 stratified shuffle splits). 0.5 means they are "
-        "indistinguishable (chance); the ideal is the retrained model's value."
-    ),
-    "mia_loss_lr_std": (
-        "Standard deviation of the MIA efficacy over its 5 splits: how much to trust small "
-        "differences in it. Smaller is a more stable estimate; no ideal value of its own."
-    ),
-    "mia_svc_efficacy": (
-        "MIA-Efficacy (SalUn): an SVM trained to tell remain-train samples (members) from test "
-        "samples (non-members) by the confidence in the true label is applied to the forget "
-        "set; the score is the share of forget samples it calls non-members. Higher means the "
-        "forget set looks more unseen; ideal: the retrained model's value."
-    ),
-    "mia_membership_auc": (
-        "Membership attack AUC: a logistic-regression attacker uses loss, confidence and "
-        "entropy to tell forget-train samples (trained on) from test samples of the same kind "
-        "(never trained on); ROC AUC of its cross-validated guesses. 0.5 = it cannot tell the "
-        "forget samples were ever trained on; ideal: the retrained model's value (about 0.5)."
-    ),
-    "n_forget_train": "Number of training samples to forget (D_f). Context for every score.",
-    "n_remain_train": "Number of training samples to keep (D_r). Context for every score.",
-    "n_forget_test": (
-        "Number of test samples matching the forget criterion (T_f). Below 5, the membership "
-        "attack is not computed."
-    ),
-    "n_remain_test": "Number of test samples outside the forget criterion (T_r).",
-    "distance_to_retrain": (
-        "Distance to retrain: straight-line distance between this model and the retrained model "
-        "in the plane of (remain test accuracy, forget test accuracy). 0 = behaves exactly like "
-        "a model retrained without the forget set; smaller is better."
-    ),
-    "avg_gap": (
-        "Avg. Gap (SalUn): mean absolute difference to the retrained model over four numbers: "
-        "1 − forget-train accuracy, remain-train accuracy, remain-test accuracy and "
-        "MIA-Efficacy. 0 is ideal; smaller is better."
-    ),
-    "collapsed": (
-        "Collapsed: the unlearned model lost more than the allowed amount (default 10 "
-        "percentage points) of remain-test accuracy compared with the original, so it forgot "
-        "by breaking rather than by unlearning. Ideal: no."
-    ),
-}

@@ -1,16 +1,16 @@
 """The unlearning pipeline shared by the command line, background jobs and the benchmark.
 
-One function, :func:`run_unlearning`, goes from names (data set, criteria, method, settings) to
-models and the report dict that ``unlearn --json`` prints. Keeping it here (not in the CLI)
-means the dashboard's background job, the benchmark and the tests measure exactly the same
-thing a user types.
+One function, :func:`run_unlearning`, goes from an :class:`UnlearnRequest` plus the loaded data
+and model to models and a :class:`~unlearn_core.runs.result.RunResult`. Keeping it here (not in
+the CLI) means the dashboard's background job, the benchmark and the tests measure exactly the
+same thing a user types. Saving and recording are :mod:`unlearn_core.runs.workflows`' job.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from unlearn_core.assets import DEMO_RECIPES
@@ -20,33 +20,26 @@ from unlearn_core.evaluate import compare_blocks, evaluate_model
 from unlearn_core.methods.base import UnlearnData, UnlearnResult, get_method
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.weights import state_hash
+from unlearn_core.runs.requests import UnlearnRequest
+from unlearn_core.runs.result import Comparison, RunResult, Timing
 from unlearn_core.training import TrainConfig
 
 
 @dataclass
-class UnlearnRequest:
-    """What to forget, how, and whether to also compute the retrain reference."""
-
-    forget: str
-    method: str = "psg"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    preset: str | None = None
-    retrain: bool = False
-    seed: int = 0
-    device: str = "auto"
-
-
-@dataclass
 class UnlearnOutcome:
-    """Models and the JSON-ready report of one unlearning run."""
+    """Models, split and result of one unlearning run (not yet saved anywhere)."""
 
     original: Classifier
     unlearned: Classifier
     retrain: Classifier | None
     split: ForgetSplit
     criteria: ForgetCriteria
-    result: UnlearnResult
-    report: dict[str, Any]
+    method_result: UnlearnResult
+    result: RunResult
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    data_fingerprint: str
+    base_model_hash: str
 
 
 def retrain_recipe(data: ImageSet, model: Classifier, seed: int, device: str) -> TrainConfig:
@@ -93,40 +86,27 @@ def run_unlearning(
     if request.retrain and retrain_model is None:
         recipe = retrain_recipe(data, model, request.seed, request.device)
         retrain_model, retrain_seconds = train_retrain(data, split, recipe, on_progress, should_stop)
-    report = build_report(data, split, criteria, request, config, model, result, retrain_model, retrain_seconds)
-    return UnlearnOutcome(model, result.model, retrain_model, split, criteria, result, report)
+    scored = build_result(data, split, criteria, request, model, result, retrain_model, retrain_seconds)
+    return UnlearnOutcome(model, result.model, retrain_model, split, criteria, result, scored,
+                          _plain(vars(config)), _plain(result.history), data.fingerprint(), state_hash(model))
 
 
-def build_report(data, split, criteria, request, config, original, result, retrain_model, retrain_seconds) -> dict:
-    """The report dict: metric blocks per model plus the top-level comparison figures."""
+def build_result(data: ImageSet, split: ForgetSplit, criteria: ForgetCriteria, request: UnlearnRequest,
+                 original: Classifier, result: UnlearnResult, retrain_model: Classifier | None,
+                 retrain_seconds: float | None) -> RunResult:
+    """Score original / unlearned / retrain on the four sets and compare them."""
     started = time.perf_counter()
     blocks = {"original": evaluate_model(original, data, split, seed=request.seed),
               "unlearned": evaluate_model(result.model, data, split, seed=request.seed)}
     if retrain_model is not None:
         blocks["retrain"] = evaluate_model(retrain_model, data, split, seed=request.seed)
-    report: dict[str, Any] = dict(blocks)
-    report.update(compare_blocks(blocks["original"], blocks["unlearned"], blocks.get("retrain")))
-    report.setdefault("distance_to_retrain", None)
-    report["seconds_unlearn"] = result.seconds
-    report["seconds_retrain"] = retrain_seconds
-    if retrain_seconds:
-        report["time_pct_of_retrain"] = 100.0 * result.seconds / retrain_seconds
-        report["speedup"] = retrain_seconds / max(result.seconds, 1e-9)
-    report["flip_rate"] = result.diagnostics.get("flip_rate")
-    report["method"] = request.method
-    report["preset"] = request.preset
-    report["config"] = _plain(vars(config))
-    report["dataset"] = data.name
-    report["dataset_fingerprint"] = data.fingerprint()
-    report["base_model_hash"] = state_hash(original)
-    report["criteria"] = criteria.to_text()
-    report["criteria_description"] = criteria.describe(data.classes, data.units)
-    report["sizes"] = split.sizes()
-    report["forget_classes"] = dict(Counter(data.classes[i] for i in data.labels.numpy()[split.forget_train]))
-    report["history"] = _plain(result.history)
-    report["diagnostics"] = _plain(result.diagnostics)
-    report["seconds_evaluate"] = time.perf_counter() - started
-    return report
+    comparison = Comparison(**compare_blocks(blocks["original"], blocks["unlearned"], blocks.get("retrain")))
+    diagnostics = _plain(result.diagnostics)
+    forget_classes = Counter(data.classes[i] for i in data.labels.numpy()[split.forget_train])
+    return RunResult(
+        blocks=blocks, comparison=comparison, sizes=split.sizes(), forget_classes=dict(forget_classes),
+        diagnostics=diagnostics, criteria_description=criteria.describe(data.classes, data.units),
+        timing=Timing(unlearn=result.seconds, retrain=retrain_seconds, evaluate=time.perf_counter() - started))
 
 
 def _plain(value: Any) -> Any:

@@ -20,6 +20,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from unlearn_core.labels import MODEL_SHORT, SET_BY_KEY, SETS
+
 #: Set and model roles: deliberately unlike every class colour, so "orange" always means a class.
 FORGET_COLOR = "#8E24AA"
 FORGET_LIGHT = "#D7A6E3"
@@ -31,14 +33,8 @@ CLASS_COLORS = (
     "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2",
     "#B279A2", "#EECA3B", "#9D755D", "#FF9DA6", "#BAB0AC",
 )
-SET_LABELS = {
-    "forget_train": "Forget · training (D_f)",
-    "remain_train": "Keep · training (D_r)",
-    "forget_test": "Forget · test (T_f)",
-    "remain_test": "Keep · test (T_r)",
-}
-SET_SHORT = {"forget_train": "Forget · train", "remain_train": "Keep · train",
-             "forget_test": "Forget · test", "remain_test": "Keep · test"}
+SET_LABELS = {s.key: f"{s.name} ({s.symbol})" for s in SETS}
+SET_SHORT = {s.key: s.short for s in SETS}
 SET_COLORS = {
     "forget_train": FORGET_COLOR, "forget_test": FORGET_LIGHT,
     "remain_train": KEEP_COLOR, "remain_test": KEEP_LIGHT,
@@ -379,8 +375,9 @@ def per_class_accuracy(accuracies: Mapping[str, Sequence[float]], classes: Seque
     names = [str(c) for c in classes]
     for model_name, values in accuracies.items():
         vals = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values]
-        fig.add_bar(x=names, y=vals, name=model_name, marker_color=MODEL_COLORS.get(model_name),
-                    hovertemplate="%{x}: %{y:.1%}<extra>" + model_name + "</extra>")
+        shown = MODEL_SHORT.get(model_name, model_name)
+        fig.add_bar(x=names, y=vals, name=shown, marker_color=MODEL_COLORS.get(model_name),
+                    hovertemplate="%{x}: %{y:.1%}<extra>" + shown + "</extra>")
     fig.update_layout(barmode="group", yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.05]),
                       xaxis=dict(title="class", type="category"))
     # same height, legend place and margins as :func:`loss_histograms`, so side-by-side charts
@@ -389,6 +386,54 @@ def per_class_accuracy(accuracies: Mapping[str, Sequence[float]], classes: Seque
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
                       margin=dict(l=10, r=10, t=60, b=10))
     return fig
+
+
+def set_accuracy(blocks: Mapping[str, Mapping], title: str = "Accuracy on each set") -> go.Figure:
+    """Grouped bars: each model's accuracy on D_f, D_r, T_f, T_r and the whole test set.
+
+    ``blocks`` are metric blocks by model key (``original``, ``retrain``, ``unlearned``); a
+    missing or ``nan`` accuracy leaves its bar out. No trace at all when there is nothing to draw.
+    """
+    fig = go.Figure()
+    sets = [(f"{s.key}_acc", f"{s.symbol}<br>{s.name}") for s in SETS] + [("test_acc", "All test")]
+    for name, block in blocks.items():
+        pairs = [(label, block[key]) for key, label in sets
+                 if isinstance(block.get(key), (int, float)) and not np.isnan(block[key])]
+        if pairs:
+            shown = MODEL_SHORT.get(name, name)
+            fig.add_bar(x=[p[0] for p in pairs], y=[p[1] for p in pairs], name=shown,
+                        marker_color=MODEL_COLORS.get(name), text=[f"{100 * p[1]:.1f}%" for p in pairs],
+                        textposition="outside", hovertemplate="%{x}: %{y:.1%}<extra>" + shown + "</extra>")
+    fig.update_layout(barmode="group", yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.12]),
+                      plot_bgcolor="white")
+    fig.update_yaxes(gridcolor="#eee")
+    return _layout(fig, title, 360)
+
+
+def epoch_history(history: Sequence[Mapping], retrain_forget_acc: float | None = None,
+                  title: str = "Forgetting and remaining, per epoch") -> go.Figure:
+    """Forget- and remain-set accuracy per epoch (and the loss on a second axis), as a method
+    reported them while running; a dashed line marks the retrained model's forget accuracy."""
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for key, label, color in (("forget_acc", f"{SET_BY_KEY['forget_train'].name} accuracy", FORGET_COLOR),
+                              ("remain_acc", f"{SET_BY_KEY['remain_train'].name} accuracy", KEEP_COLOR)):
+        ys = [h.get(key) for h in history]
+        if any(isinstance(y, (int, float)) for y in ys):
+            fig.add_scatter(x=epochs, y=ys, name=label, mode="lines+markers", line=dict(color=color),
+                            hovertemplate="epoch %{x}: %{y:.1%}<extra>" + label + "</extra>")
+    losses = [h.get("loss") for h in history]
+    if fig.data and any(isinstance(v, (int, float)) and np.isfinite(v) for v in losses):
+        fig.add_scatter(x=epochs, y=losses, name="training loss", mode="lines",
+                        line=dict(color=KEEP_LIGHT, dash="dot"), secondary_y=True)
+    if fig.data and isinstance(retrain_forget_acc, (int, float)) and not np.isnan(retrain_forget_acc):
+        fig.add_hline(y=retrain_forget_acc, line=dict(color=MODEL_COLORS["retrain"], dash="dash"),
+                      annotation_text="retrained: forget accuracy", annotation_position="top left")
+    fig.update_layout(plot_bgcolor="white")
+    fig.update_xaxes(title_text="epoch", dtick=1, gridcolor="#eee")
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.05], gridcolor="#eee", secondary_y=False)
+    fig.update_yaxes(title_text="loss", secondary_y=True, showgrid=False)
+    return _layout(fig, title, 340)
 
 
 def loss_histograms(losses: Mapping[str, Mapping[str, np.ndarray]], bins: int = 30,
@@ -400,7 +445,8 @@ def loss_histograms(losses: Mapping[str, Mapping[str, np.ndarray]], bins: int = 
     the forget set looks like the test set, as it does for the retrained model.
     """
     names = list(losses)
-    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names, shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=[MODEL_SHORT.get(n, n) for n in names],
+                        shared_yaxes=True)
     all_values = np.concatenate([np.asarray(v, dtype=float) for d in losses.values() for v in d.values()
                                  if len(v)] or [np.zeros(1)])
     hi = float(np.quantile(all_values, 0.99)) if len(all_values) else 1.0
@@ -493,7 +539,7 @@ def tsne_panels(
         xref, yref = f"x{suffix}", f"y{suffix}"
         layout_axes[f"xaxis{suffix}"] = dict(domain=[x0, x1], visible=False, anchor=yref)
         layout_axes[f"yaxis{suffix}"] = dict(domain=[0, 1], visible=False, anchor=xref)
-        annotations.append(dict(text=(titles or {}).get(name, name), x=(x0 + x1) / 2, y=1.0, xref="paper",
+        annotations.append(dict(text=(titles or MODEL_SHORT).get(name, name), x=(x0 + x1) / 2, y=1.0, xref="paper",
                                 yref="paper", xanchor="center", yanchor="bottom", showarrow=False,
                                 font=dict(size=14)))
         panel = panels[name]
@@ -561,10 +607,11 @@ def tradeoff(candidates: Sequence[Mapping], original: Mapping | None = None, ret
                                 marker=dict(size=22, symbol="circle-open", color=FORGET_COLOR, line=dict(width=3)))
     for name, block, symbol in (("original", original, "square"), ("retrain", retrain, "diamond")):
         if block:
-            fig.add_scatter(x=[block.get(x)], y=[block.get(y)], mode="markers+text", text=[name],
-                            textposition="bottom center", name=name,
+            shown = MODEL_SHORT[name]
+            fig.add_scatter(x=[block.get(x)], y=[block.get(y)], mode="markers+text", text=[shown],
+                            textposition="bottom center", name=shown,
                             marker=dict(size=14, symbol=symbol, color=MODEL_COLORS[name]),
-                            hovertemplate=name + "<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
+                            hovertemplate=shown + "<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
     fig.update_layout(xaxis=dict(title="remain test accuracy (higher is better)", tickformat=".1%"),
                       yaxis=dict(title="forget test accuracy (closer to retrain is better)", tickformat=".0%"))
     return _layout(fig, title, 420)

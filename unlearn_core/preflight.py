@@ -86,9 +86,9 @@ def check_unlearn(*, dataset: str, forget: str, method: str, overrides: Mapping[
     check_weights(weights, arch)
     data = _load(dataset)
     _check_forget_split(data, forget)
-    from unlearn_core.models.weights import load_model_for_data
+    from unlearn_core.runs.artifacts import load_model_for
 
-    load_model_for_data(data, weights, arch)  # classes and channels must match the data
+    load_model_for(data, weights, arch)  # classes and channels must match the data
 
 
 def _load(dataset: str):

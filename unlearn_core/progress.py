@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 from unlearn_core.errors import UserError
 
 if TYPE_CHECKING:  # runs imports nothing from here at runtime either; no import cycle.
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
 
 class Cancelled(KeyboardInterrupt):
@@ -282,7 +282,7 @@ class CancelToken:
     """The ``should_stop`` hook of a run: true once a cancel was requested.
 
     A cancel can arrive three ways: :meth:`cancel` in the same process, a signal handler calling
-    :meth:`cancel` (SIGTERM from :func:`unlearn_core.jobs.cancel`), or the run's
+    :meth:`cancel` (SIGTERM from :func:`unlearn_core.runs.jobs.cancel`), or the run's
     ``cancel_requested`` flag in the registry (set by another process). The registry is read at
     most every ``interval`` seconds, so calling the token every step stays cheap.
     """

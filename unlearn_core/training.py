@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -22,10 +21,7 @@ from unlearn_core.device import autocast, resolve_device
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import Classifier, build_model, spec_for
 from unlearn_core.models.inference import predict_logits, to_pixels
-from unlearn_core.progress import Cancelled, ProgressEvent
-
-ProgressCallback = Callable[[ProgressEvent], None]
-StopCheck = Callable[[], bool]
+from unlearn_core.progress import Cancelled, ProgressCallback, ProgressEvent, StopCheck
 
 
 #: Most epochs a training may ask for (a typo like 1000000000 would otherwise never end).

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 from unlearn_core.errors import UserError
 
-#: Subcommand modules, in the order ``--help`` lists them. A missing module is skipped so the
-#: command line keeps working while a group is being built.
+#: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
     "unlearn_core.cli.data_cmd",
     "unlearn_core.cli.train_cmd",
@@ -36,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 

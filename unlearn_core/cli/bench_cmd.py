@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unlearn_core.cli.common import add_device_argument, add_json_flag, print_json
+from unlearn_core.cli.common import add_json_flag, print_json
+from unlearn_core.runs.requests import add_device_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,49 +8,10 @@ import math
 import sys
 from typing import Any
 
-from typing import TYPE_CHECKING
-
-from unlearn_core.device import DEVICE_CHOICES
-
-if TYPE_CHECKING:
-    from unlearn_core.data.imageset import ImageSet
-    from unlearn_core.models.architectures import Classifier
-
-#: Names for argument help and choices. Kept here (checked against the library by a test) so
-#: that building the parser does not import torch: ``runs list`` and job start-up stay fast.
-BUILTIN_NAMES = ("oculoplastic", "fundus", "digits")
-ARCHITECTURE_NAMES = ("small_cnn", "allcnn", "resnet18", "resnet50")
-
-
-def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset", required=True, metavar="NAME_OR_PATH",
-        help=f"built-in set ({', '.join(BUILTIN_NAMES)}) or a .npz / .zip / image folder with a CSV",
-    )
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", metavar="FILE",
-                        help="model weights (.safetensors, weights-only .pt or TorchScript); "
-                             "default: the shipped demo model of a built-in set")
-    parser.add_argument("--arch", choices=ARCHITECTURE_NAMES, default=None,
-                        help="architecture of --weights when the file does not say (default small_cnn)")
-
-
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                        help="where to compute (auto: CUDA, then Apple MPS, else CPU)")
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-
-
-def load_model_for(data: ImageSet, weights: str | None, arch: str | None) -> Classifier:
-    """The user's weights (checked against the data's shape and classes) or the shipped demo model."""
-    from unlearn_core.models.weights import load_model_for_data
-
-    return load_model_for_data(data, weights, arch)
 
 
 def _json_safe(value: Any) -> Any:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from unlearn_core.cli.common import add_dataset_argument, add_json_flag, print_json, print_table
+from unlearn_core.cli.common import add_json_flag, print_json, print_table
+from unlearn_core.runs.requests import add_dataset_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

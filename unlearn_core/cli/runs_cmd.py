@@ -20,21 +20,13 @@ import time
 from typing import Any
 
 from unlearn_core.errors import UserError
-from unlearn_core.jobs import add_run_id_argument, cancel, command_run, poll_queue, rerun
+from unlearn_core.runs.jobs import add_run_id_argument, cancel, command_run, poll_queue, rerun
 from unlearn_core.progress import ProgressEvent
-from unlearn_core.runs import (
-    EXPORT_FORMATS,
-    KINDS,
-    STATUSES,
-    RunRecord,
-    Workspace,
-    cli_command,
-    metrics_rows,
-    write_export,
-)
+from unlearn_core.exports import EXPORT_FORMATS, metrics_rows, write_export
+from unlearn_core.runs.registry import KINDS, STATUSES, RunRecord, Workspace, cli_command
 
 #: Subcommands listed in ``runs --help`` (the self-test stays out of the way).
-VISIBLE = ("list", "show", "cancel", "delete", "export", "rerun")
+VISIBLE = ("list", "show", "cancel", "delete", "export", "rerun", "compare", "embed")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,6 +75,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     again.add_argument("run_id", metavar="ID")
     again.set_defaults(func=cmd_rerun)
 
+    compare = commands.add_parser("compare", parents=[common], help="an HTML report of several runs side by side")
+    compare.add_argument("run_ids", nargs="+", metavar="ID")
+    compare.add_argument("--out", required=True, help="file, or existing folder, to write")
+    compare.add_argument("--no-charts", action="store_true", help="text and tables only (small file)")
+    compare.set_defaults(func=cmd_compare)
+
+    embed = commands.add_parser("embed", parents=[common],
+                                help="compute and save a finished run's t-SNE decision regions (for its report)")
+    embed.add_argument("run_id", metavar="ID")
+    embed.set_defaults(func=cmd_embed)
+
     selftest = commands.add_parser("_selftest-job", parents=[common])
     selftest.add_argument("--steps", type=int, default=20)
     selftest.add_argument("--delay", type=float, default=0.05, help="seconds per step")
@@ -108,13 +111,10 @@ def _clip(text: str, width: int) -> str:
 
 def key_metrics(record: RunRecord, limit: int = 3) -> str:
     """A few headline numbers for the table: forget/remain accuracies of the run's own model."""
-    preferred = {"train": "original", "retrain": "retrain", "unlearn": "unlearned",
-                 "compose": "composed"}.get(record.kind)
-    rows = metrics_rows(record)
-    models = {model for model, _, _ in rows}
-    own = preferred if preferred in models else (rows[0][0] if rows else None)
-    chosen = [(metric, value) for model, metric, value in rows
-              if model == own and isinstance(value, (int, float)) and "." not in metric]
+    from unlearn_core.runs.result import RunResult
+
+    _, block = RunResult.of(record).main_block()
+    chosen = [(metric, value) for metric, value in block.items() if isinstance(value, (int, float))]
     chosen.sort(key=lambda item: not any(word in item[0] for word in ("forget", "remain")))
     return " ".join(f"{metric}={value:.3g}" for metric, value in chosen[:limit])
 
@@ -209,6 +209,22 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     path = write_export(_workspace(args), args.run_id, args.format, args.out)
     print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from unlearn_core.report import write_comparison_report
+
+    print(write_comparison_report(_workspace(args), args.run_ids, args.out, charts=not args.no_charts))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT, embed_run
+
+    workspace = _workspace(args)
+    panels = embed_run(workspace, args.run_id)
+    print(f"saved {len(panels)} panels to {workspace.artifact_path(args.run_id, EMBEDDING_ARTIFACT)}")
     return 0
 
 

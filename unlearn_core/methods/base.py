@@ -21,7 +21,7 @@ import math
 import time
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,11 +36,8 @@ from unlearn_core.errors import UserError
 from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import to_pixels
-from unlearn_core.progress import Cancelled, ProgressEvent
+from unlearn_core.progress import Cancelled, ProgressCallback, ProgressEvent, StopCheck
 from unlearn_core.training import iterate_batches
-
-ProgressCallback = Callable[[ProgressEvent], None]
-StopCheck = Callable[[], bool]
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -287,17 +284,6 @@ def validate_config(config: Any, method_name: str = "method") -> None:
             raise UserError(f"{method_name}: {info.name}={value} is above its maximum {info.max}. {info.help}")
         if info.choices is not None and value not in info.choices:
             raise UserError(f"{method_name}: {info.name}={value!r} is not one of {', '.join(map(str, info.choices))}.")
-
-
-def parse_set_arguments(pairs: list[str] | None) -> dict[str, str]:
-    """``["epochs=5", "gamma=0.1"]`` → ``{"epochs": "5", "gamma": "0.1"}`` (typed later)."""
-    result = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set expects key=value, got {pair!r}.")
-        result[key.strip()] = value.strip()
-    return result
 
 
 def check_split(data: UnlearnData) -> None:

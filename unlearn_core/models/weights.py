@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -70,19 +68,11 @@ def model_to_bytes(model: Classifier, metadata: dict[str, str] | None = None) ->
 
 def save_model(model: Classifier, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write ``model`` to ``path`` atomically (temporary file, then rename)."""
+    from unlearn_core.files import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = model_to_bytes(model, metadata)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, model_to_bytes(model, metadata))
 
 
 def _read_bytes(source: str | Path | bytes | BinaryIO) -> tuple[bytes, str]:
@@ -282,16 +272,14 @@ def load_model(source: str | Path | bytes | BinaryIO, spec: ModelSpec | None = N
     return model
 
 
-def load_model_for_data(data, weights: str | Path | None, arch: str | None) -> Classifier:
-    """The user's weights checked against the data (shape, classes), or the shipped demo model.
+def load_model_for_data(data, weights: str | Path, arch: str | None) -> Classifier:
+    """A user's weights checked against the data (shape, classes) before they are loaded.
 
     ``arch`` overrides the architecture a file records; without either, ``small_cnn``.
+    (The demo model of a built-in set is :func:`unlearn_core.assets.load_demo_model`.)
     """
-    from unlearn_core.assets import load_demo_model
     from unlearn_core.models.architectures import spec_for
 
-    if weights is None:
-        return load_demo_model(data)
     name = f"The weights {Path(str(weights)).name}"
     state, metadata = read_weights(weights)
     if arch is None and SPEC_KEY in metadata:

@@ -1,13 +1,12 @@
 """Background runs from the dashboard: start one, show its progress, cancel it.
 
-The work itself is the command line in a subprocess (:mod:`unlearn_core.jobs`); this module
+The work itself is the command line in a subprocess (:mod:`unlearn_core.runs.jobs`); this module
 only starts it and polls the registry with ``st.fragment(run_every=...)``, so the page stays
 responsive, and leaving and coming back shows the same run.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import streamlit as st
@@ -19,35 +18,15 @@ from unlearn_core.ui import cache
 POLL_SECONDS = 1.0
 
 
-@st.cache_data(show_spinner=False)
-def cli_options(command: str) -> tuple[str, ...]:
-    """The options a subcommand of ``python -m unlearn_core`` accepts (empty if it is missing)."""
-    from unlearn_core.cli import build_parser
+def start(request, **fields):
+    """Start ``request`` (an Unlearn/Train/ComposeRequest) as a background run (or queue it)."""
+    from unlearn_core.runs import workflows
 
-    parser = build_parser()
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-            sub = action.choices.get(command)
-            if sub is None:
-                return ()
-            return tuple(o for a in sub._actions for o in a.option_strings)  # noqa: SLF001
-    return ()
-
-
-def can_run_in_background(command: str) -> bool:
-    """Whether ``command`` exists and can continue a run started by the dashboard."""
-    return "--run-id" in cli_options(command)
-
-
-def start(argv: list[str], kind: str, **fields):
-    """Create a run for ``python -m unlearn_core *argv`` and start it (or queue it)."""
-    from unlearn_core import jobs
-
-    return jobs.submit(cache.workspace(), argv, kind, **fields)
+    return workflows.submit(cache.workspace(), request, **fields)
 
 
 def cancel(run_id: str) -> None:
-    from unlearn_core import jobs
+    from unlearn_core.runs import jobs
 
     jobs.cancel(cache.workspace(), run_id)
 
@@ -90,7 +69,7 @@ def progress_panel(run_id: str, what: str, key: str, show_curves: bool = True) -
 
     @st.fragment(run_every=POLL_SECONDS)
     def panel() -> None:
-        from unlearn_core import jobs
+        from unlearn_core.runs import jobs
 
         workspace = cache.workspace()
         try:

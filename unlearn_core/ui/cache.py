@@ -31,14 +31,14 @@ UPLOADS = "uploads"
 # --- workspace ---------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _workspace(path: str):
-    from unlearn_core.runs import Workspace
+    from unlearn_core.runs.registry import Workspace
 
     return Workspace(path)
 
 
 def workspace():
     """The run registry of ``$UNLEARN_STUDIO_HOME`` (or ``./workspace``), opened once."""
-    from unlearn_core.runs import default_home
+    from unlearn_core.runs.registry import default_home
 
     return _workspace(str(default_home().resolve()))
 
@@ -84,7 +84,7 @@ def split_counts(data: ImageSet, mask: np.ndarray) -> pd.DataFrame:
 @st.cache_resource(show_spinner=False, max_entries=6)
 def model(ref: str, model_key: str):
     """The selected model, checked against the data set (shape, classes, shipped fingerprint)."""
-    from unlearn_core.cli.common import load_model_for
+    from unlearn_core.runs.artifacts import load_model_for
 
     data = dataset(ref)
     choice = ModelChoice.from_key(model_key)
@@ -174,72 +174,29 @@ def store_weights_upload(name: str, data: bytes) -> str:
 
 
 # --- runs ---------------------------------------------------------------------------------------
-def _option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1] if name in command[:-1] else ""
-
-
-def _first_parent(record):
-    """A composition's first input run (it shares the original model and data)."""
-    ws = workspace()
-    for parent in record.parents or []:
-        if ws.exists(parent):
-            return ws.get(parent)
-    return None
-
-
 def base_model_choice(record) -> ModelChoice:
-    """The model a run started from, read from its recorded command (``--weights``/``--arch``)."""
-    if record.kind == "compose":
-        parent = _first_parent(record)
-        if parent is not None:
-            return base_model_choice(parent)
-    weights = _option(record.command, "--weights")
-    if not weights:
+    """The model a run started from (its recorded ``base_weights``/``base_arch``)."""
+    if not record.base_weights:
         return ModelChoice("shipped")
-    return ModelChoice("file", weights, arch=_option(record.command, "--arch"))
+    return ModelChoice("file", record.base_weights, arch=record.base_arch)
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
 def run_models(run_id: str) -> dict:
     """``{"original", "unlearned", "retrain"?}`` models of a finished run (runs never change)."""
-    from unlearn_core.models.architectures import build_model
-    from unlearn_core.models.weights import load_model, load_state_into
-    from unlearn_core.runs import WEIGHTS_NAME
+    from unlearn_core.runs import artifacts
 
-    ws = workspace()
-    record = ws.get(run_id)
-    original = model(record.dataset, base_model_choice(record).key)
-    models = {"original": original}
-    retrain_id = (record.metrics or {}).get("retrain_run")
-    if not retrain_id and record.kind == "compose" and (record.metrics or {}).get("retrain"):
-        parent = _first_parent(record)
-        retrain_id = (parent.metrics or {}).get("retrain_run") if parent is not None else None
-    if retrain_id and ws.exists(retrain_id):
-        models["retrain"] = load_state_into(build_model(original.spec), ws.load_weights(retrain_id)).eval()
-    models["unlearned"] = load_model(ws.artifact_path(run_id, WEIGHTS_NAME)).eval()
-    return models
+    record = workspace().get(run_id)
+    return artifacts.run_models(workspace(), record, model(record.dataset, base_model_choice(record).key))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def run_split(run_id: str):
-    """The run's D_f, D_r, T_f, T_r (its saved split, else recomputed from its criteria)."""
-    from unlearn_core.data.criteria import ForgetCriteria, ForgetSplit, split_sets
+    """The run's D_f, D_r, T_f, T_r."""
+    from unlearn_core.runs import artifacts
 
-    ws = workspace()
-    record = ws.get(run_id)
-    if record.kind == "compose" and record.parents:
-        from unlearn_core.compose import union_split
-
-        parents = [p for p in record.parents if ws.exists(p)]
-        splits = [run_split(p) for p in parents]
-        if len({ws.get(p).criteria_text for p in parents}) <= 1 and splits:
-            return splits[0]
-        return union_split(splits)
-    try:
-        saved = ws.load_json(run_id, "split.json")
-        return ForgetSplit(**{k: np.asarray(v, dtype=np.int64) for k, v in saved.items()})
-    except (UserError, TypeError, OSError):
-        return split_sets(dataset(record.dataset), ForgetCriteria.parse(record.criteria_text))
+    record = workspace().get(run_id)
+    return artifacts.run_split(workspace(), record, dataset(record.dataset))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -262,30 +219,9 @@ def run_losses(run_id: str) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def run_panels(run_id: str, max_points: int = 2000, seed: int = 0) -> dict:
-    """The t-SNE decision-region panels of the run's models on a sample of test images.
+    """The t-SNE decision-region panels of the run's models (the default ones are saved with it)."""
+    from unlearn_core.runs import artifacts
 
-    The default panels are saved in the run's folder (``embedding.npz``): they survive an app
-    restart, and the run's HTML report includes them.
-    """
-    from unlearn_core.embedding import compute_panels, load_panels, sample_points, save_panels
-    from unlearn_core.report import EMBEDDING_ARTIFACT
-
-    ws = workspace()
-    record = ws.get(run_id)
-    saved = ws.artifact_path(run_id, EMBEDDING_ARTIFACT)
-    default = (max_points, seed) == (2000, 0)
-    if default and saved.is_file():
-        try:
-            return load_panels(saved)
-        except (UserError, OSError, KeyError, ValueError):
-            pass  # damaged or from an older version: compute again
-    data = dataset(record.dataset)
-    split = run_split(run_id)
-    indices = sample_points(data, split, max_points=max_points, seed=seed)
-    panels = compute_panels(run_models(run_id), data, indices, seed=seed, split=split)
-    if default and record.status == "done":
-        try:
-            save_panels(panels, saved)
-        except OSError:
-            pass  # a read-only workspace still shows the panels
-    return panels
+    record = workspace().get(run_id)
+    return artifacts.run_panels(workspace(), record, dataset(record.dataset), run_models(run_id),
+                                run_split(run_id), max_points=max_points, seed=seed)

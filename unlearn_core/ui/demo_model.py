@@ -12,6 +12,7 @@ import streamlit as st
 
 from unlearn_core.assets import DEMO_RECIPES, DemoModelCheck, check_demo_model
 from unlearn_core.errors import UserError
+from unlearn_core.runs.requests import DemoModelsRequest
 from unlearn_core.ui import background, cache, state, widgets
 
 
@@ -50,8 +51,7 @@ def demo_model_panel(name: str, key: str) -> DemoModelCheck:
     st.code(check.fix, language="bash")
     if st.button("Retrain the demo model", key=f"{key}_start", type="primary", icon=":material/model_training:"):
         try:
-            started = background.start(["make-demo-models", "--only", name], "train", dataset=name,
-                                       label=f"demo model for {name}")
+            started = background.start(DemoModelsRequest(only=(name,)))
             state.set_demo_retrain_run(name, started.id)
             st.rerun()
         except UserError as error:

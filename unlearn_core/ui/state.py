@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -67,15 +66,6 @@ class ModelChoice:
         """A string that identifies the weights (the path holds a content hash or a run id)."""
         return f"{self.kind}|{self.path}|{self.arch}|{self.run_id}"
 
-    def cli_args(self) -> list[str]:
-        """The command-line options that load this model (none for the shipped one)."""
-        if self.kind == "shipped":
-            return []
-        args = ["--weights", self.path]
-        if self.arch:
-            args += ["--arch", self.arch]
-        return args
-
     def describe(self) -> str:
         """A few words for status panels."""
         if self.kind == "shipped":
@@ -101,37 +91,16 @@ class Selection:
     run_id: str | None = None
     extra: dict = field(default_factory=dict)
 
-    @property
-    def dataset_args(self) -> list[str]:
-        return ["--dataset", self.dataset] if self.dataset else []
+    def unlearn_request(self, method: str = "psg", settings: dict | None = None, retrain: bool = False,
+                        seed: int = 0, preset: str | None = None, device: str = "auto"):
+        """The :class:`~unlearn_core.runs.requests.UnlearnRequest` for this selection."""
+        from unlearn_core.runs.requests import UnlearnRequest
 
-    def unlearn_command(self, method: str = "psg", settings: dict | None = None,
-                        retrain: bool = False, seed: int | None = None) -> str:
-        """The command line that runs the same unlearning as the dashboard would."""
-        return shlex.join(unlearn_argv(self, method, settings, retrain, seed))
-
-
-def unlearn_argv(sel: Selection, method: str = "psg", settings: dict | None = None,
-                 retrain: bool = False, seed: int | None = None) -> list[str]:
-    """``python -m unlearn_core unlearn ...`` for the selection (argv after the module name
-    is ``result[3:]``)."""
-    argv = ["python", "-m", "unlearn_core", "unlearn", *sel.dataset_args]
-    if sel.model is not None:
-        argv += sel.model.cli_args()
-    argv += ["--forget", sel.criteria or "CRITERIA", "--method", method]
-    for name, value in (settings or {}).items():
-        argv += ["--set", f"{name}={_cli_value(value)}"]
-    if retrain:
-        argv.append("--retrain")
-    if seed is not None:
-        argv += ["--seed", str(seed)]
-    return argv
-
-
-def _cli_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        model = self.model if self.model is not None and self.model.kind != "shipped" else None
+        return UnlearnRequest(dataset=self.dataset or "DATASET", forget=self.criteria or "CRITERIA", method=method,
+                              overrides=dict(settings or {}), preset=preset, retrain=retrain, seed=seed,
+                              device=device, weights=model.path if model else None,
+                              arch=(model.arch or None) if model else None)
 
 
 # --- reading ---------------------------------------------------------------------------------

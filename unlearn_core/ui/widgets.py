@@ -1,6 +1,6 @@
 """Shared dashboard widgets: page header, "selected so far" panel, guards, next step, errors.
 
-A page reads like a short story (see ``docs/style.md``): :func:`page_header` says what the page
+A page reads like a short story: :func:`page_header` says what the page
 is for, the ``require_*`` guards stop early with a plain message and a link when an earlier
 step is missing, and :func:`next_step` ends the page by saying where to go.
 """
@@ -140,14 +140,3 @@ def require_criteria(sel: state.Selection, action: str = "continue") -> str:
         link(FORGET, "Choose the forget set")
         st.stop()
     return sel.criteria
-
-
-def missing_module(module: str, what: str) -> bool:
-    """True (and a plain note) when an optional library module is not there yet."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is not None:
-        return False
-    st.warning(f"{what} is not available in this version yet (`{module}` is missing). "
-               "The other pages work; come back after updating.", icon=":material/construction:")
-    return True

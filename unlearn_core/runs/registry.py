@@ -32,18 +32,15 @@ Example::
                              recipe_hash=recipe_hash(config))
 
 Background execution (start, queue, cancel, the context a command runs in) lives in
-:mod:`unlearn_core.jobs`.
+:mod:`unlearn_core.runs.jobs`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import errno
 import hashlib
-import importlib
-import io
 import json
 import os
 import re
@@ -61,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unlearn_core.errors import UserError
+from unlearn_core.files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +125,42 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, seq)
         ) WITHOUT ROWID""",
     ),
+    # 2: facts that were only in the recorded command or in the metrics get their own fields:
+    # the model a run started from (--weights/--arch) and the retrain reference it used.
+    # Old rows are filled in by _fill_run_facts (Python: old metrics may hold NaN, which
+    # SQLite's JSON functions refuse).
+    (
+        "ALTER TABLE runs ADD COLUMN base_weights TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN base_arch TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN retrain_run TEXT NOT NULL DEFAULT ''",
+    ),
 )
+
+
+def _option_value(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1] if name in command[:-1] else ""
+
+
+def _fill_run_facts(conn: sqlite3.Connection) -> None:
+    """Migration 2, for rows written before it: base weights/arch from the recorded command,
+    the retrain run from the metrics; a composition takes its first input's."""
+    rows = conn.execute("SELECT id, kind, command, metrics, parents FROM runs ORDER BY created_at").fetchall()
+    facts: dict[str, tuple[str, str, str]] = {}
+    for row in rows:
+        command, metrics, parents = (json.loads(row[name]) for name in ("command", "metrics", "parents"))
+        metrics = metrics if isinstance(metrics, dict) else {}
+        weights, arch = _option_value(command, "--weights"), _option_value(command, "--arch")
+        retrain = str(metrics.get("retrain_run") or "")
+        if row["kind"] == "compose" and parents and parents[0] in facts:
+            weights, arch, parent_retrain = facts[parents[0]]
+            retrain = parent_retrain if "retrain" in metrics else ""
+        facts[row["id"]] = (weights, arch, retrain)
+        conn.execute("UPDATE runs SET base_weights = ?, base_arch = ?, retrain_run = ? WHERE id = ?",
+                     (weights, arch, retrain, row["id"]))
+
+
+#: Python steps that complete a schema migration (by target version), run in its transaction.
+MIGRATION_STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _fill_run_facts}
 
 
 def utc_now() -> str:
@@ -162,7 +195,7 @@ def recipe_hash(recipe: Any) -> str:
     Why: :meth:`Workspace.find_reusable` may only reuse a retrain reference made the same way;
     pass e.g. ``{"architecture": ..., "epochs": ..., "lr": ...}``. Key order does not matter.
     """
-    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=_json_default)
+    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -176,7 +209,7 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """Encode numpy/torch scalars and arrays, paths and sets, which configs and metrics contain."""
     if hasattr(value, "tolist"):  # numpy arrays/scalars, torch tensors
         return value.tolist()
@@ -190,7 +223,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _to_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, allow_nan=True)
+    return json.dumps(value, default=json_default, allow_nan=True)
 
 
 @dataclass
@@ -206,6 +239,10 @@ class RunRecord:
         created_at, started_at, finished_at: ISO-8601 UTC.
         dataset, dataset_fingerprint: the data set's name and content hash.
         base_model_hash: hash of the model the run started from (empty when training from scratch).
+        base_weights, base_arch: the weights file and architecture the run started from
+            (``base_weights`` empty: the shipped demo model of a built-in set); for a training
+            run, ``base_arch`` is the architecture trained.
+        retrain_run: the retrain reference the run was compared with (empty: none).
         criteria_text, criteria: the forget criteria, readable and structured.
         method, config: the method name and its full configuration.
         recipe_hash: :func:`recipe_hash` of the remaining settings, for reuse of retrains.
@@ -247,6 +284,9 @@ class RunRecord:
     progress: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     cancel_requested: bool = False
+    base_weights: str = ""
+    base_arch: str = ""
+    retrain_run: str = ""
 
     @property
     def is_active(self) -> bool:
@@ -392,6 +432,8 @@ class Workspace:
                     continue
                 for statement in MIGRATIONS[target - 1]:
                     conn.execute(statement)
+                if target in MIGRATION_STEPS:
+                    MIGRATION_STEPS[target](conn)
                 conn.execute("UPDATE schema_version SET version = ?", (target,))
         with self._connect() as conn:
             if self._schema_version(conn) > len(MIGRATIONS):
@@ -718,19 +760,11 @@ class Workspace:
         final = self.artifact_path(run_id, name)
         if not self.exists(run_id):
             raise UserError(f"No run with id {run_id!r} in {self.path}; {LIST_HINT}.")
-        temporary = final.with_name(f".{name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            _write_file(temporary, data)
-            os.replace(temporary, final)
+            atomic_write(final, data)
         except OSError as error:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             raise self._save_failed(run_id, final, error) from error
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            raise
         return final
 
     def _save_failed(self, run_id: str, path: Path, error: OSError) -> UserError:
@@ -746,7 +780,7 @@ class Workspace:
     def save_json(self, run_id: str, name: str, obj: Any) -> Path:
         """Save ``obj`` as ``<name>.json`` in the run's folder, atomically."""
         name = name if name.endswith(".json") else f"{name}.json"
-        data = json.dumps(obj, default=_json_default, indent=2, sort_keys=True).encode()
+        data = json.dumps(obj, default=json_default, indent=2, sort_keys=True).encode()
         return self._atomic_write(run_id, name, data)
 
     def load_json(self, run_id: str, name: str) -> Any:
@@ -781,7 +815,8 @@ class Workspace:
                    for key, value in state_dict.items()}
         return self._atomic_write(run_id, name, safetensors_payload(tensors, metadata))
 
-    def _weights_file(self, run_id: str, name: str) -> Path:
+    def weights_file(self, run_id: str, name: str = WEIGHTS_NAME) -> Path:
+        """The path of the run's saved weights; a missing file is a UserError."""
         path = self.artifact_path(run_id, name)
         if not path.is_file():
             status = self.get(run_id).status
@@ -792,13 +827,13 @@ class Workspace:
         """The run's saved state dict, on the CPU, checked against the hash recorded at save."""
         from unlearn_core.models.weights import read_weights
 
-        return read_weights(self._weights_file(run_id, name))[0]
+        return read_weights(self.weights_file(run_id, name))[0]
 
     def weights_metadata(self, run_id: str, name: str = WEIGHTS_NAME) -> dict[str, str]:
         """The metadata stored in the run's safetensors header (without loading tensors)."""
         from safetensors import safe_open
 
-        with safe_open(self._weights_file(run_id, name), framework="pt") as handle:
+        with safe_open(self.weights_file(run_id, name), framework="pt") as handle:
             return dict(handle.metadata() or {})
 
     def append_log(self, run_id: str, text: str) -> None:
@@ -809,14 +844,6 @@ class Workspace:
         lines = "".join(f"[{stamp}] {line}\n" for line in str(text).splitlines() or [""])
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(lines)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write and fsync a new file (the seam tests patch to simulate a full disk or a crash)."""
-    with open(path, "xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _dependants(conn: sqlite3.Connection, run_id: str) -> list[str]:
@@ -832,103 +859,3 @@ def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-
-
-# ---------------------------------------------------------------------- exports
-
-EXPORT_FORMATS = ("json", "csv", "weights", "html")
-_EXPORT_SUFFIX = {"json": ".json", "csv": ".csv", "weights": ".safetensors", "html": ".html"}
-
-
-def metrics_rows(record: RunRecord) -> list[tuple[str, str, Any]]:
-    """``(model, metric, value)`` rows from a run's metrics, for tables and CSV.
-
-    ``{"original": {"forget_acc": 1.0}, "unlearned": {...}}`` gives one row per model and metric;
-    deeper dicts become dotted metric names (``per_class.ptosis``); flat metrics are attributed
-    to the run's own kind.
-    """
-    rows: list[tuple[str, str, Any]] = []
-    for key, value in record.metrics.items():
-        if isinstance(value, dict):
-            rows.extend((key, name, leaf) for name, leaf in _flatten(value))
-        else:
-            rows.append((record.kind, key, value))
-    return rows
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{name}.")
-        else:
-            yield name, value
-
-
-def export_bytes(workspace: Workspace, run_id: str, fmt: str) -> tuple[bytes, str]:
-    """The export of a run as bytes plus a suggested file name (for downloads and ``--out``)."""
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
-    record = workspace.get(run_id)
-    filename = f"{run_id}{_EXPORT_SUFFIX[fmt]}"
-    builders: dict[str, Callable[[], bytes]] = {
-        "json": lambda: json.dumps(
-            record.to_dict(), indent=2, default=_json_default
-        ).encode(),
-        "csv": lambda: _metrics_csv(record),
-        "weights": lambda: _verified_weights(workspace._weights_file(run_id, WEIGHTS_NAME)),
-        "html": lambda: _html_report(record, workspace),
-    }
-    return builders[fmt](), filename
-
-
-def _verified_weights(path: Path) -> bytes:
-    """An export hands out only a model file that parses, matches its hash and is finite."""
-    from unlearn_core.models.weights import verified_file_bytes
-
-    return verified_file_bytes(path)
-
-
-def _metrics_csv(record: RunRecord) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run_id", "model", "metric", "value"])
-    for model, metric, value in metrics_rows(record):
-        writer.writerow([record.id, model, metric, value])
-    return buffer.getvalue().encode()
-
-
-def _html_report(record: RunRecord, workspace: Workspace) -> bytes:
-    try:
-        report = importlib.import_module("unlearn_core.report")
-    except ModuleNotFoundError as error:
-        if error.name != "unlearn_core.report":
-            raise
-        raise UserError(
-            "HTML report not available yet (unlearn_core.report is missing); "
-            "export json or csv instead."
-        ) from error
-    return report.render_run_report(record, workspace).encode()
-
-
-def write_export(workspace: Workspace, run_id: str, fmt: str, out: str | os.PathLike[str]) -> Path:
-    """Write a run's export to ``out`` (a file, or an existing folder to put ``<id>.<ext>`` in).
-
-    Written via a temporary file and renamed, so an interrupted export never looks complete.
-    """
-    data, filename = export_bytes(workspace, run_id, fmt)
-    target = Path(out).expanduser()
-    if target.is_dir():
-        target = target / filename
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(3)}.tmp")
-    try:
-        _write_file(temporary, data)
-        os.replace(temporary, target)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise UserError(
-            f"Cannot write the export to {target}: {error.strerror or error}; "
-            "choose a path in a folder you can write to with --out."
-        ) from error
-    return target

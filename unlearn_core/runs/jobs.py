@@ -16,8 +16,8 @@ Life of a background run::
 
 How a command uses it (the same code runs in a terminal and as a background job)::
 
-    from unlearn_core.jobs import add_run_id_argument, command_run
-    from unlearn_core.runs import Workspace, cli_command
+    from unlearn_core.runs.jobs import add_run_id_argument, command_run
+    from unlearn_core.runs.registry import Workspace, cli_command
 
     def register(subparsers):
         parser = subparsers.add_parser("train", help="train the original model")
@@ -76,7 +76,7 @@ from unlearn_core.progress import (
     RegistryReporter,
     StderrReporter,
 )
-from unlearn_core.runs import (
+from unlearn_core.runs.registry import (
     ACTIVE_STATUSES,
     HOME_ENV,
     RunRecord,
@@ -310,8 +310,8 @@ def submit(
 
 
 #: What a rerun copies from the original: everything that describes what to do.
-_RERUN_FIELDS = ("dataset", "dataset_fingerprint", "base_model_hash", "criteria_text", "criteria",
-                 "method", "config", "recipe_hash", "seed", "device", "label")
+_RERUN_FIELDS = ("dataset", "dataset_fingerprint", "base_model_hash", "base_weights", "base_arch",
+                 "criteria_text", "criteria", "method", "config", "recipe_hash", "seed", "device", "label")
 
 
 def rerun(workspace: Workspace, run_id: str, max_jobs: int | None = None) -> RunRecord:

@@ -2,7 +2,8 @@
 
 Why one file with everything inline: a clinician attaches the report to the record of a model
 revision, mails it, or opens it years later on a hospital machine without internet. So the
-report needs nothing but a browser: CSS is inline, and the charts are plotly figures whose
+report needs nothing but a browser: the stylesheet (``report.css`` beside this module) is
+inlined, and the charts (built by :mod:`unlearn_core.plots`, one palette with the dashboard) are plotly figures whose
 library (plotly.js, about 4.8 MB) is inlined ONCE in the ``<head>``. Every number is also in an
 HTML table, so the report still says everything with JavaScript off or printed on paper;
 ``charts=False`` leaves the charts (and the 4.8 MB) out for a ~50 kB text-only report.
@@ -12,8 +13,9 @@ what ran), a summary in plain words, what was forgotten and why (criteria, set s
 images per class), method and settings (each with its meaning and default), results (original
 / retrain / unlearned per metric with its definition and ideal value, distance to retrain,
 collapse warning, time and speed-up), charts (accuracy per set, per class, per epoch), t-SNE
-decision-region panels when the run folder holds an embedding (:data:`EMBEDDING_ARTIFACT`,
-written with :func:`unlearn_core.embedding.save_panels`), and provenance (data fingerprint,
+decision-region panels when the run folder holds them
+(:data:`unlearn_core.runs.artifacts.EMBEDDING_ARTIFACT`, written by ``runs embed ID`` or the
+Results page), and provenance (data fingerprint,
 model hashes, SHA-256 of every artifact file, versions, seed, device, parent runs, the exact
 reproducing command). Missing pieces (a failed run, no retrain reference, no history) are said
 in words instead of leaving a hole.
@@ -28,14 +30,11 @@ Example::
     html_text = render_run_report(ws.get(run_id), ws)      # what `runs export --format html` writes
     write_comparison_report(ws, [id1, id2], "compare.html")
 
-The comparison also has a command line (the ``runs`` group belongs to another module)::
-
-    python -m unlearn_core.report compare ID1 ID2 [...] --out compare.html [--workspace DIR]
+From the command line: ``runs export ID --format html`` and ``runs compare ID1 ID2 --out FILE``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -43,32 +42,24 @@ import html
 import json
 import math
 import os
-import secrets
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-# One palette with the dashboard: roles never share a colour with a class.
-from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR
-from unlearn_core.plots import MODEL_COLORS as _MODEL_COLORS
-from unlearn_core import __version__
+from unlearn_core import __version__, plots
 from unlearn_core.errors import UserError
-from unlearn_core.metrics import METRIC_DEFINITIONS
-from unlearn_core.runs import LOG_NAME, WEIGHTS_NAME, RunRecord, Workspace, utc_now
+from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, SETS
+# One palette with the dashboard: roles never share a colour with a class.
+from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR, MODEL_COLORS
+from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT
+from unlearn_core.runs.registry import LOG_NAME, WEIGHTS_NAME, RunRecord, Workspace, command_argv, utc_now
+from unlearn_core.runs.requests import UnlearnRequest
+from unlearn_core.runs.result import RunResult
 
-__all__ = [
-    "EMBEDDING_ARTIFACT",
-    "render_comparison_report",
-    "render_run_report",
-    "write_comparison_report",
-    "main",
-]
+__all__ = ["render_comparison_report", "render_run_report", "write_comparison_report", "write_run_report"]
 
-#: File name, in a run's folder, of its t-SNE panels (``save_panels(panels, path)``); any other
-#: ``.npz`` written by ``save_panels`` (it has a ``.json`` index beside it) is found too.
-EMBEDDING_ARTIFACT = "embedding.npz"
 #: Points per t-SNE panel in a report (all forget points first): keeps the file near 5 MB.
 MAX_REPORT_POINTS = 1200
 #: An original model closer than this to the retrained one had (almost) nothing to unlearn.
@@ -76,12 +67,6 @@ ALREADY_LIKE_RETRAIN = 0.02
 #: Lines of the run's log shown for a run that did not finish.
 LOG_TAIL_LINES = 40
 
-#: Model blocks in the order the report shows them, with their plain names.
-MODEL_ORDER = ("original", "retrain", "unlearned")
-MODEL_TITLES = {"original": "Original model", "retrain": "Retrained reference",
-                "unlearned": "Unlearned model"}
-#: Top-level entries of an unlearn report that are not per-model metric blocks.
-_NOT_BLOCKS = frozenset({"config", "sizes", "forget_classes", "diagnostics", "history", "criteria"})
 
 #: Per-model metrics in the results table, in order.
 RESULT_METRICS = ("forget_train_acc", "remain_train_acc", "forget_test_acc", "remain_test_acc",
@@ -89,34 +74,6 @@ RESULT_METRICS = ("forget_train_acc", "remain_train_acc", "forget_test_acc", "re
                   "mia_membership_auc")
 _PERCENT = frozenset({"forget_train_acc", "remain_train_acc", "forget_test_acc",
                       "remain_test_acc", "test_acc", "forget_acc", "remain_acc"})
-#: What a perfect unlearning would show for each metric (the retrain value is added when known).
-IDEAL = {
-    "forget_train_acc": "same as retrained",
-    "remain_train_acc": "high, as original",
-    "forget_test_acc": "same as retrained",
-    "remain_test_acc": "high, as original",
-    "test_acc": "same as retrained",
-    "mia_loss_lr": "same as retrained",
-    "mia_loss_lr_std": "no ideal (spread)",
-    "mia_svc_efficacy": "same as retrained",
-    "mia_membership_auc": "same as retrained, ≈ 0.5",
-    "distance_to_retrain": "0",
-    "original_distance_to_retrain": "— (where unlearning started)",
-    "avg_gap": "0",
-    "collapsed": "no",
-}
-#: The four sets: key, symbol, plain name, what it is for.
-SETS = (
-    ("forget_train", "D_f", "Forget set (training)",
-     "training images matching the criteria: the model must forget these"),
-    ("remain_train", "D_r", "Keep set (training)",
-     "all other training images: what the model should still know"),
-    ("forget_test", "T_f", "Forget-like test images",
-     "test images matching the criteria, never trained on: how the model treats such images"),
-    ("remain_test", "T_r", "Other test images",
-     "test images outside the criteria: the usefulness that must be preserved"),
-)
-
 
 # ---------------------------------------------------------------------------------- helpers
 def _e(value: Any) -> str:
@@ -242,23 +199,13 @@ def _note(text_html: str, kind: str = "info") -> str:
     return f'<div class="note {kind}">{text_html}</div>'
 
 
-def _model_blocks(metrics: Mapping[str, Any]) -> dict[str, dict]:
-    """Per-model metric blocks (original, retrain, unlearned first, then any other)."""
-    blocks = {k: v for k, v in metrics.items() if isinstance(v, dict) and k not in _NOT_BLOCKS}
-    ordered = {k: blocks[k] for k in MODEL_ORDER if k in blocks}
-    ordered.update({k: v for k, v in blocks.items() if k not in ordered})
-    return ordered
-
-
-def _main_block(record: RunRecord, blocks: Mapping[str, dict]) -> tuple[str, dict]:
-    """The block that describes the run's own model (unlearned for unlearn runs...)."""
-    for name in ("unlearned", "composed", record.kind, "retrain", "original"):
-        if name in blocks:
-            return name, blocks[name]
-    if blocks:
-        return next(iter(blocks.items()))
-    flat = {k: v for k, v in record.metrics.items() if _is_number(v)}
-    return record.kind, flat
+def _preset(record: RunRecord) -> str | None:
+    """The named preset an unlearn run used (part of its request)."""
+    if record.kind != "unlearn" or not record.command:
+        return None
+    with contextlib.suppress(UserError):
+        return UnlearnRequest.from_argv(command_argv(record.command)).preset
+    return None
 
 
 def _builtin_classes(dataset: str, count: int) -> list[str] | None:
@@ -276,9 +223,6 @@ def _builtin_classes(dataset: str, count: int) -> list[str] | None:
 def _class_names(record: RunRecord, count: int, data: Any = None) -> list[str]:
     if data is not None and len(getattr(data, "classes", [])) == count:
         return [str(c) for c in data.classes]
-    recorded = record.metrics.get("classes")
-    if isinstance(recorded, list) and len(recorded) == count:
-        return [str(c) for c in recorded]
     return _builtin_classes(record.dataset, count) or [f"class {i}" for i in range(count)]
 
 
@@ -323,59 +267,17 @@ def _page(title: str, body: str, charts: _Charts) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<meta name=\"generator\" content=\"Unlearning Studio {_e(__version__)}\">"
-        f"<title>{_e(title)}</title><style>{_CSS}</style>{script}</head>"
+        f"<title>{_e(title)}</title><style>{_css()}</style>{script}</head>"
         f"<body><main>{noscript}{body}</main></body></html>\n"
     )
 
 
-_CSS = """
-:root { --forget: %(forget)s; --keep: %(keep)s; --retrain: %(retrain)s; --unlearned: %(unlearned)s; --grey: #666; --line: #ddd; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif;
-       color: #1d1d1f; background: #f6f6f4; }
-main { max-width: 1120px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
-h1 { font-size: 24px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 30px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #eee; }
-h3 { font-size: 16px; margin: 18px 0 6px; }
-p { margin: 6px 0; }
-.sub { color: var(--grey); margin: 0 0 12px; }
-code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
-pre { background: #f3f3f1; padding: 10px 12px; border-radius: 6px; white-space: pre-wrap;
-      word-break: break-all; margin: 6px 0; }
-table { border-collapse: collapse; margin: 8px 0 12px; width: 100%; }
-th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
-thead th { background: #f3f3f1; font-weight: 600; font-size: 13px; }
-td.num, th.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-table.kv th { width: 230px; font-weight: 600; color: #333; background: none; }
-.def, .small { font-size: 12.5px; color: #555; }
-.key { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 11.5px; color: #888; }
-.badge { display: inline-block; padding: 1px 9px; border-radius: 10px; font-size: 13px;
-         font-weight: 600; color: #fff; background: var(--grey); vertical-align: middle; }
-.badge.done { background: var(--retrain); } .badge.failed { background: #c62828; }
-.badge.cancelled, .badge.interrupted { background: #b26a00; }
-.badge.running, .badge.queued { background: var(--keep); }
-.note { border-left: 4px solid var(--keep); background: #eef2f7; padding: 8px 12px; margin: 10px 0;
-        border-radius: 0 6px 6px 0; }
-.note.warn { border-color: #b26a00; background: #fff4e0; }
-.note.error { border-color: #c62828; background: #fdecea; color: #8e1b1b; }
-.note.error strong { color: #c62828; }
-.summary li { margin: 3px 0; }
-.m-original { color: #666; } .m-retrain { color: var(--retrain); } .m-unlearned { color: var(--unlearned); }
-th.run { min-width: 160px; }
-.best { font-weight: 700; }
-.chart { margin: 6px 0 14px; }
-.toc { font-size: 13.5px; color: var(--grey); }
-.toc a { color: var(--keep); margin-right: 12px; text-decoration: none; }
-details { margin: 8px 0; } summary { cursor: pointer; color: var(--keep); }
-footer { margin-top: 36px; font-size: 12.5px; color: var(--grey); border-top: 1px solid #eee;
-         padding-top: 8px; }
-.signoff { margin-top: 26px; display: grid; grid-template-columns: 1fr 1fr 1fr; gap: 24px; font-size: 13px; }
-.signoff div { border-top: 1px solid #999; padding-top: 4px; color: #555; }
-@media print { body { background: #fff; } main { max-width: none; padding: 0; }
-  section { break-inside: auto; } table, .chart, .note { break-inside: avoid; } .toc { display: none; } }
-"""
-for _name, _colour in {"forget": FORGET_COLOR, "keep": KEEP_COLOR, **_MODEL_COLORS}.items():
-    _CSS = _CSS.replace(f"%({_name})s", _colour)
+def _css() -> str:
+    """The stylesheet (``report.css``, shipped as package data) with the palette filled in."""
+    text = resources.files(__package__).joinpath("report.css").read_text(encoding="utf-8")
+    for name, colour in {"forget": FORGET_COLOR, "keep": KEEP_COLOR, **MODEL_COLORS}.items():
+        text = text.replace(f"%({name})s", colour)
+    return text
 
 
 
@@ -398,14 +300,14 @@ def render_run_report(record: RunRecord, workspace: Workspace, *, data: Any = No
             if data.fingerprint() != record.dataset_fingerprint:
                 data = None
     fig = _Charts(charts)
-    metrics = record.metrics or {}
-    blocks = _model_blocks(metrics)
+    result = RunResult.of(record)
+    blocks = result.ordered_blocks()
     parts = [
         _header(record),
-        _summary(record, blocks),
-        _forgotten_section(record, workspace, blocks, data),
-        _method_section(record),
-        _results_section(record, workspace, blocks, data, fig),
+        _summary(record, result),
+        _forgotten_section(record, workspace, result, data),
+        _method_section(record, result),
+        _results_section(record, workspace, result, data, fig),
         _embedding_section(record, workspace, blocks, data, fig),
         _provenance_section(record, workspace),
         _signoff(),
@@ -455,12 +357,11 @@ def _header(record: RunRecord) -> str:
             f"{_kv(rows)}{error}{toc}</header>")
 
 
-def _summary(record: RunRecord, blocks: Mapping[str, dict]) -> str:
-    m = record.metrics or {}
-    orig, unl, ret = blocks.get("original"), blocks.get("unlearned"), blocks.get("retrain")
+def _summary(record: RunRecord, result: RunResult) -> str:
+    orig, unl, ret = result.original, result.unlearned, result.retrain
     items = []
     if record.criteria_text:
-        description = m.get("criteria_description")
+        description = result.criteria_description
         items.append(f"Asked to forget: <code>{_e(record.criteria_text)}</code>"
                      + (f" — {_e(description)}" if description else "") + ".")
     if orig and unl:
@@ -474,11 +375,11 @@ def _summary(record: RunRecord, blocks: Mapping[str, dict]) -> str:
             if ret and key in ret:
                 text += f"; a model retrained without them gets {_fmt(key, ret.get(key))}"
             items.append(text + ".")
-    distance = m.get("distance_to_retrain")
+    distance = result.comparison.distance_to_retrain
     if _is_number(distance):
         text = (f"Distance to the retrained model: <strong>{_fmt('d', distance)}</strong> "
                 "(0 = behaves exactly like a model retrained without the forget set)")
-        before = m.get("original_distance_to_retrain")
+        before = result.comparison.original_distance_to_retrain
         if _is_number(before):
             text += f"; the original model was at {_fmt('d', before)}"
         items.append(text + ".")
@@ -490,14 +391,15 @@ def _summary(record: RunRecord, blocks: Mapping[str, dict]) -> str:
     elif unl:
         items.append("No retrain reference was computed, so there is no distance to retrain; "
                      "run with <code>--retrain</code> to compare.")
-    if m.get("collapsed"):
+    if result.comparison.collapsed:
         items.append('<strong style="color:#c62828">Warning: the model collapsed</strong> — it '
                      "lost too much accuracy on what it should keep. Do not deploy it.")
-    if _is_number(m.get("seconds_unlearn")):
-        text = f"Unlearning took {_seconds(m['seconds_unlearn'])}"
-        if _is_number(m.get("time_pct_of_retrain")):
-            text += (f", {m['time_pct_of_retrain']:.1f} % of the time retraining took "
-                     f"({_seconds(m.get('seconds_retrain'))})")
+    timing = result.timing
+    if _is_number(timing.unlearn):
+        text = f"Unlearning took {_seconds(timing.unlearn)}"
+        if _is_number(timing.pct_of_retrain):
+            text += (f", {timing.pct_of_retrain:.1f} % of the time retraining took "
+                     f"({_seconds(timing.retrain)})")
         items.append(text + ".")
     if not items:
         if record.status == "done":
@@ -507,39 +409,38 @@ def _summary(record: RunRecord, blocks: Mapping[str, dict]) -> str:
     return _section("summary", "Summary", body)
 
 
-def _forgotten_section(record: RunRecord, workspace: Workspace, blocks: Mapping[str, dict],
-                       data: Any) -> str:
-    m = record.metrics or {}
+def _forgotten_section(record: RunRecord, workspace: Workspace, result: RunResult, data: Any) -> str:
+    blocks = result.ordered_blocks()
     parts = []
     if record.criteria_text:
         parts.append(f"<p>Criteria (as typed, reproducible):</p><pre>{_e(record.criteria_text)}</pre>")
     else:
         parts.append("<p>No forget criteria were recorded for this run.</p>")
-    if m.get("criteria_description"):
-        parts.append(f"<p>In words: <strong>{_e(m['criteria_description'])}</strong>.</p>")
+    if result.criteria_description:
+        parts.append(f"<p>In words: <strong>{_e(result.criteria_description)}</strong>.</p>")
     structured = record.criteria if isinstance(record.criteria, dict) else {}
     if structured.get("clauses"):
         parts.append("<details><summary>Structured form (as stored)</summary>"
                      f"<pre>{_e(json.dumps(structured, indent=2, default=str))}</pre></details>")
-    sizes = m.get("sizes") if isinstance(m.get("sizes"), dict) else None
+    sizes = result.sizes or None
     if sizes is None:
         any_block = next(iter(blocks.values()), {})
-        if any(f"n_{key}" in any_block for key, *_ in SETS):
-            sizes = {key: any_block.get(f"n_{key}") for key, *_ in SETS}
+        if any(f"n_{s.key}" in any_block for s in SETS):
+            sizes = {s.key: any_block.get(f"n_{s.key}") for s in SETS}
     if sizes:
-        rows = [(f"<strong>{_e(sym)}</strong>", _e(name), f'<span class="num">{_fmt("n", sizes.get(key))}</span>',
-                 f'{_e(what)}<br><span class="small">{_e(METRIC_DEFINITIONS.get("n_" + key, ""))}</span>')
-                for key, sym, name, what in SETS]
+        rows = [(f"<strong>{_e(s.symbol)}</strong>", _e(s.name), f'<span class="num">{_fmt("n", sizes.get(s.key))}</span>',
+                 f'{_e(s.meaning)}<br><span class="small">{_e(METRIC_DEFINITIONS.get("n_" + s.key, ""))}</span>')
+                for s in SETS]
         parts.append("<h3>How many images</h3>" + _table(["Set", "Name", "Images", "What it is"], rows))
     per_class = _per_class_counts(record, workspace, data)
     if per_class is not None:
         classes, table = per_class
-        rows = [[_e(c)] + [f'<span class="num">{table[key][i]:,}</span>' for key, *_ in SETS]
+        rows = [[_e(c)] + [f'<span class="num">{table[s.key][i]:,}</span>' for s in SETS]
                 for i, c in enumerate(classes)]
         parts.append("<h3>Images per class in each set</h3>"
-                     + _table(["Class"] + [f"{sym} · {_e(name)}" for _, sym, name, _w in SETS], rows))
-    elif isinstance(m.get("forget_classes"), dict) and m["forget_classes"]:
-        counts = m["forget_classes"]
+                     + _table(["Class"] + [f"{s.symbol} · {_e(s.name)}" for s in SETS], rows))
+    elif result.forget_classes:
+        counts = result.forget_classes
         total = sum(v for v in counts.values() if _is_number(v)) or 1
         rows = [(_e(c), f'<span class="num">{n:,}</span>', f'<span class="num">{100 * n / total:.1f}\u00a0%</span>')
                 for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))]
@@ -559,7 +460,7 @@ def _per_class_counts(record: RunRecord, workspace: Workspace, data: Any):
         labels = data.metadata["label"].to_numpy(dtype=np.int64)
         k = len(data.classes)
         table = {key: np.bincount(labels[np.asarray(split[key], dtype=np.int64)], minlength=k)[:k].tolist()
-                 for key, *_ in SETS}
+                 for key in (s.key for s in SETS)}
     except (UserError, KeyError, IndexError, ValueError, OSError):
         return None
     return [str(c) for c in data.classes], table
@@ -575,8 +476,7 @@ def _method_info(name: str):
     return None
 
 
-def _method_section(record: RunRecord) -> str:
-    m = record.metrics or {}
+def _method_section(record: RunRecord, result: RunResult) -> str:
     method = _method_info(record.method)
     parts = []
     if record.method:
@@ -588,11 +488,11 @@ def _method_section(record: RunRecord) -> str:
             parts.append(f"<p class=\"small\">Reference: {_e(method.citation)}</p>")
     else:
         parts.append("<p>No method recorded.</p>")
-    preset = m.get("preset")
+    preset = _preset(record)
     if preset or record.kind == "unlearn":
         preset_text = _e(preset) if preset else "none (the defaults plus the settings below)"
         parts.append(f"<p>Preset: {preset_text}</p>")
-    config = record.config or (m.get("config") if isinstance(m.get("config"), dict) else {})
+    config = record.config
     if config:
         fields = {}
         with contextlib.suppress(Exception):
@@ -613,23 +513,17 @@ def _method_section(record: RunRecord) -> str:
                      + _table(["Setting", "Value", "Default", "Meaning"], rows))
     else:
         parts.append("<p>No configuration was recorded.</p>")
-    diagnostics = m.get("diagnostics")
-    extra = {k: v for k, v in (diagnostics or {}).items()} if isinstance(diagnostics, dict) else {}
-    if m.get("flip_rate") is not None:
-        extra.setdefault("flip_rate", m["flip_rate"])
+    extra = result.diagnostics
     if extra:
         rows = [(f'<span class="mono">{_e(k)}</span>', _fmt(k, v)) for k, v in extra.items()]
         parts.append("<h3>What the method reported</h3>" + _table(["Item", "Value"], rows))
     return _section("method", "Method and settings", "".join(parts))
 
 
-def _results_section(record: RunRecord, workspace: Workspace, blocks: Mapping[str, dict],
+def _results_section(record: RunRecord, workspace: Workspace, result: RunResult,
                      data: Any, fig: _Charts) -> str:
-    m = record.metrics or {}
+    blocks = result.ordered_blocks()
     if not blocks:
-        if record.status == "done" and m:
-            rows = [(_e(k), _fmt(k, v)) for k, v in m.items() if not isinstance(v, (dict, list))]
-            return _section("results", "Results", _table(["Metric", "Value"], rows))
         why = {"failed": "it failed", "running": "it is still running", "queued": "it has not started"}
         text = why.get(record.status, f"it was {record.status}")
         return _section("results", "Results", f"<p>No results were recorded: {_e(text)}.</p>")
@@ -639,18 +533,18 @@ def _results_section(record: RunRecord, workspace: Workspace, blocks: Mapping[st
         parts.append(_note("No retrain reference was computed; run with <code>--retrain</code> to "
                            "compare with a model retrained without the forget set (the gold "
                            "standard). The “ideal” column then has no numbers."))
-    elif ret is not None and m.get("retrain_run"):
-        how = "reused from" if m.get("retrain_reused") else "trained for this run as"
+    elif ret is not None and record.retrain_run:
+        how = "reused from" if result.retrain_reused else "trained for this run as"
         parts.append(f"<p>The retrained reference was {how} run "
-                     f'<span class="mono">{_e(m["retrain_run"])}</span>.</p>')
-    if m.get("collapsed"):
+                     f'<span class="mono">{_e(record.retrain_run)}</span>.</p>')
+    if result.comparison.collapsed:
         parts.append(_note(f"<strong>Collapsed:</strong> {_e(_definition('collapsed')[1])} "
                            "Do not deploy this model.", "error"))
     parts.append("<h3>Each model on each set</h3>" + _metric_table(blocks))
     parts.append(fig.html(_accuracy_figure, blocks))
-    parts.append(_overall_table(m, blocks))
-    parts.append(_time_table(record))
-    parts.append(_per_class_part(record, blocks, data, fig))
+    parts.append(_overall_table(result))
+    parts.append(_time_table(record, result))
+    parts.append(_per_class_part(record, result, data, fig))
     history = _history(record, workspace)
     if history:
         during = "unlearning" if record.kind == "unlearn" else "the run"
@@ -687,17 +581,11 @@ def _metric_table(blocks: Mapping[str, dict]) -> str:
     return _table(head, rows, "results")
 
 
-def _overall_table(m: Mapping[str, Any], blocks: Mapping[str, dict]) -> str:
+def _overall_table(result: RunResult) -> str:
     """Distance to retrain (also the original's), Avg. Gap and the collapse flag."""
-    ret, unl = blocks.get("retrain"), blocks.get("unlearned")
+    ret = result.retrain
     rows = []
-    for key in ("distance_to_retrain", "original_distance_to_retrain", "avg_gap", "collapsed"):
-        value = m.get(key)
-        if key == "avg_gap" and value is None and unl is not None and ret is not None:
-            with contextlib.suppress(Exception):
-                from unlearn_core.metrics import avg_gap
-
-                value = avg_gap(unl, ret)
+    for key, value in vars(result.comparison).items():
         if value is None:
             continue
         name, definition = _definition(key)
@@ -716,35 +604,34 @@ def _overall_table(m: Mapping[str, Any], blocks: Mapping[str, dict]) -> str:
     return f"<h3>{title}</h3>" + _table(["Measure", "Value", "Ideal"], rows, "results")
 
 
-def _time_table(record: RunRecord) -> str:
-    m = record.metrics or {}
+def _time_table(record: RunRecord, result: RunResult) -> str:
+    timing = result.timing
     rows = []
-    if _is_number(m.get("seconds_unlearn")):
-        rows.append(("Unlearning", _seconds(m["seconds_unlearn"])))
-    if _is_number(m.get("seconds_retrain")):
-        reused = " (measured when that reference was trained)" if m.get("retrain_reused") else ""
-        rows.append(("Retraining without the forget set", _seconds(m["seconds_retrain"]) + _e(reused)))
-    if _is_number(m.get("time_pct_of_retrain")):
-        rows.append(("Unlearning time as a share of retraining", f"{m['time_pct_of_retrain']:.1f} %"))
-    if _is_number(m.get("speedup")):
-        verdict = "faster" if m["speedup"] >= 1 else "slower than retraining"
-        rows.append(("Speed-up over retraining", f"{m['speedup']:.2f}× ({verdict})"))
-    if _is_number(m.get("seconds_evaluate")):
-        rows.append(("Scoring the models (not part of unlearning)", _seconds(m["seconds_evaluate"])))
+    if _is_number(timing.unlearn):
+        rows.append(("Unlearning", _seconds(timing.unlearn)))
+    if _is_number(timing.retrain):
+        reused = " (measured when that reference was trained)" if result.retrain_reused else ""
+        rows.append(("Retraining without the forget set", _seconds(timing.retrain) + _e(reused)))
+    if _is_number(timing.pct_of_retrain):
+        rows.append(("Unlearning time as a share of retraining", f"{timing.pct_of_retrain:.1f} %"))
+    if _is_number(timing.speedup):
+        verdict = "faster" if timing.speedup >= 1 else "slower than retraining"
+        rows.append(("Speed-up over retraining", f"{timing.speedup:.2f}× ({verdict})"))
+    if _is_number(timing.evaluate):
+        rows.append(("Scoring the models (not part of unlearning)", _seconds(timing.evaluate)))
     if not rows:
         return ""
     return ("<h3>Time</h3>" + _kv(rows) + "<p class=\"small\">Wall-clock on the run’s device "
             f"({_e(record.device or 'unknown')}); other work on the same machine slows it.</p>")
 
 
-def _per_class_part(record: RunRecord, blocks: Mapping[str, dict], data: Any, fig: _Charts) -> str:
-    per_class = {n: b["per_class_test_acc"] for n, b in blocks.items()
+def _per_class_part(record: RunRecord, result: RunResult, data: Any, fig: _Charts) -> str:
+    per_class = {n: b["per_class_test_acc"] for n, b in result.ordered_blocks().items()
                  if isinstance(b.get("per_class_test_acc"), list)}
     if not per_class:
         return ""
-    m = record.metrics or {}
     classes = _class_names(record, max(len(v) for v in per_class.values()), data)
-    forget = m.get("forget_classes") if isinstance(m.get("forget_classes"), dict) else {}
+    forget = result.forget_classes
     rows = [[_e(c) + (' <span class="small">(in forget set)</span>' if c in forget else "")]
             + [f'<span class="num">{_fmt("test_acc", v[i] if i < len(v) else None)}</span>'
                for v in per_class.values()] for i, c in enumerate(classes)]
@@ -756,10 +643,9 @@ def _per_class_part(record: RunRecord, blocks: Mapping[str, dict], data: Any, fi
 
 
 def _history(record: RunRecord, workspace: Workspace) -> list[dict]:
-    history = (record.metrics or {}).get("history")
-    if not isinstance(history, list) or not history:
-        with contextlib.suppress(UserError, OSError, ValueError):
-            history = workspace.load_json(record.id, "history.json")
+    history = []
+    with contextlib.suppress(UserError, OSError, ValueError):
+        history = workspace.load_json(record.id, "history.json")
     return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
 
 
@@ -774,30 +660,8 @@ def _history_table(history: list[dict]) -> str:
 
 # ---------------------------------------------------------------------------------- figures
 def _accuracy_figure(blocks: Mapping[str, dict]):
-    import plotly.graph_objects as go
-
-    sets = [(f"{key}_acc", f"{sym}<br>{name}") for key, sym, name, _ in SETS] + [("test_acc", "all test")]
-    fig = go.Figure()
-    for name, block in blocks.items():
-        xs, ys = [], []
-        for key, label in sets:
-            value = block.get(key)
-            if _is_number(value) and not _is_nan(value):
-                xs.append(label)
-                ys.append(value)
-        if xs:
-            fig.add_bar(x=xs, y=ys, name=_e(MODEL_TITLES.get(name, name)),
-                        marker_color=_MODEL_COLORS.get(name),
-                        text=[f"{100 * v:.1f}%" for v in ys], textposition="outside",
-                        hovertemplate="%{x}: %{y:.1%}<extra>" + _e(name) + "</extra>")
-    if not fig.data:
-        return None
-    fig.update_layout(barmode="group", title=dict(text="Accuracy of each model on each set", x=0),
-                      yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.12]),
-                      height=360, margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    fig.update_yaxes(gridcolor="#eee")
-    return fig
+    fig = plots.set_accuracy(blocks, title="Accuracy of each model on each set")
+    return fig if fig.data else None
 
 
 def _per_class_figure(per_class: Mapping[str, list], classes: Sequence[str]):
@@ -814,38 +678,9 @@ def _per_class_figure(per_class: Mapping[str, list], classes: Sequence[str]):
 
 
 def _history_figure(history: list[dict], blocks: Mapping[str, dict]):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    drawn = False
-    for key, label, color in (("forget_acc", "forget set (D_f) accuracy", "#E8702A"),
-                              ("remain_acc", "keep set (D_r) accuracy", "#4C6A92")):
-        ys = [h.get(key) for h in history]
-        if any(_is_number(y) for y in ys):
-            fig.add_scatter(x=epochs, y=ys, name=label, mode="lines+markers", line=dict(color=color),
-                            hovertemplate="epoch %{x}: %{y:.1%}<extra>" + label + "</extra>")
-            drawn = True
-    losses = [h.get("loss") for h in history]
-    if any(_is_number(v) and math.isfinite(v) for v in losses):
-        fig.add_scatter(x=epochs, y=losses, name="training loss", mode="lines",
-                        line=dict(color="#999", dash="dot"), secondary_y=True)
-        drawn = True
-    retrain = blocks.get("retrain", {}).get("forget_train_acc")
-    if _is_number(retrain) and not _is_nan(retrain):
-        fig.add_hline(y=retrain, line=dict(color="#2E9E5B", dash="dash"),
-                      annotation_text="retrained: forget set accuracy", annotation_position="top left")
-    if not drawn:
-        return None
-    fig.update_layout(title=dict(text="Forgetting and keeping, per epoch", x=0), height=340,
-                      margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    fig.update_xaxes(title_text="epoch", dtick=1, gridcolor="#eee")
-    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.05], gridcolor="#eee",
-                     secondary_y=False)
-    fig.update_yaxes(title_text="loss", secondary_y=True, showgrid=False)
-    return fig
+    fig = plots.epoch_history(history, (blocks.get("retrain") or {}).get("forget_train_acc"),
+                              title="Forgetting and remaining, per epoch")
+    return fig if fig.data else None
 
 
 # ------------------------------------------------------------------------------- embedding
@@ -944,11 +779,10 @@ def _embedding_section(record: RunRecord, workspace: Workspace, blocks: Mapping[
 
 # ------------------------------------------------------------------------------ provenance
 def _provenance_section(record: RunRecord, workspace: Workspace) -> str:
-    m = record.metrics or {}
-    fingerprint = record.dataset_fingerprint or m.get("dataset_fingerprint") or "—"
-    base_hash = record.base_model_hash or m.get("base_model_hash") or "—"
+    fingerprint = record.dataset_fingerprint or "—"
+    base_hash = record.base_model_hash or "—"
     rows = [
-        ("Data set", _e(record.dataset or m.get("dataset") or "—")),
+        ("Data set", _e(record.dataset or "—")),
         ("Data fingerprint", _mono(fingerprint) + ' <span class="small">(content hash of the '
                                                    "images, labels and split)</span>"),
         ("Original model hash", _mono(base_hash) + ' <span class="small">(content hash of the '
@@ -1009,7 +843,6 @@ def _parents(record: RunRecord, workspace: Workspace) -> str:
     if not record.parents:
         return "none"
     items = []
-    retrain_run = (record.metrics or {}).get("retrain_run")
     for parent in record.parents:
         text = f'<span class="mono">{_e(parent)}</span>'
         try:
@@ -1017,7 +850,7 @@ def _parents(record: RunRecord, workspace: Workspace) -> str:
         except UserError:
             items.append(text + " (no longer in the registry)")
             continue
-        role = "retrain reference" if parent == retrain_run or other.kind == "retrain" else other.kind
+        role = "retrain reference" if parent == record.retrain_run or other.kind == "retrain" else other.kind
         text += f" — {_e(role)}, {_e(other.status)}, created {_when(other.created_at)}"
         with contextlib.suppress(UserError, ValueError, OSError):
             path = workspace.artifact_path(parent, WEIGHTS_NAME)
@@ -1089,7 +922,7 @@ def _mono(text: Any) -> str:
 
 def _comparison_rows(records: Sequence[RunRecord], columns: Sequence[dict]) -> list[tuple[str, list[str]]]:
     """(row title HTML, one cell HTML per run) for the comparison table."""
-    metrics = [r.metrics or {} for r in records]
+    results = [RunResult.of(r) for r in records]
     rows: list[tuple[str, list[str]]] = [
         ("Label", [_e(r.label or "—") for r in records]),
         ("Kind · status", [f"{_e(r.kind)} {_status_badge(r.status)}" for r in records]),
@@ -1098,12 +931,12 @@ def _comparison_rows(records: Sequence[RunRecord], columns: Sequence[dict]) -> l
                       for r in records]),
         ("Forget criteria", [f"<code>{_e(r.criteria_text or '—')}</code>" for r in records]),
         ("Method", [f"<strong>{_e(r.method or '—')}</strong>"
-                    + (f" · preset {_e(m['preset'])}" if m.get("preset") else "")
-                    for r, m in zip(records, metrics)]),
+                    + (f" · preset {_e(_preset(r))}" if _preset(r) else "")
+                    for r in records]),
         ("Settings changed from the defaults", [c["changed"] for c in columns]),
         ("Images to forget (D_f) / keep (D_r)",
          [f"{_fmt('n', s.get('forget_train'))} / {_fmt('n', s.get('remain_train'))}" if s else "—"
-          for s in (m.get("sizes") or {} for m in metrics)]),
+          for s in (res.sizes for res in results)]),
     ]
     for key in _COMPARED:
         if not any(key in c["block"] for c in columns):
@@ -1120,14 +953,14 @@ def _comparison_rows(records: Sequence[RunRecord], columns: Sequence[dict]) -> l
                  ["— (this is a reference)" if r.kind == "retrain" else d
                   for r, d in zip(records, distances)]))
     rows.append(("Avg. Gap (0 is ideal)", _mark_best([c["avg_gap"] for c in columns], "d", "—")))
-    rows.append(("Collapsed", [('<strong style="color:#c62828">YES</strong>' if m.get("collapsed") else "no")
-                               if "collapsed" in m else "—" for m in metrics]))
-    rows.append(("Unlearning time", _mark_best([m.get("seconds_unlearn") for m in metrics], "", "—",
+    rows.append(("Collapsed", [('<strong style="color:#c62828">YES</strong>' if res.comparison.collapsed else "no")
+                               if res.comparison.collapsed is not None else "—" for res in results]))
+    rows.append(("Unlearning time", _mark_best([res.timing.unlearn for res in results], "", "—",
                                                show=_seconds)))
-    rows.append(("Share of retraining time", [f"{m['time_pct_of_retrain']:.1f} %"
-                                              if _is_number(m.get("time_pct_of_retrain")) else "—"
-                                              for m in metrics]))
-    rows.append(("Retrain reference run", [_mono(m.get("retrain_run") or "—") for m in metrics]))
+    rows.append(("Share of retraining time", [f"{res.timing.pct_of_retrain:.1f} %"
+                                              if _is_number(res.timing.pct_of_retrain) else "—"
+                                              for res in results]))
+    rows.append(("Retrain reference run", [_mono(r.retrain_run or "—") for r in records]))
     rows.append(("Weights SHA-256", [_mono(c["sha"]) for c in columns]))
     rows.append(("Error", [_e(r.error) if r.error else "—" for r in records]))
     rows.append(("Reproducing command", [f"<pre>{_e(r.command_text)}</pre>" if r.command else "—"
@@ -1137,16 +970,9 @@ def _comparison_rows(records: Sequence[RunRecord], columns: Sequence[dict]) -> l
 
 def _comparison_column(record: RunRecord, workspace: Workspace) -> dict[str, Any]:
     """What the comparison needs of one run: its model's block, the reference, gaps, hash."""
-    metrics = record.metrics or {}
-    blocks = _model_blocks(metrics)
-    _, block = _main_block(record, blocks)
-    retrain = blocks.get("retrain") if "unlearned" in blocks or "composed" in blocks else None
-    gap = metrics.get("avg_gap")
-    if gap is None and retrain is not None and block:
-        with contextlib.suppress(Exception):
-            from unlearn_core.metrics import avg_gap
-
-            gap = avg_gap(block, retrain)
+    result = RunResult.of(record)
+    _, block = result.main_block()
+    retrain = result.retrain if result.unlearned is not None else None
     method = _method_info(record.method)
     changed = []
     with contextlib.suppress(Exception):
@@ -1158,9 +984,9 @@ def _comparison_column(record: RunRecord, workspace: Workspace) -> dict[str, Any
         path = workspace.artifact_path(record.id, WEIGHTS_NAME)
         if path.is_file():
             sha = _sha256(path)[:16] + "…"
-    return {"block": block or {}, "retrain": retrain, "distance": metrics.get("distance_to_retrain"),
-            "avg_gap": gap, "changed": "<br>".join(changed) or "none", "sha": sha,
-            "original": blocks.get("original")}
+    return {"block": block or {}, "retrain": retrain, "distance": result.comparison.distance_to_retrain,
+            "avg_gap": result.comparison.avg_gap, "changed": "<br>".join(changed) or "none", "sha": sha,
+            "original": result.original}
 
 
 def _mark_best(values: list[Any], key: str, missing: str, show=None) -> list[str]:
@@ -1200,13 +1026,13 @@ def _comparison_figure(records: Sequence[RunRecord], info: Sequence[dict]):
                 xs.append(ref[x_key])
                 title = f"{MODEL_TITLES[name]} (of run {_e(record.id)})"
                 fig.add_scatter(x=[ref[x_key]], y=[ref[y_key]], mode="markers", name=title,
-                                marker=dict(size=13, symbol=symbol, color=_MODEL_COLORS[name]),
+                                marker=dict(size=13, symbol=symbol, color=MODEL_COLORS[name]),
                                 hovertemplate=title + "<br>kept %{x:.1%} · forget %{y:.1%}<extra></extra>")
     if not fig.data:
         return None
     low, high = min(xs), max(xs)
     pad = max(0.01, 0.2 * (high - low))
-    title = "Forgetting vs what is kept (closer to the green retrain diamond is better)"
+    title = "Forgetting vs what remains (closer to the retrained model's diamond is better)"
     fig.update_layout(title=dict(text=title, x=0),
                       xaxis=dict(title="accuracy on other test images T_r (higher is better)", tickformat=".1%",
                                  range=[low - pad, min(1.0 + pad / 2, high + pad)], gridcolor="#eee"),
@@ -1230,53 +1056,12 @@ def write_comparison_report(workspace: Workspace, run_ids: Sequence[str], out: s
 
 
 def _write_text(out: str | os.PathLike[str], text: str, default_name: str) -> Path:
-    """Write via a temporary file and rename, so an interrupted write never looks complete."""
-    from unlearn_core.runs import _write_file
+    from unlearn_core.files import write_out
 
-    target = Path(out).expanduser()
-    if target.is_dir():
-        target = target / default_name
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(3)}.tmp")
-    try:
-        _write_file(temporary, text.encode())
-        os.replace(temporary, target)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise UserError(f"Cannot write the report to {target}: {error.strerror or error}; "
-                        "choose a path in a folder you can write to with --out.") from error
-    return target
+    return write_out(out, text.encode(), default_name, "report")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m unlearn_core.report compare ID ID ... --out FILE`` (and ``run ID --out FILE``)."""
-    parser = argparse.ArgumentParser(prog="python -m unlearn_core.report",
-                                     description="Write self-contained HTML reports of recorded runs.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    compare = commands.add_parser("compare", help="several runs side by side")
-    compare.add_argument("run_ids", nargs="+", metavar="ID")
-    single = commands.add_parser("run", help="the audit report of one run")
-    single.add_argument("run_id", metavar="ID")
-    for sub in (compare, single):
-        sub.add_argument("--out", required=True, help="file, or existing folder, to write")
-        sub.add_argument("--workspace", default=None,
-                         help="workspace folder (default: $UNLEARN_STUDIO_HOME or ./workspace)")
-        sub.add_argument("--no-charts", action="store_true", help="text and tables only (small file)")
-    args = parser.parse_args(argv)
-    try:
-        workspace = Workspace(args.workspace)
-        if args.command == "compare":
-            path = write_comparison_report(workspace, args.run_ids, args.out, charts=not args.no_charts)
-        else:
-            record = workspace.get(args.run_id)
-            text = render_run_report(record, workspace, charts=not args.no_charts)
-            path = _write_text(args.out, text, f"{record.id}.html")
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+def write_run_report(workspace: Workspace, run_id: str, out: str | os.PathLike[str], *, charts: bool = True) -> Path:
+    """Write :func:`render_run_report` of one run to ``out`` (a file, or a folder to put it in)."""
+    record = workspace.get(run_id)
+    return _write_text(out, render_run_report(record, workspace, charts=charts), f"{record.id}.html")

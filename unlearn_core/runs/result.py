@@ -1,0 +1,189 @@
+"""What a finished run found, in one typed shape for every kind of run.
+
+Why: results used to travel as one flat dict (per-model blocks mixed with timings, config and
+history), and a composition stored a different one, so every reader (report, pages, cache)
+re-derived the structure. :class:`RunResult` is that structure, written once by the workflows
+(:mod:`unlearn_core.runs.workflows`) and stored as the record's ``metrics`` JSON. Runs recorded
+before it existed are read through :meth:`RunResult.from_dict` too (their flat dict is mapped
+onto the same fields), so old workspaces keep opening.
+
+Torch-free: pages, the report and ``runs show`` read results without loading models.
+
+Example::
+
+    result = RunResult.of(record)
+    name, block = result.main_block()          # ("unlearned", {"forget_test_acc": ...})
+    result.comparison.avg_gap                  # SalUn's Avg. Gap to the retrained model
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unlearn_core.runs.registry import RunRecord
+
+#: Per-model blocks in the order they are shown.
+MODEL_ORDER = ("original", "retrain", "unlearned")
+#: Keys of a legacy flat result that are neither blocks nor figures.
+_LEGACY_NOT_BLOCKS = frozenset({"config", "sizes", "forget_classes", "diagnostics", "history", "criteria"})
+
+
+@dataclass
+class Comparison:
+    """How the run's model compares with the original and the retrained reference.
+
+    Attributes:
+        distance_to_retrain: distance of the unlearned model to the retrained one (0 is ideal;
+            ``None`` without a retrain reference).
+        original_distance_to_retrain: the same for the original model (where unlearning started).
+        avg_gap: SalUn's Avg. Gap to the retrained model (0 is ideal; ``None`` without one).
+        collapsed: the model lost more than 10 points of remain accuracy (it broke, not forgot).
+    """
+
+    distance_to_retrain: float | None = None
+    original_distance_to_retrain: float | None = None
+    avg_gap: float | None = None
+    collapsed: bool | None = None
+
+
+@dataclass
+class Timing:
+    """Seconds spent, and how unlearning compares with retraining."""
+
+    unlearn: float | None = None
+    retrain: float | None = None
+    train: float | None = None
+    evaluate: float | None = None
+
+    @property
+    def pct_of_retrain(self) -> float | None:
+        if self.unlearn is None or not self.retrain:
+            return None
+        return 100.0 * self.unlearn / self.retrain
+
+    @property
+    def speedup(self) -> float | None:
+        if self.unlearn is None or not self.retrain:
+            return None
+        return self.retrain / max(self.unlearn, 1e-9)
+
+
+@dataclass
+class RunResult:
+    """A finished run's results.
+
+    Attributes:
+        blocks: per-model metric blocks (see :data:`unlearn_core.metrics.METRIC_DEFINITIONS`):
+            ``original``, ``unlearned`` and ``retrain`` for unlearn and compose runs; the run's
+            kind (``train``, ``retrain``) for training runs.
+        comparison: distance, Avg. Gap and collapse flag of the run's model.
+        timing: seconds per phase.
+        sizes: images in each of the four sets (``forget_train``...).
+        forget_classes: forget-set images per class name.
+        diagnostics: method-specific figures (PSG's flip rate...).
+        criteria_description: the forget criteria in words.
+        retrain_reused: the retrain reference was a recorded one (not trained for this run).
+        candidates: a composition's scored candidates (``label``, ``params``, ``metrics``,
+            ``distance_to_retrain``...), and ``chosen``, the label of the one saved.
+    """
+
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comparison: Comparison = field(default_factory=Comparison)
+    timing: Timing = field(default_factory=Timing)
+    sizes: dict[str, int] = field(default_factory=dict)
+    forget_classes: dict[str, int] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    criteria_description: str = ""
+    retrain_reused: bool | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    chosen: str | None = None
+
+    # ------------------------------------------------------------------ reading
+
+    def ordered_blocks(self) -> dict[str, dict[str, Any]]:
+        """Blocks with original, retrain, unlearned first, then any other."""
+        ordered = {name: self.blocks[name] for name in MODEL_ORDER if name in self.blocks}
+        ordered.update({name: block for name, block in self.blocks.items() if name not in ordered})
+        return ordered
+
+    def main_block(self) -> tuple[str, dict[str, Any]]:
+        """The block of the run's own model: the unlearned one, else the only one there is."""
+        for name in ("unlearned", "train", "retrain", "original"):
+            if name in self.blocks:
+                return name, self.blocks[name]
+        return next(iter(self.blocks.items()), ("", {}))
+
+    @property
+    def original(self) -> dict[str, Any] | None:
+        return self.blocks.get("original")
+
+    @property
+    def unlearned(self) -> dict[str, Any] | None:
+        return self.blocks.get("unlearned")
+
+    @property
+    def retrain(self) -> dict[str, Any] | None:
+        return self.blocks.get("retrain")
+
+    # ------------------------------------------------------------------ storing
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored shape (``RunRecord.metrics``); :meth:`from_dict` reads it back."""
+        out = asdict(self)
+        out["timing"].update(pct_of_retrain=self.timing.pct_of_retrain, speedup=self.timing.speedup)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], kind: str = "unlearn") -> RunResult:
+        """Read a stored result: this shape, or the flat dict of runs recorded before it."""
+        values = values or {}
+        if "blocks" in values:
+            timing = {k: v for k, v in (values.get("timing") or {}).items()
+                      if k in ("unlearn", "retrain", "train", "evaluate")}
+            return cls(blocks=dict(values["blocks"]), comparison=Comparison(**(values.get("comparison") or {})),
+                       timing=Timing(**timing), sizes=dict(values.get("sizes") or {}),
+                       forget_classes=dict(values.get("forget_classes") or {}),
+                       diagnostics=dict(values.get("diagnostics") or {}),
+                       criteria_description=values.get("criteria_description") or "",
+                       retrain_reused=values.get("retrain_reused"),
+                       candidates=list(values.get("candidates") or []), chosen=values.get("chosen"))
+        return cls._from_legacy(values, kind)
+
+    @classmethod
+    def of(cls, record: RunRecord) -> RunResult:
+        """The result of a recorded run (empty for a run that has not finished)."""
+        return cls.from_dict(record.metrics, record.kind)
+
+    @classmethod
+    def _from_legacy(cls, m: dict[str, Any], kind: str) -> RunResult:
+        blocks = {k: v for k, v in m.items() if isinstance(v, dict) and k not in _LEGACY_NOT_BLOCKS}
+        if not blocks and kind in ("train", "retrain") and "test_acc" in m:
+            blocks = {kind: {"test_acc": m["test_acc"]}}
+        comparison = Comparison(distance_to_retrain=m.get("distance_to_retrain"),
+                                original_distance_to_retrain=m.get("original_distance_to_retrain"),
+                                avg_gap=m.get("avg_gap"), collapsed=m.get("collapsed"))
+        if comparison.avg_gap is None and "retrain" in blocks and "unlearned" in blocks:
+            comparison.avg_gap = _avg_gap(blocks["unlearned"], blocks["retrain"])
+        timing = Timing(unlearn=m.get("seconds_unlearn"), retrain=m.get("seconds_retrain"),
+                        train=m.get("seconds_train"), evaluate=m.get("seconds_evaluate"))
+        diagnostics = dict(m.get("diagnostics") or {})
+        if m.get("flip_rate") is not None:
+            diagnostics.setdefault("flip_rate", m["flip_rate"])
+        return cls(blocks=blocks, comparison=comparison, timing=timing, sizes=dict(m.get("sizes") or {}),
+                   forget_classes=dict(m.get("forget_classes") or {}), diagnostics=diagnostics,
+                   criteria_description=m.get("criteria_description") or "",
+                   retrain_reused=m.get("retrain_reused"), candidates=list(m.get("candidates") or []),
+                   chosen=m.get("chosen"))
+
+
+def _avg_gap(block: dict[str, Any], retrain: dict[str, Any]) -> float | None:
+    from unlearn_core.metrics import avg_gap
+
+    try:
+        value = avg_gap(block, retrain)
+    except (KeyError, TypeError):  # a block from an older version without every metric
+        return None
+    return None if math.isnan(value) else value

@@ -1,0 +1,265 @@
+"""What a recorded run does, start to end: load, run, save artifacts, record the result.
+
+The command line and the dashboard are two faces over these functions: the CLI parses argv
+into a request (:mod:`unlearn_core.runs.requests`) and calls one of them; the dashboard builds
+the same request and :func:`submit` starts the same command in a background job, which calls
+the same function. So a run started from either face is recorded the same way.
+
+Each workflow takes a request and either a workspace (record the run; ``run_id`` continues a
+queued background job) or ``None`` (work only, progress on stderr). It returns a JSON-ready
+summary: ``run_id`` (when recorded), the run's facts, and ``result`` (a
+:class:`~unlearn_core.runs.result.RunResult` as a dict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from unlearn_core.errors import UserError
+from unlearn_core.runs import artifacts
+from unlearn_core.runs.jobs import RunContext, command_run
+from unlearn_core.runs.registry import RunRecord, Workspace, cli_command, recipe_hash
+from unlearn_core.runs.requests import ComposeRequest, DemoModelsRequest, TrainRequest, UnlearnRequest
+from unlearn_core.runs.result import Comparison, RunResult, Timing
+
+if TYPE_CHECKING:
+    from unlearn_core.data.imageset import ImageSet
+    from unlearn_core.models.architectures import Classifier
+
+
+def submit(workspace: Workspace, request: UnlearnRequest | TrainRequest | ComposeRequest | DemoModelsRequest,
+           **fields: Any) -> RunRecord:
+    """Start ``request`` as a background job (or queue it); the record's facts come from it."""
+    from unlearn_core.runs import jobs
+
+    return jobs.submit(workspace, request.to_argv(), request.kind, **{**request.record_fields(), **fields})
+
+
+@contextlib.contextmanager
+def _opened(workspace: Workspace | None, run_id: str | None, request, **fields: Any) -> Iterator[RunContext | None]:
+    """The run's context when recording, else None (and progress goes to stderr)."""
+    if workspace is None:
+        yield None
+        return
+    fields = {**request.record_fields(), **fields}
+    with command_run(workspace, run_id, kind=request.kind, command=cli_command(request.to_argv()),
+                     **fields) as context:
+        yield context
+
+
+def _hooks(context: RunContext | None):
+    if context is None:
+        from unlearn_core.progress import StderrReporter
+
+        return StderrReporter(), None
+    return context.reporter, context.should_stop
+
+
+# ---------------------------------------------------------------------- unlearn
+
+def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id: str | None = None) -> dict:
+    """Load, unlearn (reusing a recorded retrain reference when possible), score, record."""
+    from unlearn_core.data.catalog import load_dataset
+    from unlearn_core.pipeline import run_unlearning
+
+    with _opened(workspace, run_id, request) as context:
+        on_progress, should_stop = _hooks(context)
+        data = load_dataset(request.dataset)
+        model = artifacts.load_model_for(data, request.weights, request.arch)
+        retrain_model = retrain_seconds = None
+        retrain_run: dict[str, Any] | None = None
+        if request.retrain and context is not None:
+            retrain_model, retrain_seconds, retrain_run = _reuse_or_train_retrain(
+                context.workspace, data, model, request, on_progress, should_stop)
+        outcome = run_unlearning(data, model, request, on_progress=on_progress, should_stop=should_stop,
+                                 retrain_model=retrain_model, retrain_seconds=retrain_seconds)
+        result = outcome.result
+        if retrain_run is not None:
+            result.retrain_reused = retrain_run["reused"]
+        summary = {"dataset": data.name, "method": request.method, "preset": request.preset,
+                   "criteria": outcome.criteria.to_text(), "config": outcome.config,
+                   "retrain_run": retrain_run["id"] if retrain_run else None, "result": result.to_dict()}
+        if context is None:
+            return summary
+        ws = context.workspace
+        ws.save_weights(context.run_id, outcome.unlearned.state_dict(), artifacts.model_metadata(
+            outcome.unlearned, outcome.data_fingerprint, outcome.base_model_hash, request.method,
+            outcome.criteria.to_text()))
+        ws.save_json(context.run_id, artifacts.SPLIT_ARTIFACT, {k: v.tolist() for k, v in vars(outcome.split).items()})
+        ws.save_json(context.run_id, "history.json", outcome.history)
+        context.finish(metrics=result.to_dict(), dataset_fingerprint=outcome.data_fingerprint,
+                       base_model_hash=outcome.base_model_hash, criteria=outcome.criteria.to_dict(),
+                       criteria_text=outcome.criteria.to_text(), config=outcome.config,
+                       device=str(next(outcome.unlearned.parameters()).device),
+                       retrain_run=retrain_run["id"] if retrain_run else "",
+                       parents=[retrain_run["id"]] if retrain_run else [])
+        summary["run_id"] = context.run_id
+    return summary
+
+
+def _reuse_or_train_retrain(workspace: Workspace, data: ImageSet, model: Classifier, request: UnlearnRequest,
+                            on_progress, should_stop) -> tuple[Classifier, float | None, dict[str, Any]]:
+    """A recorded retrain reference for the same data, criteria, seed and recipe, or a new one."""
+    from unlearn_core.data.criteria import ForgetCriteria
+    from unlearn_core.evaluate import evaluate_model
+    from unlearn_core.models.architectures import build_model
+    from unlearn_core.models.weights import load_state_into, state_hash
+    from unlearn_core.pipeline import retrain_recipe, train_retrain
+
+    criteria = ForgetCriteria.parse(request.forget)
+    recipe = retrain_recipe(data, model, request.seed, request.device)
+    key = recipe_hash(recipe.recipe_key())
+    found = workspace.find_reusable("retrain", dataset_fingerprint=data.fingerprint(),
+                                    criteria_text=criteria.to_text(), seed=request.seed, recipe_hash=key)
+    if found is not None:
+        retrained = load_state_into(build_model(model.spec), workspace.load_weights(found.id)).eval()
+        return retrained, RunResult.of(found).timing.retrain, {"id": found.id, "reused": True}
+    split = artifacts.criteria_split(data, criteria.to_text())
+    retrained, seconds = train_retrain(data, split, recipe, on_progress, should_stop)
+    # The reference's own command trains it again from the same data reference as this run.
+    train_request = TrainRequest(dataset=request.dataset, arch=recipe.arch, epochs=recipe.epochs,
+                                 batch_size=recipe.batch_size, lr=recipe.lr, seed=request.seed,
+                                 retrain=True, forget=criteria.to_text())
+    record = workspace.create_run(
+        "retrain", status="running", dataset=request.dataset, dataset_fingerprint=data.fingerprint(),
+        criteria_text=criteria.to_text(), criteria=criteria.to_dict(), method="retrain",
+        config=recipe.to_dict(), recipe_hash=key, seed=request.seed, base_arch=recipe.arch,
+        command=cli_command(train_request.to_argv()),
+    )
+    workspace.save_weights(record.id, retrained.state_dict(), artifacts.model_metadata(
+        retrained, data.fingerprint(), state_hash(model), "retrain", criteria.to_text()))
+    result = RunResult(blocks={"retrain": evaluate_model(retrained, data, split)}, timing=Timing(retrain=seconds),
+                       sizes=split.sizes())
+    workspace.set_status(record.id, "done", metrics=result.to_dict())
+    return retrained, seconds, {"id": record.id, "reused": False}
+
+
+# ---------------------------------------------------------------------- train
+
+def train_config(request: TrainRequest):
+    """The training recipe a :class:`TrainRequest` asks for."""
+    from unlearn_core.training import TrainConfig
+
+    return TrainConfig(arch=request.arch, epochs=request.epochs, batch_size=request.batch_size,
+                       lr=request.lr, seed=request.seed, device=request.device)
+
+
+def train(request: TrainRequest, workspace: Workspace | None = None, run_id: str | None = None) -> dict:
+    """Train an original model (or the retrain reference), save it, record the run."""
+    from unlearn_core.data.catalog import load_dataset
+    from unlearn_core.models.weights import save_model, state_hash
+    from unlearn_core.training import train_model
+
+    with _opened(workspace, run_id, request) as context:
+        on_progress, should_stop = _hooks(context)
+        data = load_dataset(request.dataset)
+        config = train_config(request)
+        indices = data.train_indices
+        criteria = None
+        if request.retrain:
+            from unlearn_core.data.criteria import ForgetCriteria
+
+            criteria = ForgetCriteria.parse(request.forget)
+            indices = artifacts.criteria_split(data, request.forget).remain_train
+        trained = train_model(data, indices, config, on_progress=on_progress, should_stop=should_stop,
+                              phase=request.kind)
+        if request.out:
+            save_model(trained.model, request.out, {"data_fingerprint": data.fingerprint(), "dataset": data.name,
+                                                    "recipe": config.recipe_key(), "forget": request.forget})
+        result = RunResult(blocks={request.kind: {"test_acc": trained.test_acc}},
+                           timing=Timing(**{request.kind: trained.seconds}))
+        summary = {"dataset": data.name, "n_train": int(len(indices)), "test_acc": trained.test_acc,
+                   "seconds": trained.seconds, "out": request.out, "config": config.to_dict(),
+                   "model_hash": state_hash(trained.model), "result": result.to_dict()}
+        if context is None:
+            return summary
+        context.workspace.save_weights(context.run_id, trained.model.state_dict(), artifacts.model_metadata(
+            trained.model, data.fingerprint(), "", request.kind, request.forget))
+        context.workspace.save_json(context.run_id, "history.json", trained.history)
+        context.finish(metrics=result.to_dict(), dataset_fingerprint=data.fingerprint(), config=config.to_dict(),
+                       recipe_hash=recipe_hash(config.recipe_key()),
+                       criteria=criteria.to_dict() if criteria else {},
+                       device=str(next(trained.model.parameters()).device))
+        summary["run_id"] = context.run_id
+    return summary
+
+
+# ---------------------------------------------------------------------- compose
+
+def compose(request: ComposeRequest, workspace: Workspace, run_id: str | None = None) -> dict:
+    """Load the runs, build and score the candidates, save the chosen one as this run."""
+    from unlearn_core.compose import CompositionConfig, compose_candidates, union_split
+    from unlearn_core.evaluate import compare_blocks, evaluate_model
+
+    config = CompositionConfig(
+        strategy=request.strategy, block_choice=dict(request.blocks), recalibrate_bn=request.recalibrate,
+        repair_epochs=request.repair_epochs, repair_head_only=request.repair_head_only, seed=request.seed,
+        **({"alphas": tuple(request.alphas)} if request.alphas else {}),
+        **({"scales": tuple(request.scales)} if request.scales else {}),
+    )
+    if run_id is None:  # before recording anything (a job's run records its own failure)
+        from unlearn_core.preflight import check_compose
+
+        check_compose(workspace, list(request.runs), config)
+    with _opened(workspace, run_id, request, config=config.to_dict()) as context:
+        records = [workspace.get(run) for run in request.runs]
+        for record in records:
+            if record.status != "done" or record.kind not in ("unlearn", "compose"):
+                raise UserError(f"Run {record.id} is a {record.status} {record.kind} run; "
+                                "compose finished unlearning runs.")
+        first = records[0]
+        data = artifacts.run_data(workspace, records)
+        original = artifacts.base_model(first, data)
+        models = [artifacts.load_run_model(workspace, record.id) for record in records]
+        splits = [artifacts.criteria_split(data, record.criteria_text) for record in records]
+        same_criteria = len({r.criteria_text for r in records}) == 1
+        split = splits[0] if same_criteria else union_split(splits)
+        first_result = RunResult.of(first)
+        retrain_block = first_result.retrain if same_criteria else None
+        context.update(dataset=first.dataset, dataset_fingerprint=first.dataset_fingerprint,
+                       base_model_hash=first.base_model_hash, base_weights=first.base_weights,
+                       base_arch=first.base_arch, retrain_run=first.retrain_run if retrain_block else "",
+                       criteria_text=" | ".join(dict.fromkeys(r.criteria_text for r in records)))
+        candidates = compose_candidates(
+            config, original, models, data, split, context.reporter, context.should_stop,
+            forget_splits=None if same_criteria else splits, base_hashes=[r.base_model_hash for r in records],
+            names=list(request.runs))
+        original_block = evaluate_model(original, data, split, seed=config.seed)
+        summaries = []
+        for candidate in candidates:
+            summary = candidate.summary()
+            summary.update(compare_blocks(original_block, candidate.metrics, retrain_block))
+            summaries.append(summary)
+        chosen = choose(summaries, request.select)
+        model = next(c.model for c in candidates if c.label == chosen["label"])
+        workspace.save_weights(context.run_id, model.state_dict(), artifacts.model_metadata(
+            model, first.dataset_fingerprint, first.base_model_hash, f"compose:{config.strategy}",
+            " | ".join(r.criteria_text for r in records)))
+        blocks = {"original": original_block, "unlearned": chosen["metrics"]}
+        if retrain_block is not None:
+            blocks["retrain"] = retrain_block
+        result = RunResult(
+            blocks=blocks, sizes=split.sizes(), candidates=summaries, chosen=chosen["label"],
+            comparison=Comparison(**{k: chosen.get(k) for k in ("distance_to_retrain",
+                                                                "original_distance_to_retrain",
+                                                                "avg_gap", "collapsed")}),
+            criteria_description=" | ".join(dict.fromkeys(
+                RunResult.of(r).criteria_description or r.criteria_text for r in records)))
+        context.finish(metrics=result.to_dict())
+        return {"run_id": context.run_id, "dataset": first.dataset, "strategy": config.strategy,
+                "config": config.to_dict(), "criteria": [r.criteria_text for r in records],
+                "result": result.to_dict()}
+
+
+def choose(summaries: list[dict], select: str | None) -> dict:
+    """The candidate to save: ``select``, else the closest to retrain, else the best R − F."""
+    if select is not None:
+        for summary in summaries:
+            if summary["label"] == select:
+                return summary
+        raise UserError(f"No candidate {select!r}; candidates: {', '.join(s['label'] for s in summaries)}.")
+    if all(s.get("distance_to_retrain") is not None for s in summaries):
+        return min(summaries, key=lambda s: s["distance_to_retrain"])
+    return max(summaries, key=lambda s: s["metrics"]["remain_test_acc"] - s["metrics"]["forget_test_acc"])
