@@ -29,6 +29,7 @@ import pytest
 import torch
 
 import hostile_files as hostile
+from unlearn_core import files
 from unlearn_core.runs import registry as runs
 from unlearn_core.cli import main
 from unlearn_core.data import loaders
@@ -730,7 +731,7 @@ def test_bad_input_is_refused_cleanly(bad, base, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("UNLEARN_STUDIO_MAX_JOBS", raising=False)
     argv, pattern = bad.make(ctx)
     if ctx.env.pop("__patch_write_file__", None):
-        monkeypatch.setattr(runs, "_write_file", ctx.full_disk)
+        monkeypatch.setattr(files, "write_file", ctx.full_disk)
     for key, value in ctx.env.items():
         monkeypatch.setenv(key, value)
     capsys.readouterr()

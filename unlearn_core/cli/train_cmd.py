@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.run_id is None:  # before recording anything (a job's run records its own failure)
         from unlearn_core.preflight import check_train
 
-        check_train(dataset=request.dataset, retrain=request.retrain, forget=request.forget, out=request.out,
+        check_train(dataset=request.dataset, retrain=request.retrain, forget=request.forget or None, out=request.out,
                     config=workflows.train_config(request))
     summary = workflows.train(request, None if args.no_record else Workspace(), args.run_id)
     if args.json:
