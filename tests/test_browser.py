@@ -316,7 +316,7 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
         expect(page.get_by_role("heading", name="Decision regions")).to_be_visible(timeout=WAIT_MS)
         tsne = page.get_by_test_id("stPlotlyChart").filter(has_text="Retrained") \
-            .filter(has_text="Unlearned").filter(has_text="Original")
+            .filter(has_text="Unlearned").filter(has_text="Original").filter(has_text="forget image")
         expect(tsne).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_text("The maps are an approximation")).to_be_visible()
         screenshot_of("results.png")
