@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
 from unlearn_core.cli.common import add_json_flag, print_json
 from unlearn_core.runs.jobs import add_run_id_argument
@@ -49,36 +47,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_make_demo_models(args: argparse.Namespace) -> int:
-    """Train each demo model; as a dashboard job (``--run-id``) with progress and cancel."""
-    from unlearn_core.assets import DEMO_RECIPES
+    """Retrain the demo models; as a dashboard job (``--run-id``) with progress and cancel."""
+    from unlearn_core.runs import workflows
 
-    request = DemoModelsRequest.from_args(args)
-    names = list(request.only) or list(DEMO_RECIPES)
-    if args.run_id is None:
-        from unlearn_core.progress import StderrReporter
-
-        for name in names:
-            _make_demo_model(name, request.out, StderrReporter(), None)
-        return 0
-    from unlearn_core.runs.jobs import command_run
-    from unlearn_core.runs.registry import Workspace
-    from unlearn_core.runs.result import RunResult
-
-    with command_run(Workspace(), args.run_id, kind="train", command=[]) as context:
-        results = {name: _make_demo_model(name, request.out, context.reporter, context.should_stop)
-                   for name in names}
-        context.finish(metrics=RunResult(blocks={name: {"test_acc": acc} for name, acc in results.items()}).to_dict())
+    for made in workflows.make_demo_models(DemoModelsRequest.from_args(args), run_id=args.run_id):
+        print(f"{made['name']}: generated in {made['generated_seconds']:.1f} s, trained in "
+              f"{made['train_seconds']:.1f} s, test accuracy {made['test_acc']:.3f} -> {made['path']}")
     return 0
-
-
-def _make_demo_model(name: str, out: str | None, on_progress, should_stop) -> float:
-    from unlearn_core.assets import make_demo_model
-    from unlearn_core.data.builtin import load_builtin
-
-    started = time.perf_counter()
-    data = load_builtin(name)
-    generated = time.perf_counter() - started
-    result, path = make_demo_model(data, out, on_progress=on_progress, should_stop=should_stop)
-    print(f"{name}: generated in {generated:.1f} s, trained in {result.seconds:.1f} s, "
-          f"test accuracy {result.test_acc:.3f} -> {path}", file=sys.stdout)
-    return result.test_acc

@@ -57,6 +57,40 @@ def _hooks(context: RunContext | None):
     return context.reporter, context.should_stop
 
 
+# ---------------------------------------------------------------------- demo models
+
+def make_demo_models(request: DemoModelsRequest, workspace: Workspace | None = None,
+                     run_id: str | None = None) -> list[dict]:
+    """Retrain the demo models of the built-in sets ``request.only`` names (all by default).
+
+    As a dashboard job (``run_id`` of a queued ``train`` run) progress and cancel go through
+    that run; otherwise progress goes to stderr and nothing is recorded. Returns one summary a
+    set: name, generation and training seconds, test accuracy and the file written.
+    """
+    import time
+
+    from unlearn_core.assets import DEMO_RECIPES, make_demo_model
+    from unlearn_core.data.builtin import load_builtin
+
+    def make_all(on_progress, should_stop) -> list[dict]:
+        summaries = []
+        for name in request.only or tuple(DEMO_RECIPES):
+            started = time.perf_counter()
+            data = load_builtin(name)
+            generated = time.perf_counter() - started
+            trained, path = make_demo_model(data, request.out, on_progress=on_progress, should_stop=should_stop)
+            summaries.append({"name": name, "generated_seconds": generated, "train_seconds": trained.seconds,
+                              "test_acc": trained.test_acc, "path": str(path)})
+        return summaries
+
+    if run_id is None:
+        return make_all(*_hooks(None))
+    with command_run(workspace or Workspace(), run_id, kind="train", command=[]) as context:
+        summaries = make_all(context.reporter, context.should_stop)
+        context.finish(metrics=RunResult(blocks={s["name"]: {"test_acc": s["test_acc"]} for s in summaries}).to_dict())
+    return summaries
+
+
 # ---------------------------------------------------------------------- unlearn
 
 def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id: str | None = None) -> dict:
