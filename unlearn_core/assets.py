@@ -72,10 +72,6 @@ def demo_model_candidates(name: str) -> list[Path]:
     return [p for p in (workspace_demo_path(name), demo_model_path(name)) if p.is_file()]
 
 
-def has_demo_model(name: str) -> bool:
-    return bool(demo_model_candidates(name))
-
-
 def retrain_command(name: str) -> str:
     """The command that retrains the demo model into the workspace."""
     return f"python -m unlearn_core make-demo-models --only {name}"
