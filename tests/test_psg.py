@@ -255,7 +255,8 @@ def test_psg_forgets_the_class_and_keeps_the_rest():
     split = data.split
     before = (accuracy(original, split.forget_test), accuracy(original, split.remain_test))
     method = get_method("psg")
-    config = method.make_config({"device": "cpu", "epochs": 3, "batch_size": 32})
+    config = method.make_config({"device": "cpu", "epochs": 3, "batch_size": 32, "relabel": "every_pass",
+                                 "stop_at": "passes"})
     result = method.run(original, data, config)
     after = (accuracy(result.model, split.forget_test), accuracy(result.model, split.remain_test))
     assert before[0] > 0.9
@@ -312,7 +313,7 @@ def test_skip_policy_reports_skipped_samples():
 def test_target_accuracy_stops_before_updating():
     original = tiny_model()
     method = get_method("psg")
-    config = method.make_config({"device": "cpu", "epochs": 5, "target_forget_acc": 1.0})
+    config = method.make_config({"device": "cpu", "epochs": 5, "stop_at": "target", "target_forget_acc": 1.0})
     result = method.run(original, unlearn_data(), config)
     assert result.diagnostics["stopped_early"] and result.diagnostics["passes"] == 1
     for before, after in zip(original.state_dict().values(), result.model.state_dict().values()):

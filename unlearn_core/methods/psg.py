@@ -17,6 +17,7 @@ built-in demo scenario.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -36,6 +37,10 @@ from unlearn_core.methods.base import (
 from unlearn_core.methods.boundary_search import (
     FAILED_FLIP_POLICIES, LAM_SCHEDULES, NOISE_FAMILIES, NOISE_SCALES, BoundaryResult, PerturbedSignGradient,
     eval_mode,
+)
+from unlearn_core.methods.stopping import (
+    BN_POLICIES, RECALIBRATION_BATCHES, STOP_RULES, StopRule, make_stop_rule, normalized_by_kept_images,
+    recalibrate_statistics,
 )
 from unlearn_core.models.architectures import Classifier
 
@@ -62,7 +67,7 @@ class PSGConfig(CommonConfig):
                         "(L∞ radius in pixel units; 0.1 ≈ 25 grey levels of 255).", min=0.0, max=1.0)
     step_size: float = option(0.0, "Pixel change per search step η; 0 = automatic (ε for one step as in "
                               "the reference, else ε/4).", min=0.0, max=1.0)
-    inner_steps: int = option(5, "Search steps per image (T_in); 1 with step ε is the reference FGSM step.",
+    inner_steps: int = option(2, "Search steps per image (T_in); 1 with step ε is the reference FGSM step.",
                               min=1, max=100)
     gamma: float = option(0.5, "Noise weight γ added to the gradient before its sign (0 = no noise).",
                           min=0.0, max=100.0)
@@ -85,7 +90,7 @@ class PSGConfig(CommonConfig):
     attack_model: str = option("original", "Search boundaries of the frozen original model (stable "
                                "targets) or of the model being unlearned ('current').",
                                choices=("original", "current"))
-    relabel: str = option("every_pass", "Search new targets every pass (fresh noise, reference) or once "
+    relabel: str = option("once", "Search new targets every pass (fresh noise, reference) or once "
                           "and reuse them (faster).", choices=("every_pass", "once"))
     # --- outer fine-tuning ---
     targets: str = option("hard", "Train towards the nearest wrong class ('hard') or towards the soft "
@@ -103,15 +108,20 @@ class PSGConfig(CommonConfig):
     momentum: float = option(0.5, "SGD momentum (reference 0.9, which overshoots once the forget set is "
                              "forgotten).", min=0.0, max=0.999)
     weight_decay: float = option(0.0, "L2 weight decay during unlearning.", min=0.0, max=0.1)
-    epochs: int = option(2, "Passes over the forget set (upper bound when a target accuracy is set).",
+    epochs: int = option(8, "Passes over the forget set (an upper bound: the stop rule usually ends the run "
+                         "sooner).",
                          min=1, max=1000)
-    bn_policy: str = option("train", "BatchNorm during unlearning: 'train' (batch statistics, reference; use "
-                            "with φ > 0 so batches mix forget and remain images) or 'frozen' statistics "
-                            "and no dropout (needs a much smaller learning rate).", choices=("frozen", "train"))
-    target_forget_acc: float = option(0.0, "Stop as soon as the model's accuracy on a fresh forget batch is at or "
-                                      "below this value (0 = off, run every pass; 0.001 = stop once a batch is "
-                                      "entirely forgotten; for random samples use the held-out accuracy).",
-                                      min=0.0, max=1.0)
+    bn_policy: str = option("remain_stats", "BatchNorm during unlearning: 'remain_stats' (batch statistics in "
+                            "the forward, running statistics from kept images only, so the forgetting lives in "
+                            "the weights and survives recalibration), 'train' (batch statistics, the reference: "
+                            "running statistics absorb forget batches) or 'frozen' statistics and no dropout "
+                            "(needs a much smaller learning rate).", choices=BN_POLICIES)
+    stop_at: str = option("auto", "When to stop: 'auto' = near the forget accuracy a model that never saw these "
+                          "images would have, estimated without retraining (see docs/method.md); 'target' = at "
+                          "target_forget_acc; 'passes' = run every pass.", choices=STOP_RULES)
+    target_forget_acc: float = option(0.0, "With stop_at='target': stop as soon as the model's accuracy on a fresh "
+                                      "forget batch is at or below this value (0 = stop once a batch is entirely "
+                                      "forgotten).", min=0.0, max=1.0)
 
 
 #: The published defaults of the reference code (Boundary Shrink's FGSM step, lr 1e-5).
@@ -120,7 +130,7 @@ _REFERENCE = {
     "early_stop_on_flip": False, "round_to_255": True, "failed_flip": "next_best",
     "attack_model": "original", "relabel": "every_pass", "targets": "hard", "phi": 0.0,
     "lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0, "epochs": 10, "bn_policy": "train",
-    "target_forget_acc": 0.0, "batch_size": 64,
+    "target_forget_acc": 0.0, "stop_at": "passes", "batch_size": 64,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -156,7 +166,7 @@ _FORGET_REALLY = {
     "eps": 0.1, "step_size": 0.0, "inner_steps": 2, "gamma": 0.5, "noise": "normal", "noise_scale": "relative",
     "lam": 0.0, "early_stop_on_flip": True, "failed_flip": "next_best", "attack_model": "original",
     "relabel": "once", "targets": "hard", "bn_policy": "train", "phi": 10.0, "remain_batch_size": 64,
-    "lr": 3e-3, "momentum": 0.5, "batch_size": 64,
+    "lr": 3e-3, "momentum": 0.5, "batch_size": 64, "stop_at": "target",
 }
 
 #: Settings tuned per built-in demo scenario (names as in ``unlearn_core.data.builtin.SCENARIOS``).
@@ -342,7 +352,9 @@ class PSG(UnlearnMethod):
         noise_generator = torch.Generator(device=device)
         noise_generator.manual_seed(config.seed)
         remain_batches = (cycle_batches(data.remain_indices, config.remain_batch_size, make_generator(config.seed + 1))
-                          if config.phi > 0 else None)
+                          if config.phi > 0 or config.bn_policy == "remain_stats" else None)
+        stop_rule = make_stop_rule(config, model, data, device,
+                                   lambda indices: load_pixels(data, indices, device, config.channels_last))
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
         forget = data.forget_indices
@@ -389,7 +401,7 @@ class PSG(UnlearnMethod):
                 if label_table is not None:
                     label_table[epoch - 1, torch.as_tensor(positions)] = new_labels.cpu()
                 outcome = self._step(model, optimizer, pixels, labels, new_labels, keep, target_logits,
-                                     remain_batches, data, device, config)
+                                     remain_batches, data, device, config, stop_rule, cost["trained_images"] > 0)
                 cost["trained_images"] += outcome.trained_images
                 if outcome.loss is not None:
                     loss_sum += outcome.loss * len(positions)
@@ -413,6 +425,9 @@ class PSG(UnlearnMethod):
             if stopped_early:
                 break
 
+        # Statistics of the final weights (a stop has just recalibrated them; no update, no need).
+        if config.bn_policy == "remain_stats" and not stopped_early and cost["trained_images"]:
+            recalibrate_statistics(model, self._remain_pixels(remain_batches, data, device, config))
         model.eval()
         seen = last_labels >= 0
         counts = torch.bincount(last_labels[seen & kept], minlength=len(data.imageset.classes)).tolist()
@@ -423,6 +438,8 @@ class PSG(UnlearnMethod):
             "new_label_counts": {classes[k]: int(n) for k, n in enumerate(counts) if n},
             "samples_skipped": int((seen & ~kept).sum()),
             "stopped_early": stopped_early,
+            "stop_rule": stop_rule.describe(),
+            **({"stop_target": stop_rule.target.to_dict()} if stop_rule.target is not None else {}),
             "passes": len(history),
             **cost,
             "search": repr(search),
@@ -461,47 +478,51 @@ class PSG(UnlearnMethod):
         return Targets(found.new_labels, found.flipped, found.keep, found.logits)
 
     @staticmethod
+    def _remain_pixels(remain_batches, data: UnlearnData, device: torch.device, config: PSGConfig):
+        """:data:`RECALIBRATION_BATCHES` kept batches for :func:`recalibrate_statistics`."""
+        for _ in range(RECALIBRATION_BATCHES):
+            yield load_pixels(data, next(remain_batches), device, config.channels_last)[0]
+
+    @staticmethod
     def _step(model: Classifier, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, labels: torch.Tensor,
               new_labels: torch.Tensor, keep: torch.Tensor, target_logits: torch.Tensor, remain_batches,
-              data: UnlearnData, device: torch.device, config: PSGConfig) -> StepOutcome:
+              data: UnlearnData, device: torch.device, config: PSGConfig, stop_rule: StopRule,
+              updated: bool) -> StepOutcome:
         """One SGD step on the kept forget images (plus a remain batch when φ > 0).
 
-        Forget and remain images share one forward pass, so BatchNorm in train mode sees a mixed
-        batch rather than forget-only statistics.
+        Forget and remain images share one forward pass, so BatchNorm with batch statistics sees
+        a mixed batch rather than forget-only statistics. With ``remain_stats`` that forward
+        leaves the running statistics alone, and a no-gradient forward of the remain batch after
+        the update moves them (kept images only); with φ = 0 that remain batch is drawn only for it.
 
-        Before updating, the model's eval-mode accuracy on this fresh forget batch is measured;
-        at or below ``target_forget_acc`` the run stops without touching the model (more steps
-        after the forget set is forgotten only cost remain accuracy). With frozen BatchNorm the
-        training forward *is* the eval-mode forward, so the check is free. With BatchNorm in
-        train mode the training logits use the mixed batch's statistics and can disagree badly
-        with eval mode (on the fundus scenario they read 0.7 while eval accuracy was 0.97), so
-        the check pays one eval-mode forward of the forget batch, done first so that a stop
-        leaves even the BatchNorm running statistics untouched.
+        Before updating, ``stop_rule`` looks at the model in eval mode (the model a user gets);
+        when it says stop, the run ends without touching the model, BatchNorm statistics
+        included (more steps after enough forgetting only cost remain accuracy). With BatchNorm
+        in train mode the training logits use batch statistics and can disagree badly with eval
+        mode (on the fundus scenario they read 0.7 while eval accuracy was 0.97), hence a
+        separate eval-mode look rather than the training forward.
         """
-        check = config.target_forget_acc > 0
-        forget_acc = float("nan")
-        if check and config.bn_policy == "train":
-            with torch.inference_mode(), eval_mode(model), amp_context(device, config):
-                forget_acc = float((model(pixels).argmax(1) == labels).float().mean())
-            if forget_acc <= config.target_forget_acc:
-                return StepOutcome(loss=None, forget_acc=forget_acc, stopped=True)
+        stop, forget_acc = stop_rule.should_stop(model, pixels, labels)
+        if stop and config.bn_policy == "remain_stats" and updated:  # the weights, or trailing statistics?
+            recalibrate_statistics(model, PSG._remain_pixels(remain_batches, data, device, config))
+            stop, forget_acc = stop_rule.should_stop(model, pixels, labels)
+        if stop:
+            return StepOutcome(loss=None, forget_acc=forget_acc, stopped=True)
         set_batchnorm_frozen(model, config.bn_policy == "frozen")
         inputs = pixels
         if remain_batches is not None:
             remain_pixels, remain_labels = load_pixels(data, next(remain_batches), device, config.channels_last)
             inputs = torch.cat([pixels, remain_pixels])
-        with amp_context(device, config):
+        if not bool(keep.any()) and config.phi == 0:
+            return StepOutcome(loss=None, forget_acc=forget_acc, stopped=False)
+        normalization = (normalized_by_kept_images(model, len(pixels)) if config.bn_policy == "remain_stats"
+                         else contextlib.nullcontext())
+        with normalization, amp_context(device, config):
             logits = model(inputs)
         forget_logits = logits[: len(pixels)]
-        if config.bn_policy == "frozen":
-            forget_acc = float((forget_logits.argmax(1) == labels).float().mean())
-            if check and forget_acc <= config.target_forget_acc:
-                return StepOutcome(loss=None, forget_acc=forget_acc, stopped=True)
-        if not bool(keep.any()) and remain_batches is None:
-            return StepOutcome(loss=None, forget_acc=forget_acc, stopped=False)
         loss = (forget_loss(forget_logits[keep], new_labels[keep], target_logits[keep], config) if bool(keep.any())
                 else logits.new_zeros((), dtype=torch.float32))
-        if remain_batches is not None:
+        if config.phi > 0:
             loss = loss + config.phi * F.cross_entropy(logits[len(pixels):].float(), remain_labels)
         check_finite(loss, "PSG unlearning")
         optimizer.zero_grad(set_to_none=True)

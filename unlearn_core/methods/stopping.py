@@ -1,0 +1,213 @@
+"""When a boundary-unlearning run has forgotten enough, and where its BatchNorm statistics come from.
+
+Two questions every pass-based run has to answer without a retrained model at hand:
+
+* **When to stop.** :func:`make_stop_rule` turns ``stop_at`` into a :class:`StopRule`:
+  ``passes`` never stops early; ``target`` stops at a fixed forget-batch accuracy; ``auto``
+  estimates, with :mod:`unlearn_core.stop_target`, what a model that never saw ``D_f`` would
+  do on it. When that model would still recognize ``D_f`` (a random share, a subgroup that
+  looks like the rest of its class) the visible accuracy must not move, and the rule switches
+  to the membership view: stop once the forget images' losses look like those of unseen
+  images of the same classes, which is what a membership attacker compares.
+* **Where the forgetting is stored.** With BatchNorm in train mode the running statistics
+  absorb the forget-heavy batches; recalibrating them on the kept images then brings much of
+  the forgotten accuracy back (composition and ordinary fine-tuning do exactly that). The
+  ``remain_stats`` policy normalizes each training batch with the statistics of its kept
+  images (:func:`normalized_by_kept_images`), so the weights learn to forget under the
+  statistics the evaluated model uses, and a stop is confirmed after recalibrating them on
+  kept images (:func:`recalibrate_statistics`): what the stop rule reads survives recalibration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearn_core.methods.boundary_search import eval_mode
+from unlearn_core.stop_target import StopTarget, estimate_stop_target
+
+BN_POLICIES = ("remain_stats", "train", "frozen")
+STOP_RULES = ("auto", "target", "passes")
+#: Images per side of the membership check's fixed samples (forget, unseen).
+MEMBERSHIP_SAMPLE = 128
+
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _normalize_with_reference(layer: nn.modules.batchnorm._BatchNorm, inputs: torch.Tensor,
+                              reference_from: int) -> torch.Tensor:
+    """BatchNorm of the whole batch with the statistics of ``inputs[reference_from:]`` (kept images).
+
+    The statistics stay in the autograd graph, as in ordinary batch normalization; the running
+    statistics move towards them as PyTorch's own update would (unbiased variance).
+    """
+    reference = inputs[reference_from:].float()
+    dims = [0, *range(2, inputs.dim())]
+    mean = reference.mean(dims)
+    var = reference.var(dims, unbiased=False)
+    if layer.track_running_stats and layer.running_mean is not None:
+        with torch.no_grad():
+            count = reference.numel() / reference.shape[1]
+            momentum = 0.1 if layer.momentum is None else layer.momentum
+            layer.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+            layer.running_var.mul_(1 - momentum).add_(var.detach() * count / max(count - 1, 1), alpha=momentum)
+    shape = (1, -1) + (1,) * (inputs.dim() - 2)
+    normalized = (inputs.float() - mean.view(shape)) / torch.sqrt(var.view(shape) + layer.eps)
+    if layer.affine:
+        normalized = normalized * layer.weight.view(shape) + layer.bias.view(shape)
+    return normalized.to(inputs.dtype)
+
+
+@contextlib.contextmanager
+def normalized_by_kept_images(model: nn.Module, reference_from: int) -> Iterator[None]:
+    """Every BatchNorm normalizes the batch with the statistics of its rows ``reference_from:``.
+
+    Why: at evaluation the model normalizes with statistics of the kept images, so a training
+    forward normalized by a batch that is half forget images teaches weights that only forget
+    under that mix; recalibrating the statistics on kept images then undid most of it (digits
+    class 3: 0 % -> 65 %). Normalizing by the kept part of each batch trains the model that is
+    evaluated, and lets only kept images move the running statistics.
+    """
+    layers = _batchnorms(model)
+    for layer in layers:
+        layer.forward = (lambda inputs, layer=layer: _normalize_with_reference(layer, inputs, reference_from))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+#: Kept-image batches a recalibration averages over (8 × 64 = 512 images by default).
+RECALIBRATION_BATCHES = 8
+
+
+@torch.no_grad()
+def recalibrate_statistics(model: nn.Module, remain_batches: Iterator[torch.Tensor]) -> None:
+    """Re-estimate every BatchNorm's running statistics on kept images, in place (weights untouched).
+
+    Why: running statistics trail the weights (an exponential average over the last steps), and
+    right after the steps that forgot, eval-mode accuracy read with trailing statistics can
+    differ a lot from what the weights do with statistics of their own (digits class 3: 0 %
+    with trailing statistics, 65 % after recalibration). Reset, then a cumulative average
+    (``momentum=None``) over the given batches in train mode.
+    """
+    layers = _batchnorms(model)
+    if not layers:
+        return
+    saved = [layer.momentum for layer in layers]
+    was_training = model.training
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    model.train()
+    try:
+        for pixels in remain_batches:
+            model(pixels)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+        model.train(was_training)
+
+
+class StopRule:
+    """Asked before each outer step, with the fresh forget batch about to be trained on."""
+
+    target: StopTarget | None = None
+
+    def should_stop(self, model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor) -> tuple[bool, float]:
+        """``(stop, forget-batch accuracy or nan)``; ``model`` is left in the mode it came in."""
+        return False, float("nan")
+
+    def describe(self) -> dict:
+        return {"rule": "passes"}
+
+
+@dataclass
+class AccuracyStop(StopRule):
+    """Stop once the eval-mode accuracy on a fresh forget batch is at or below ``value``."""
+
+    value: float
+    target: StopTarget | None = None
+
+    def should_stop(self, model, pixels, labels):
+        with torch.inference_mode(), eval_mode(model):
+            accuracy = float((model(pixels).argmax(1) == labels).float().mean())
+        return accuracy <= self.value, accuracy
+
+    def describe(self) -> dict:
+        return {"rule": "accuracy", "value": self.value}
+
+
+class MembershipStop(StopRule):
+    """Stop once forget images look like unseen images of the same classes (median loss, accuracy).
+
+    Fixed seeded samples of ``D_f`` and of unseen images ``U`` (``T_f`` when it has enough
+    images, else the test images of ``D_f``'s classes) are scored with the *current* model
+    before every step; the run stops when the forget sample's median loss reaches the unseen
+    sample's, or its accuracy falls below theirs. Medians, because a few misclassified unseen
+    images dominate a mean loss.
+    """
+
+    def __init__(self, target: StopTarget, forget_pixels: torch.Tensor, forget_labels: torch.Tensor,
+                 unseen_pixels: torch.Tensor, unseen_labels: torch.Tensor) -> None:
+        self.target = target
+        self.pixels = torch.cat([forget_pixels, unseen_pixels])
+        self.labels = torch.cat([forget_labels, unseen_labels])
+        self.split = len(forget_pixels)
+        self.last: dict[str, float] = {}
+
+    def should_stop(self, model, pixels, labels):
+        with torch.inference_mode(), eval_mode(model):
+            logits = model(self.pixels).float()
+        losses = F.cross_entropy(logits, self.labels, reduction="none")
+        hits = (logits.argmax(1) == self.labels).float()
+        forget_loss, unseen_loss = losses[: self.split].median(), losses[self.split :].median()
+        forget_acc, unseen_acc = hits[: self.split].mean(), hits[self.split :].mean()
+        self.last = {"forget_median_loss": float(forget_loss), "unseen_median_loss": float(unseen_loss),
+                     "forget_acc": float(forget_acc), "unseen_acc": float(unseen_acc)}
+        return bool(forget_loss >= unseen_loss or forget_acc < unseen_acc), float(forget_acc)
+
+    def describe(self) -> dict:
+        return {"rule": "membership", **self.last}
+
+
+def unseen_indices(data, min_count: int = 32) -> np.ndarray:
+    """Unseen images like ``D_f``: ``T_f`` if it has ``min_count``, else test images of ``D_f``'s classes."""
+    split = data.split
+    if len(split.forget_test) >= min_count:
+        return split.forget_test
+    labels = data.imageset.labels.numpy()
+    classes = np.unique(labels[split.forget_train])
+    test = np.concatenate([split.forget_test, split.remain_test])
+    return np.sort(test[np.isin(labels[test], classes)])
+
+
+def make_stop_rule(config, model: nn.Module, data, device: torch.device, load_pixels) -> StopRule:
+    """The :class:`StopRule` a config asks for (``stop_at``, ``target_forget_acc``, ``seed``).
+
+    ``model`` must still be the original (the estimate is about it); ``load_pixels(indices)``
+    returns ``(pixels, labels)`` on ``device``.
+    """
+    if config.stop_at == "passes":
+        return StopRule()
+    if config.stop_at == "target":
+        return AccuracyStop(config.target_forget_acc)
+    target = estimate_stop_target(model, data, device, seed=config.seed)
+    if not target.keep_case:
+        return AccuracyStop(target.value, target)
+    rng = np.random.default_rng(config.seed)
+    unseen = unseen_indices(data)
+    forget = rng.permutation(data.split.forget_train)[:MEMBERSHIP_SAMPLE]
+    unseen = rng.permutation(unseen)[:MEMBERSHIP_SAMPLE]
+    if len(unseen) == 0:  # no test image of these classes: only the accuracy view is left
+        return AccuracyStop(target.value, target)
+    return MembershipStop(target, *load_pixels(np.sort(forget)), *load_pixels(np.sort(unseen)))
