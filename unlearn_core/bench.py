@@ -86,11 +86,16 @@ def machine_description(device: torch.device) -> str:
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}{gpu}")
 
 
-def prepare(scenario: Scenario, device: str = "auto", cache_dir: Path | None = None) -> Prepared:
+def prepare(scenario: Scenario, device: str = "auto", cache_dir: Path | None = None,
+            log: Callable[[str], None] = print) -> Prepared:
     """Load the data and the original model: the shipped demo model, or the cached user-style one."""
     if scenario.dataset == GLYPHS:
+        started = time.perf_counter()
         data = load_glyphs(cache_dir)
-        original, recipe, _ = glyphs_original(data, cache_dir, device)
+        loaded = time.perf_counter()
+        original, recipe, cached = glyphs_original(data, cache_dir, device)
+        log(f"[{scenario.name}] user-style set: {len(data.metadata)} images written/loaded in {loaded - started:.1f} s; "
+            f"original model {'reused' if cached else 'trained'} in {time.perf_counter() - loaded:.1f} s")
         recipe = replace(recipe, seed=0)
     else:
         from unlearn_core.data.builtin import load_builtin
@@ -201,7 +206,7 @@ def run_benchmark(scenarios: Sequence[Scenario], methods: Sequence[str] | None =
     all_rows: list[dict[str, Any]] = []
     for scenario in scenarios:
         started = time.perf_counter()
-        rows = run_scenario(prepare(scenario, device, cache), methods, seeds, device, cache, log)
+        rows = run_scenario(prepare(scenario, device, cache, log), methods, seeds, device, cache, log)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         for row in rows:
             row.update(machine=machine, finished=stamp)
