@@ -103,7 +103,7 @@ def test_the_hazecam_scanner_is_visible_in_the_images(glyphs):
 
 def test_a_half_written_zip_is_never_used(tmp_path):
     path = write_glyphs_zip(tmp_path / "g.zip", count=10)
-    assert path.is_file() and not list(tmp_path.glob("*.partial"))
+    assert path.is_file() and not list(tmp_path.glob(".*partial"))
 
 
 # --- forgetting checks ----------------------------------------------------------------------------

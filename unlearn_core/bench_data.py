@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -107,7 +108,7 @@ def write_glyphs_zip(path: str | Path, count: int = DEFAULT_COUNT, seed: int = D
     writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    partial = path.with_suffix(".partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(zipfile.ZipInfo("labels.csv", (2020, 1, 1, 0, 0, 0)), table.getvalue())
         for row in rows:
