@@ -13,7 +13,6 @@ import copy
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -31,6 +31,7 @@ from unlearn_core.assets import load_demo_model
 from unlearn_core.bench_data import cache_key, cached_training, default_cache_dir, glyphs_original, load_glyphs
 from unlearn_core.bench_scenarios import GLYPHS, Scenario
 from unlearn_core.bench_table import part_csv_path, read_rows, write_markdown, write_rows
+from unlearn_core.data.builtin import load_builtin
 from unlearn_core.data.criteria import ForgetCriteria, ForgetSplit, split_sets
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.device import resolve_device
@@ -98,8 +99,6 @@ def prepare(scenario: Scenario, device: str = "auto", cache_dir: Path | None = N
             f"original model {'reused' if cached else 'trained'} in {time.perf_counter() - loaded:.1f} s")
         recipe = replace(recipe, seed=0)
     else:
-        from unlearn_core.data.builtin import load_builtin
-
         data = load_builtin(scenario.dataset)
         original = load_demo_model(data)
         recipe = retrain_recipe(data, original, 0, device)
