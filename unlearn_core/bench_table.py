@@ -218,15 +218,17 @@ def part_markdown(part: str, rows: list[dict[str, Any]]) -> list[str]:
              f"Made by `python -m unlearn_core bench --part {part}`"
              + (f", finished {finished[-1]}" if finished else "") + f". Machine: {'; '.join(machines) or '–'}.", "",
              "The original's and the retrain's accuracy (test set, then forget / remain test parts), side by side:",
-             "", "| scenario | original test acc. | retrain test acc. | original F / R | retrain F / R | retrain s |",
-             "|---|---|---|---|---|---|"]
+             "", "| scenario | original test acc. | retrain test acc. | original F / R | retrain F / R | retrain s | "
+             "retrain on D_f | PSG's auto estimate of it |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, methods in grouped.items():
         original, retrain = methods.get(REFERENCE_ROWS[0], []), methods.get("retrain", [])
         reused = " (reused)" if any(r.get("retrain_reused") for r in retrain) else ""
         lines.append(f"| {name} | {_mean(original, 'test_acc'):.3f} | {_mean(retrain, 'test_acc'):.3f} | "
                      f"{_mean(original, 'forget_test_acc'):.3f} / {_mean(original, 'remain_test_acc'):.3f} | "
                      f"{_mean(retrain, 'forget_test_acc'):.3f} / {_mean(retrain, 'remain_test_acc'):.3f} | "
-                     f"{_mean(retrain, 'seconds'):.1f}{reused} |")
+                     f"{_mean(retrain, 'seconds'):.1f}{reused} | {_mean(retrain, 'forget_train_acc'):.3f} | "
+                     f"{fmt_mean_sd(_values(methods.get('psg', []), 'stop_estimate'))} |")
     lines += ["", "### PSG (defaults) against the goals", "",
               "| scenario | distance ≤ 0.05 (mean) | sd ≤ 0.02 | Avg. Gap ≤ 1.5 pts | \\|R − R_retrain\\| ≤ 0.01 | "
               "each MIA within 0.03 | BN recal. \\|ΔF\\| ≤ 0.05 | relearning not flagged |", "|---|---|---|---|---|---|---|---|"]
