@@ -29,7 +29,8 @@ LAYERS = {
     # the registry stores model files, so it sits beside models (whose weights format checks them)
     2: ("unlearn_core.models", "unlearn_core.runs.registry", "unlearn_core.runs.requests", "unlearn_core.runs.result",
         "unlearn_core.runs.jobs"),
-    3: ("unlearn_core.training", "unlearn_core.evaluate", "unlearn_core.embedding", "unlearn_core.assets"),
+    3: ("unlearn_core.training", "unlearn_core.evaluate", "unlearn_core.embedding", "unlearn_core.assets",
+        "unlearn_core.stop_target"),
     4: ("unlearn_core.methods", "unlearn_core.compose"),
     5: ("unlearn_core.pipeline", "unlearn_core.bench_large", "unlearn_core.runs.artifacts", "unlearn_core.preflight",
         "unlearn_core.bench_reference", "unlearn_core.bench_scenarios", "unlearn_core.bench_data",

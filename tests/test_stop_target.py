@@ -173,3 +173,14 @@ def test_psg_auto_leaves_a_random_share_almost_as_it_was():
     assert result.diagnostics["stop_rule"]["rule"] == "membership"
     assert accuracy(result.model, data.split.forget_train) >= accuracy(model, data.split.forget_train) - 0.05
     assert accuracy(result.model, data.split.remain_test) >= accuracy(model, data.split.remain_test) - 0.02
+
+
+def test_baselines_that_run_in_passes_can_stop_early():
+    model, data = tiny_model(), data_for('label == "3"')
+    method = get_method("random_labels")
+    assert method.make_config().stop_at == "passes"  # the published behaviour stays the default
+    stopped = method.run(model, data, method.make_config({"device": "cpu", "epochs": 4, "stop_at": "target",
+                                                          "target_forget_acc": 1.0}))
+    assert len(stopped.history) == 1 and stopped.history[0]["stopped"]
+    full = method.run(model, data, method.make_config({"device": "cpu", "epochs": 2}))
+    assert len(full.history) == 2 and "stopped" not in full.history[-1]

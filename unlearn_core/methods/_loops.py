@@ -30,6 +30,7 @@ from unlearn_core.methods.base import (
     LiveMonitor, RunHooks, UnlearnData, amp_context, check_finite, cycle_batches, index_batches, load_pixels,
     make_generator, set_batchnorm_frozen,
 )
+from unlearn_core.methods.stopping import make_stop_rule
 from unlearn_core.models.architectures import Classifier
 
 #: Where a pass draws its batches from.
@@ -151,11 +152,19 @@ def train_passes(
         monitor_view: the model as the live monitor should score it (a context manager;
             Boundary Expanding scores its pruned head); default the model itself.
 
+    With ``config.stop_at`` other than ``passes`` (:class:`~unlearn_core.methods.base.PassConfig`)
+    the run also ends after a pass once its stop rule says the forget set is forgotten enough.
+
     Every step checks for cancellation first and stops the run on a NaN/inf loss. Forget and
     remain accuracy after each epoch come from :class:`LiveMonitor` (a small sample within
     its cost budget); losses are summed as tensors and read once per epoch.
     """
     generator = make_generator(config.seed)
+    stop_rule, stop_batches = None, None
+    if getattr(config, "stop_at", "passes") != "passes":  # decided on the original, before any update
+        stop_rule = make_stop_rule(config, model, data, device,
+                                   lambda indices: load_pixels(data, indices, device, config.channels_last))
+        stop_batches = cycle_batches(data.forget_indices, config.batch_size, make_generator(config.seed + 2))
     train_mode = train_mode or (lambda module: module.train())
     monitor = LiveMonitor(data, device, hooks.cost, seed=config.seed)
     monitor_view = monitor_view or contextlib.nullcontext
@@ -193,9 +202,14 @@ def train_passes(
         record["lr"] = float(optimizer.param_groups[0]["lr"])
         with monitor_view(model) as view:
             record.update(monitor.measure(view))
+            stopped = stop_rule is not None and epoch < epochs and stop_rule.should_stop(
+                view, *load_pixels(data, next(stop_batches), device, config.channels_last))[0]
         history.append(record)
         hooks.progress(epoch=epoch, epochs=epochs, step=steps, steps=steps,
                        metrics={k: v for k, v in record.items() if k != "epoch"})
+        if stopped:
+            record["stopped"] = True
+            break
     return history
 
 

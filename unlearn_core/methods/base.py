@@ -61,6 +61,22 @@ class CommonConfig:
     batch_size: int = option(64, "Images per optimization step.", min=1, max=4096)
 
 
+#: When a run that goes in passes stops (see :mod:`unlearn_core.methods.stopping`).
+STOP_RULES = ("auto", "target", "passes")
+
+
+@dataclass
+class PassConfig(CommonConfig):
+    """Settings of every method that runs in passes: whether to stop before the last pass."""
+
+    stop_at: str = option("passes", "When to stop: 'passes' = after every pass (the method as published); 'auto' "
+                          "= once forget accuracy is near what a model that never saw these images would have, "
+                          "estimated without retraining (docs/method.md); 'target' = at target_forget_acc. "
+                          "Checked after each pass.", choices=STOP_RULES)
+    target_forget_acc: float = option(0.0, "With stop_at='target': stop once the accuracy on a fresh forget batch is "
+                                      "at or below this value.", min=0.0, max=1.0)
+
+
 @dataclass(frozen=True)
 class FieldInfo:
     """A config field described for widgets, ``methods --json`` and error messages."""

@@ -12,14 +12,14 @@ from torch import nn
 
 from unlearn_core.methods._loops import Batch, Pass, batchnorm_policy, make_sgd, train_passes
 from unlearn_core.methods.base import (
-    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
+    PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
 )
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits
 
 
 @dataclass
-class BoundaryExpandingConfig(CommonConfig):
+class BoundaryExpandingConfig(PassConfig):
     epochs: int = option(10, "Passes over the forget set toward the shadow class (reference: 10).", min=1, max=500)
     lr: float = option(1e-4, "SGD learning rate, constant. The reference uses 1e-5 with ~40 forget steps per "
                        "epoch on CIFAR-10; 1e-4 gives a similar total move on a few forget batches.",

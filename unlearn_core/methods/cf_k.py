@@ -10,13 +10,13 @@ from unlearn_core.methods._loops import (
     Pass, cross_entropy, freeze_except, last_blocks, make_sgd, partial_train_mode, train_passes,
 )
 from unlearn_core.methods.base import (
-    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
+    PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
 )
 from unlearn_core.models.architectures import Classifier
 
 
 @dataclass
-class CFkConfig(CommonConfig):
+class CFkConfig(PassConfig):
     k: int = option(2, "How many blocks to train, counted from the output over blocks with weights (the head is "
                     "one): 2 = the last feature block and the head.", min=1, max=64)
     epochs: int = option(10, "Passes over the remain set (reference: 10).", min=1, max=500)

@@ -8,13 +8,13 @@ import torch
 
 from unlearn_core.methods._loops import Pass, cross_entropy, make_sgd, train_passes
 from unlearn_core.methods.base import (
-    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
+    PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
 )
 from unlearn_core.models.architectures import Classifier
 
 
 @dataclass
-class FinetuneConfig(CommonConfig):
+class FinetuneConfig(PassConfig):
     epochs: int = option(10, "Passes over the remain set (reference: 10).", min=1, max=500)
     lr: float = option(0.01, "SGD learning rate, constant (reference: 0.01).", min=1e-7, max=10.0)
     momentum: float = option(0.9, "SGD momentum (reference: 0.9).", min=0.0, max=0.999)

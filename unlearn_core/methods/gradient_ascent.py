@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 from unlearn_core.methods._loops import Batch, Pass, batchnorm_policy, make_sgd, train_passes
 from unlearn_core.methods.base import (
-    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
+    PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
 )
 from unlearn_core.models.architectures import Classifier
 
 
 @dataclass
-class GradientAscentConfig(CommonConfig):
+class GradientAscentConfig(PassConfig):
     epochs: int = option(5, "Passes over the forget set (reference: 5).", min=1, max=500)
     lr: float = option(1e-4, "SGD learning rate, constant (reference: 1e-4). Ascent is unstable: a confident model "
                        "barely moves at first, then collapses; watch both accuracies.", min=1e-8, max=10.0)

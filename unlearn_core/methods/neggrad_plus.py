@@ -10,13 +10,13 @@ import torch.nn.functional as F
 
 from unlearn_core.methods._loops import Batch, Pass, make_sgd, train_passes
 from unlearn_core.methods.base import (
-    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
+    PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
 )
 from unlearn_core.models.architectures import Classifier
 
 
 @dataclass
-class NegGradPlusConfig(CommonConfig):
+class NegGradPlusConfig(PassConfig):
     epochs: int = option(5, "Passes over the remain set, each remain batch joined by a forget batch (reference: 5).",
                          min=1, max=500)
     lr: float = option(0.01, "SGD learning rate, constant (reference: 0.01).", min=1e-7, max=10.0)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_core.methods.base import (
-    CommonConfig, LiveMonitor, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, amp_context, check_finite,
+    CommonConfig, LiveMonitor, PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, amp_context, check_finite,
     cycle_batches, load_pixels, make_generator, option, register, set_batchnorm_frozen,
 )
 from unlearn_core.methods.boundary_search import (
@@ -55,7 +55,7 @@ BOUNDARY_SHRINK_CITATION = (
 
 
 @dataclass
-class PSGConfig(CommonConfig):
+class PSGConfig(PassConfig):
     """Every knob of PSG unlearning (inner boundary search, then outer fine-tuning).
 
     The defaults are the ``psg`` preset (tuned on the built-in sets, see :data:`SCENARIO_PRESETS`);

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 
 from unlearn_core.methods._loops import Batch, Pass, make_sgd, train_passes
 from unlearn_core.methods.base import (
-    CommonConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
+    PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult, option, register,
 )
 from unlearn_core.models.architectures import Classifier
 
 
 @dataclass
-class ScrubConfig(CommonConfig):
+class ScrubConfig(PassConfig):
     epochs: int = option(3, "SCRUB epochs; each has a min-pass over the remain set (reference sgda_epochs: 3).",
                          min=1, max=500)
     msteps: int = option(2, "How many of the first epochs also start with a max-pass over the forget set "

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_core.methods.base import STOP_RULES
 from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.stop_target import StopTarget, estimate_stop_target
 
 BN_POLICIES = ("remain_stats", "train", "frozen")
-STOP_RULES = ("auto", "target", "passes")
 #: Images per side of the membership check's fixed samples (forget, unseen).
 MEMBERSHIP_SAMPLE = 128
 
