@@ -194,10 +194,18 @@ def run_scenario(prepared: Prepared, methods: Sequence[str], seeds: Sequence[int
     return rows
 
 
+def _row_key(row: dict[str, Any]) -> tuple[str, str, int]:
+    return str(row["scenario"]), str(row["method"]), int(row["seed"])
+
+
 def run_benchmark(scenarios: Sequence[Scenario], methods: Sequence[str] | None = None,
                   seeds: Sequence[int] = DEFAULT_SEEDS, device: str = "auto", out_dir: str | Path | None = "docs",
                   cache_dir: str | Path | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run ``scenarios``; after each, rewrite its part's CSV (keeping other scenarios' rows) and the markdown."""
+    """Run ``scenarios``; after each, rewrite its part's CSV and the markdown.
+
+    Rows are replaced by (scenario, method, seed), so separate invocations can add methods or
+    seeds to a scenario (say PSG with three seeds, the baselines with one) without losing rows.
+    """
     methods = list(methods or DEFAULT_METHODS)
     for name in methods:
         get_method(name)  # an unknown name fails before an hour of work, not after
@@ -214,7 +222,8 @@ def run_benchmark(scenarios: Sequence[Scenario], methods: Sequence[str] | None =
         log(f"[{scenario.name}] done in {time.perf_counter() - started:.0f} s")
         if out_dir is not None:
             path = part_csv_path(out_dir, scenario.part)
-            kept = [r for r in read_rows(path) if r["scenario"] != scenario.name]
+            fresh = {_row_key(r) for r in rows}
+            kept = [r for r in read_rows(path) if _row_key(r) not in fresh]
             write_rows(path, kept + rows)
             write_markdown(out_dir)
     return all_rows
