@@ -107,7 +107,7 @@ def test_relabel_once_searches_the_whole_forget_set_in_large_batches(monkeypatch
     data = unlearn_data()
     method = get_method("psg")
     result = method.run(tiny_model(), data, method.make_config(
-        {"device": "cpu", "epochs": 2, "relabel": "once", "batch_size": 16, "inner_steps": 1}))
+        {"device": "cpu", "epochs": 2, "relabel": "once", "batch_size": 16, "inner_steps": 1, "stop_at": "passes"}))
     n = len(data.forget_indices)
     assert calls == [min(64, n - start) for start in range(0, n, 64)]  # not one call per batch of 16
     assert result.diagnostics["searched_images"] == n
