@@ -81,31 +81,21 @@ method_name = st.selectbox("Method", order, key="ul_method", format_func=lambda 
 method = methods[method_name]
 st.markdown(method.summary + (f"  \n_{method.citation}_" if method.citation else ""))
 
-scenario_name = ms.scenario_for(sel.dataset, sel.criteria)
-scenario = ms.scenario_preset(method_name, scenario_name)
 preset_key = f"ul_preset_{method_name}"
 preset = None
-options = ([ms.SCENARIO_PRESET] if scenario else []) + [ms.NO_PRESET, *sorted(method.presets or {})]
+options = [ms.NO_PRESET, *sorted(method.presets or {})]
 if len(options) > 1:
-    if scenario and st.session_state.get(f"{preset_key}_scenario") != scenario_name:
-        # a demo scenario was (re)loaded: preselect its recommended settings
-        st.session_state[f"{preset_key}_scenario"] = scenario_name
-        st.session_state[preset_key] = ms.SCENARIO_PRESET
-        ms.apply_preset(method, preset_key, scenario)
     if st.session_state.get(preset_key) not in options:
         st.session_state[preset_key] = options[0]
-    choice = st.selectbox("Preset", options, key=preset_key,
-                          on_change=ms.apply_preset, args=(method, preset_key, scenario),
-                          help="A named set of settings. \"Recommended for this demo\" is tuned "
-                               "for the built-in demo you loaded; the others are general "
-                               "recipes (for example the published one).")
+    choice = st.selectbox("Preset", options, key=preset_key, on_change=ms.apply_preset, args=(method, preset_key),
+                          help="A named set of settings of the method (for example the published "
+                               "recipe). The page starts on the method's defaults.")
     preset = None if choice == ms.NO_PRESET else choice
 
-st.subheader("Settings (the defaults work well)")
-st.caption(("The recommended settings for this demo are filled in: you can start as they are. "
-            if preset == ms.SCENARIO_PRESET else "The defaults work well: you can start as they are. ")
-           + "Hover over the ? next to a setting to see what it does.")
-values = ms.settings_form(method, preset, scenario=scenario)
+st.subheader("Settings")
+st.caption("The method's defaults are filled in: you can start as they are. "
+           "Hover over the ? next to a setting to see what it does.")
+values = ms.settings_form(method, preset)
 
 st.subheader("Where and how")
 devices = describe_devices()
@@ -123,9 +113,7 @@ retrain = cols[2].checkbox("Also train the retrain reference", value=True, key="
                                 "otherwise it takes about as long as the original training.")
 
 settings = ms.changed_settings(method, preset, values)
-# The demo's recommended values are settings of their own (not a named preset of the method).
-request = sel.unlearn_request(method_name, settings, retrain=retrain, seed=int(seed), device=device,
-                              preset=preset if preset != ms.SCENARIO_PRESET else None)
+request = sel.unlearn_request(method_name, settings, retrain=retrain, seed=int(seed), device=device, preset=preset)
 with st.expander("The same from the command line"):
     st.code(request.command_text, language="bash", wrap_lines=True)
 

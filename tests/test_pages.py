@@ -276,22 +276,27 @@ def test_method_settings_have_plain_labels():
     assert ms.label("eps") == "Search radius ε (pixel change)"
     assert ms.label("epochs", "finetune") == "Passes over the kept images"
     assert ms.label("some_new_knob") == "Some new knob"  # fallback: humanized
-    assert ms.scenario_for("digits", 'label == "3"') == "digits_class"
-    assert ms.scenario_for("digits", 'label == "4"') is None
 
 
-def test_unlearn_page_preselects_the_demo_preset(workspace_home):
-    from unlearn_core.methods.psg import SCENARIO_PRESETS
+def test_unlearn_page_starts_on_the_plain_defaults_even_for_a_demo_scenario(workspace_home):
+    """No retrain-tuned values reach a user: on a built-in demo scenario (digits, class 3) the
+    page offers no scenario preset and every setting shows the method's own default."""
+    from unlearn_core.methods import get_method
 
     at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
-    assert at.selectbox(key="ul_preset_psg").value == "Recommended for this demo"
+    psg = get_method("psg")
+    preset = at.selectbox(key="ul_preset_psg")
+    assert preset.value == "(the method's defaults)"
+    assert preset.options == ["(the method's defaults)", *sorted(psg.presets)]
+    defaults = {f.name: f.default for f in psg.fields()}
     epochs = at.number_input(key="ul_set_psg_epochs")
     assert epochs.label == "Passes over the forget set"
-    assert epochs.value == SCENARIO_PRESETS["digits_class"]["epochs"]
-    assert at.number_input(key="ul_set_psg_inner_steps").value == SCENARIO_PRESETS["digits_class"]["inner_steps"]
+    assert epochs.value == defaults["epochs"]
+    assert at.number_input(key="ul_set_psg_inner_steps").value == defaults["inner_steps"]
+    assert at.number_input(key="ul_set_psg_target_forget_acc").value == pytest.approx(defaults["target_forget_acc"])
     command = at.code[0].value
-    assert f"inner_steps={SCENARIO_PRESETS['digits_class']['inner_steps']}" in command
-    assert "--preset" not in command  # the demo values travel as --set overrides
+    assert "--set" not in command and "--preset" not in command  # nothing differs from the defaults
+    assert not any("demo" in (o or "").lower() for o in preset.options)
     assert not any(" " not in (w.label or " ") and "_" in (w.label or "") for w in at.number_input)
 
 

@@ -4,6 +4,10 @@ Every :class:`~unlearn_core.methods.base.UnlearnMethod` describes its settings a
 :class:`~unlearn_core.methods.base.FieldInfo` (name, type, default, help, min, max, choices);
 this module turns them into widgets, so a new method appears on the Unlearn page with no
 page code. Only values that differ from the chosen preset go on the command line.
+
+No setting offered here was tuned with a retrained model's result on the scenario at hand: a
+user never has that answer, so the page starts on the method's plain defaults (or a named,
+general preset the user picks).
 """
 
 from __future__ import annotations
@@ -16,8 +20,7 @@ import streamlit as st
 #: Settings every method shares; the page shows device and seed on their own.
 COMMON = ("seed", "device", "amp", "channels_last", "batch_size")
 ADVANCED = ("amp", "channels_last", "batch_size")
-NO_PRESET = "(recommended defaults)"
-SCENARIO_PRESET = "Recommended for this demo"
+NO_PRESET = "(the method's defaults)"
 
 #: Plain labels of method settings, keyed by field name; ``(method, name)`` keys override a
 #: name whose meaning differs in one method. Names not listed are humanized (see :func:`label`).
@@ -89,52 +92,22 @@ def label(name: str, method: str | None = None) -> str:
     return text[:1].upper() + text[1:]
 
 
-def scenario_for(dataset: str | None, criteria: str | None) -> str | None:
-    """Name of the built-in demo scenario whose dataset and criteria match, if any."""
-    if not dataset or not criteria:
-        return None
-    try:
-        from unlearn_core.data.builtin import SCENARIOS
-    except ImportError:
-        return None
-    norm = " ".join(criteria.split())
-    for name, (ds, text) in SCENARIOS.items():
-        if ds == dataset and " ".join(text.split()) == norm:
-            return name
-    return None
-
-
-def scenario_preset(method_name: str, scenario: str | None) -> dict[str, Any] | None:
-    """The method's recommended settings for a demo scenario (only PSG has them)."""
-    if not scenario or method_name != "psg":
-        return None
-    try:
-        from unlearn_core.methods.psg import SCENARIO_PRESETS
-    except ImportError:
-        return None
-    return SCENARIO_PRESETS.get(scenario)
-
-
 def widget_key(method: str, name: str) -> str:
     return f"ul_set_{method}_{name}"
 
 
-def preset_values(method_cls, preset: str | None, scenario: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Default value of every field after applying ``preset`` (or the demo ``scenario``
-    values when ``preset`` is :data:`SCENARIO_PRESET`)."""
+def preset_values(method_cls, preset: str | None) -> dict[str, Any]:
+    """Default value of every field after applying the method's named ``preset`` (if any)."""
     values = {f.name: f.default for f in method_cls.fields()}
-    if preset == SCENARIO_PRESET and scenario:
-        values.update({k: v for k, v in scenario.items() if k in values})
-    elif preset and preset in (method_cls.presets or {}):
+    if preset and preset in (method_cls.presets or {}):
         values.update(method_cls.presets[preset])
     return values
 
 
-def apply_preset(method_cls, preset_key: str, scenario: dict[str, Any] | None = None) -> None:
+def apply_preset(method_cls, preset_key: str) -> None:
     """Callback of the preset picker: set every setting widget to the preset's value."""
     preset = st.session_state.get(preset_key)
-    for name, value in preset_values(method_cls, None if preset == NO_PRESET else preset,
-                                     scenario).items():
+    for name, value in preset_values(method_cls, None if preset == NO_PRESET else preset).items():
         if name not in ("seed", "device"):
             st.session_state[widget_key(method_cls.name, name)] = value
 
@@ -171,13 +144,12 @@ def _float_step(default: float) -> float:
     return 10.0 ** (math.floor(math.log10(magnitude)) - 1) if magnitude else 0.01
 
 
-def settings_form(method_cls, preset: str | None, columns: int = 3,
-                  scenario: dict[str, Any] | None = None) -> dict[str, Any]:
+def settings_form(method_cls, preset: str | None, columns: int = 3) -> dict[str, Any]:
     """Widgets for the method's own settings and the advanced common ones; returns all values.
 
     A method with many settings (PSG) shows the essentials (:data:`ESSENTIALS`) and puts the
     rest under an "Advanced" expander."""
-    defaults = preset_values(method_cls, preset, scenario)
+    defaults = preset_values(method_cls, preset)
     fields = [f for f in method_cls.fields() if f.name not in COMMON]
     if len(fields) > MANY_SETTINGS:
         main = [f for f in fields if f.name in ESSENTIALS]
@@ -202,10 +174,8 @@ def settings_form(method_cls, preset: str | None, columns: int = 3,
 
 
 def changed_settings(method_cls, preset: str | None, values: dict[str, Any]) -> dict[str, Any]:
-    """Only the values that differ from the preset (what ``--set`` needs). With the demo
-    preset (:data:`SCENARIO_PRESET`, not a CLI preset) compare with the plain defaults, so the
-    demo's values travel as ``--set`` overrides."""
-    defaults = preset_values(method_cls, None if preset == SCENARIO_PRESET else preset)
+    """Only the values that differ from the preset (what ``--set`` needs)."""
+    defaults = preset_values(method_cls, preset)
     changed = {}
     for name, value in values.items():
         default = defaults.get(name)
