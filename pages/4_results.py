@@ -67,6 +67,11 @@ st.markdown(f"**Forgot:** {result.criteria_description or record.criteria_text} 
 if result.retrain is None:
     st.info("This run has no retrained reference, so 'distance to retrain' is missing. Tick **Also train "
             "the retrain reference** on the Unlearn page to get it.", icon=":material/info:")
+reference = result.reference()
+if reference is not None:
+    st.markdown(reference.sentence())
+    if reference.warning():
+        st.warning(reference.warning(), icon=":material/warning:")
 
 # --- at a glance ---------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ LAYERS = {
     1: ("unlearn_core.metrics", "unlearn_core.progress", "unlearn_core.data", "unlearn_core.runs"),
     # the registry stores model files, so it sits beside models (whose weights format checks them)
     2: ("unlearn_core.models", "unlearn_core.runs.registry", "unlearn_core.runs.requests", "unlearn_core.runs.result",
-        "unlearn_core.runs.jobs"),
+        "unlearn_core.runs.jobs", "unlearn_core.runs.recipe"),
     3: ("unlearn_core.training", "unlearn_core.evaluate", "unlearn_core.embedding", "unlearn_core.assets",
         "unlearn_core.stop_target"),
     4: ("unlearn_core.methods", "unlearn_core.compose"),

@@ -22,8 +22,14 @@ def test_parser_constants_mirror_the_library():
     assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES
     defaults = build_parser().parse_args(["train", "--dataset", "digits"])
     config = TrainConfig()
-    assert (defaults.arch, defaults.epochs, defaults.batch_size, defaults.lr, defaults.seed) == (
-        config.arch, config.epochs, config.batch_size, config.lr, config.seed)
+    assert (defaults.arch, defaults.epochs, defaults.batch_size, defaults.lr, defaults.seed, defaults.momentum,
+            defaults.weight_decay) == (config.arch, config.epochs, config.batch_size, config.lr, config.seed,
+                                       config.momentum, config.weight_decay)
+    from unlearn_core.runs.recipe import Recipe
+
+    recipe = Recipe()  # a recipe's unnamed settings are the train command's defaults
+    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.momentum, recipe.weight_decay) == (
+        config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay)
 
 
 def test_building_the_parser_does_not_import_torch():

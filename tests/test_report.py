@@ -20,6 +20,7 @@ from unlearn_core.cli import main as cli_main
 from unlearn_core.labels import METRIC_DEFINITIONS
 from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT
 from unlearn_core.runs.registry import HOME_ENV, Workspace, cli_command
+from unlearn_core.runs.result import RunResult
 
 EVIL = "<script>alert('x')</script>"
 CRITERIA = 'vpf_mm >= 12 and camera == "' + EVIL + '"'
@@ -71,9 +72,10 @@ def ws(tmp_path) -> Workspace:
     return Workspace(tmp_path / "ws")
 
 
-def _unlearn_run(ws: Workspace, *, retrain: bool = True, collapsed: bool = False, label: str = "demo " + EVIL):
+def _unlearn_run(ws: Workspace, *, retrain: bool = True, collapsed: bool = False, label: str = "demo " + EVIL,
+                 metrics: dict | None = None):
     parents = []
-    metrics = _metrics(retrain=retrain, collapsed=collapsed)
+    metrics = metrics or _metrics(retrain=retrain, collapsed=collapsed)
     if retrain:
         reference = ws.create_run("retrain", status="done", dataset="oculoplastic", method="retrain",
                                   criteria_text=CRITERIA, metrics={"retrain": metrics["retrain"]})
@@ -293,3 +295,18 @@ def test_the_stylesheet_ships_as_package_data_with_the_palette_filled_in():
     assert resources.files("unlearn_core.report").joinpath("report.css").is_file()
     css = report._css()
     assert "%(" not in css.split("*/", 1)[1] and plots.FORGET_COLOR in css and plots.MODEL_COLORS["retrain"] in css
+
+
+def test_report_states_the_original_and_retrain_test_accuracy_side_by_side(ws):
+    record = _unlearn_run(ws)
+    page = report.render_run_report(record, ws)
+    # the fixture's original test accuracy 97.33 %, the retrain's 83.01 %
+    assert html.escape("Test accuracy: original 97.3%, retrain reference 83.0%") in page
+    assert "Check the reference" not in page  # kept-image accuracy 97.8 % vs 97.5 %: a fair reference
+    metrics = _metrics()
+    metrics["retrain"]["remain_test_acc"] = 0.65
+    stored = RunResult.from_dict(metrics)
+    stored.retrain_recipe, stored.retrain_recipe_source = "arch=small_cnn,epochs=8", "demo"
+    page = report.render_run_report(_unlearn_run(ws, metrics={**metrics, **stored.to_dict()}), ws)
+    assert "Check the reference" in page and "32.8 points less accurate" in page
+    assert "the demo model&#x27;s shipped recipe" in page or "the demo model's shipped recipe" in page

@@ -7,6 +7,7 @@ import pytest
 
 from unlearn_core.cli import build_parser
 from unlearn_core.errors import UserError
+from unlearn_core.runs.recipe import Recipe
 from unlearn_core.runs.registry import cli_command, command_argv
 from unlearn_core.runs.requests import ComposeRequest, DemoModelsRequest, TrainRequest, UnlearnRequest
 
@@ -15,8 +16,12 @@ REQUESTS = [
     UnlearnRequest(dataset="/data/my set.zip", forget="random(0.1)", method="finetune",
                    overrides={"epochs": 3, "lr": 0.01, "amp": True}, preset="fast", retrain=True, seed=7,
                    device="cpu", weights="/w/model.safetensors", arch="resnet18", label="try 2"),
+    UnlearnRequest(dataset="/data/x.npz", forget="label == 1", retrain=True, weights="/w/bare.pt",
+                   recipe=Recipe(epochs=30, lr=0.02, batch_size=32, momentum=0.85, weight_decay=1e-5)),
+    UnlearnRequest(dataset="digits", forget="label == 1", retrain=True, recipe=Recipe(arch="allcnn")),
     TrainRequest(dataset="digits"),
-    TrainRequest(dataset="fundus", arch="allcnn", epochs=3, batch_size=32, lr=0.01, seed=2, retrain=True,
+    TrainRequest(dataset="fundus", arch="allcnn", epochs=3, batch_size=32, lr=0.01, momentum=0.8,
+                 weight_decay=1e-3, seed=2, retrain=True,
                  forget='device == "Cirrus 800 FA"', out="m.safetensors", label="ref"),
     ComposeRequest(runs=("a-1", "b-2")),
     ComposeRequest(runs=("a-1", "b-2", "c-3"), strategy="blockwise", blocks={"head": 1, "block2": 2},
@@ -68,3 +73,13 @@ def test_retrain_without_criteria_is_refused():
 def test_an_unreadable_command_is_a_user_error():
     with pytest.raises(UserError, match="required"):
         UnlearnRequest.from_argv(["unlearn", "--seed", "0"])
+
+
+def test_the_recipe_travels_as_one_typed_option():
+    request = UnlearnRequest(dataset="digits", forget="label == 1", retrain=True, recipe=Recipe(epochs=30))
+    argv = request.to_argv()
+    assert argv[argv.index("--recipe") + 1] == Recipe(epochs=30).to_text()
+    assert UnlearnRequest.from_argv(argv).recipe == Recipe(epochs=30)
+    assert "--recipe" not in UnlearnRequest(dataset="digits", forget="label == 1").to_argv()
+    with pytest.raises(UserError, match="unknown setting 'optimizer'"):
+        UnlearnRequest.from_argv(["unlearn", "--dataset", "d", "--forget", "label == 1", "--recipe", "optimizer=adam"])

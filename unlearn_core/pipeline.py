@@ -11,17 +11,20 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from unlearn_core.assets import DEMO_RECIPES
 from unlearn_core.data.criteria import ForgetCriteria, ForgetSplit, split_sets
 from unlearn_core.data.imageset import ImageSet
+from unlearn_core.errors import UserError
 from unlearn_core.evaluate import compare_blocks, evaluate_model
 from unlearn_core.methods.base import UnlearnData, UnlearnResult, get_method
 from unlearn_core.models.architectures import Classifier
-from unlearn_core.models.weights import state_hash
+from unlearn_core.models.weights import file_metadata, state_hash
+from unlearn_core.runs.recipe import EXAMPLE, Recipe
 from unlearn_core.runs.requests import UnlearnRequest
-from unlearn_core.runs.result import Comparison, RunResult, Timing
+from unlearn_core.runs.result import RECIPE_SOURCE_WORDS, Comparison, RunResult, Timing
 from unlearn_core.training import TrainConfig
 
 
@@ -42,11 +45,83 @@ class UnlearnOutcome:
     base_model_hash: str
 
 
-def retrain_recipe(data: ImageSet, model: Classifier, seed: int, device: str) -> TrainConfig:
-    """The recipe of the original model (the shipped recipe for built-in sets), on ``D_r``."""
-    base = DEMO_RECIPES.get(data.name, TrainConfig())
-    return TrainConfig(arch=model.spec.arch, epochs=base.epochs, batch_size=base.batch_size, lr=base.lr,
-                       momentum=base.momentum, weight_decay=base.weight_decay, seed=seed, device=device)
+@dataclass(frozen=True)
+class OriginalRecipe:
+    """How the original model was trained, and where it was found (a key of ``RECIPE_SOURCE_WORDS``)."""
+
+    recipe: Recipe
+    source: str
+
+    @property
+    def source_text(self) -> str:
+        return RECIPE_SOURCE_WORDS.get(self.source, self.source)
+
+
+def recipe_of_config(config: TrainConfig) -> Recipe:
+    return Recipe(arch=config.arch, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                  momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def recorded_recipe(dataset_name: str, weights: str | None) -> OriginalRecipe | None:
+    """The recipe the original model carries: its weights file's, or the built-in demo model's.
+
+    ``None`` when a user's file records none (then the user has to give it). Why not guess the
+    ``train`` defaults: a retrain made another way than the original (8 epochs against 30) is no
+    reference, and every distance to it would mislead.
+    """
+    if not weights:
+        config = DEMO_RECIPES.get(dataset_name)
+        return OriginalRecipe(recipe_of_config(config), "demo") if config is not None else None
+    recipe = Recipe.from_metadata(file_metadata(weights), Path(weights).name)
+    return OriginalRecipe(recipe, "file") if recipe is not None else None
+
+
+def missing_recipe_message(weights: str | None) -> str:
+    name = Path(weights).name if weights else "the model"
+    return (f"The weights file {name} does not record how the original model was trained, so the retrain "
+            f"reference cannot be trained the same way (a reference trained another way makes every "
+            f"distance to it meaningless). Give the original's training recipe: --recipe \"{EXAMPLE}\" "
+            f"(settings left out take the train command's defaults); on the dashboard, fill in the recipe "
+            f"fields under \"Also train the retrain reference\".")
+
+
+def original_recipe(dataset_name: str, weights: str | None, given: Recipe | None) -> OriginalRecipe:
+    """The original model's recipe for its retrain reference: the recorded one, else ``given``.
+
+    Refused (:class:`UserError`) when neither exists, or when ``given`` contradicts the
+    recipe the file records (one of the two is wrong, and the file is the fact).
+    """
+    recorded = recorded_recipe(dataset_name, weights)
+    if recorded is not None:
+        if given is not None and not given.same_training(recorded.recipe):
+            raise UserError(f"--recipe {given.to_text()!r} differs from the recipe the original model records "
+                            f"({recorded.recipe.to_text()}, {recorded.source_text}). Leave --recipe out to use "
+                            "the recorded one.")
+        return recorded
+    if given is None:
+        raise UserError(missing_recipe_message(weights))
+    return OriginalRecipe(given, "given")
+
+
+def retrain_recipe(data: ImageSet, model: Classifier, seed: int, device: str,
+                   recipe: Recipe | None = None) -> TrainConfig:
+    """The training config of the retrain reference: the original's ``recipe`` on ``D_r``.
+
+    ``recipe`` defaults to the shipped demo recipe of a built-in set; any other data set needs
+    one (see :func:`original_recipe`). The architecture is always the model's own.
+    """
+    if recipe is None:
+        if data.name not in DEMO_RECIPES:
+            raise UserError(missing_recipe_message(None))
+        recipe = recipe_of_config(DEMO_RECIPES[data.name])
+    recipe = recipe.with_arch(model.spec.arch)
+    config = TrainConfig(arch=model.spec.arch, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                         momentum=recipe.momentum, weight_decay=recipe.weight_decay, seed=seed, device=device)
+    try:
+        return config.validate()
+    except UserError as error:
+        raise UserError(f"The original model's training recipe cannot be used for the retrain reference: "
+                        f"{error}") from error
 
 
 def train_retrain(data: ImageSet, split: ForgetSplit, recipe: TrainConfig, on_progress=None,
@@ -68,12 +143,18 @@ def run_unlearning(
     should_stop=None,
     retrain_model: Classifier | None = None,
     retrain_seconds: float | None = None,
+    recipe: OriginalRecipe | None = None,
 ) -> UnlearnOutcome:
     """Split, unlearn, optionally retrain, and score original / unlearned / retrain.
 
     ``retrain_model`` lets a caller pass a reused reference (with the seconds it originally
-    took); otherwise one is trained when ``request.retrain`` is set.
+    took); otherwise one is trained when ``request.retrain`` is set, with the original's own
+    recipe (``recipe``, else found by :func:`original_recipe` before any work starts).
     """
+    if request.retrain and recipe is None:
+        recipe = original_recipe(data.name, request.weights, request.recipe)
+    train_config = (retrain_recipe(data, model, request.seed, request.device, recipe.recipe)
+                    if request.retrain and recipe is not None else None)
     criteria = ForgetCriteria.parse(request.forget)
     split = split_sets(data, criteria)
     method = get_method(request.method)
@@ -83,10 +164,12 @@ def run_unlearning(
     config = method.make_config(overrides, preset=request.preset)
     result = method.run(model, UnlearnData(data, split), config, on_progress=on_progress,
                         should_stop=should_stop)
-    if request.retrain and retrain_model is None:
-        recipe = retrain_recipe(data, model, request.seed, request.device)
-        retrain_model, retrain_seconds = train_retrain(data, split, recipe, on_progress, should_stop)
+    if train_config is not None and retrain_model is None:
+        retrain_model, retrain_seconds = train_retrain(data, split, train_config, on_progress, should_stop)
     scored = build_result(data, split, criteria, request, model, result, retrain_model, retrain_seconds)
+    if retrain_model is not None and train_config is not None and recipe is not None:
+        scored.retrain_recipe = recipe_of_config(train_config).to_text()
+        scored.retrain_recipe_source = recipe.source
     return UnlearnOutcome(model, result.model, retrain_model, split, criteria, result, scored,
                           _plain(vars(config)), _plain(result.history), data.fingerprint(), state_hash(model))
 

@@ -71,9 +71,11 @@ def check_device(device: str) -> None:
 
 def check_unlearn(*, dataset: str, forget: str, method: str, overrides: Mapping[str, Any],
                   preset: str | None, seed: int, device: str, weights: str | None,
-                  arch: str | None) -> None:
+                  arch: str | None, retrain: bool = False, recipe: Any = None) -> None:
     """Everything ``unlearn`` can check before the work: settings, criteria, files, then the
-    data (criteria columns, a non-empty forget and remain set) and the model's fit to it."""
+    data (criteria columns, a non-empty forget and remain set) and the model's fit to it; with
+    ``retrain``, that the original's training recipe is known (recorded, or ``recipe``, a
+    :class:`~unlearn_core.runs.recipe.Recipe`) and usable."""
     from unlearn_core.methods.base import get_method
 
     settings = dict(overrides)
@@ -88,7 +90,11 @@ def check_unlearn(*, dataset: str, forget: str, method: str, overrides: Mapping[
     _check_forget_split(data, forget)
     from unlearn_core.runs.artifacts import load_model_for
 
-    load_model_for(data, weights, arch)  # classes and channels must match the data
+    model = load_model_for(data, weights, arch)  # classes and channels must match the data
+    if retrain:
+        from unlearn_core.pipeline import original_recipe, retrain_recipe
+
+        retrain_recipe(data, model, seed, device, original_recipe(data.name, weights, recipe).recipe)
 
 
 def _load(dataset: str):

@@ -63,7 +63,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
         check_unlearn(dataset=request.dataset, forget=request.forget, method=request.method,
                       overrides=request.overrides, preset=request.preset, seed=request.seed,
-                      device=request.device, weights=request.weights, arch=request.arch)
+                      device=request.device, weights=request.weights, arch=request.arch,
+                      retrain=request.retrain, recipe=request.recipe)
     if args.detach:
         print(workflows.submit(Workspace(), request).id)
         return 0
@@ -83,6 +84,11 @@ def _print_summary(summary: dict) -> None:
     rows = [{"model": name, **{k: f"{block[k]:.3f}" for k in columns}} for name, block in result.ordered_blocks().items()]
     print(result.criteria_description)
     print_table(rows, ["model", *columns])
+    reference = result.reference()
+    if reference is not None:
+        print(reference.sentence())
+        if reference.warning():
+            print(f"WARNING: {reference.warning()}", file=sys.stderr)
     if result.comparison.distance_to_retrain is not None:
         print(f"distance to retrain {result.comparison.distance_to_retrain:.3f}")
     pct = result.timing.pct_of_retrain

@@ -375,6 +375,11 @@ def _summary(record: RunRecord, result: RunResult) -> str:
             if ret and key in ret:
                 text += f"; a model retrained without them gets {_fmt(key, ret.get(key))}"
             items.append(text + ".")
+    reference = result.reference()
+    if reference is not None:
+        items.append(_e(reference.sentence()))
+        if reference.warning():
+            items.append(f'<strong style="color:#c62828">Check the reference:</strong> {_e(reference.warning())}')
     distance = result.comparison.distance_to_retrain
     if _is_number(distance):
         text = (f"Distance to the retrained model: <strong>{_fmt('d', distance)}</strong> "

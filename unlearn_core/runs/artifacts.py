@@ -151,9 +151,29 @@ def embed_run(workspace: Workspace, run_id: str) -> dict[str, EmbeddingPanel]:
 
 
 def model_metadata(model: Classifier, data_fingerprint: str, base_model_hash: str, method: str,
-                   criteria: str) -> dict[str, str]:
-    """Provenance stored in a run's safetensors header, so the file explains itself."""
-    from unlearn_core.models.weights import SPEC_KEY
+                   criteria: str, recipe: str = "") -> dict[str, str]:
+    """Provenance stored in a run's safetensors header, so the file explains itself.
 
-    return {SPEC_KEY: json.dumps(model.spec.to_dict()), "data_fingerprint": data_fingerprint,
+    ``recipe`` is how the model's original was trained (``Recipe`` text, or a ``TrainConfig``
+    recipe key): a file used later as an original then brings its own recipe for the retrain
+    reference instead of the user having to remember it.
+    """
+    from unlearn_core.models.weights import SPEC_KEY
+    from unlearn_core.runs.recipe import METADATA_KEY
+
+    meta = {SPEC_KEY: json.dumps(model.spec.to_dict()), "data_fingerprint": data_fingerprint,
             "base_model_hash": base_model_hash, "method": method, "criteria": criteria}
+    if recipe:
+        meta[METADATA_KEY] = recipe
+    return meta
+
+
+def recorded_run_recipe(workspace: Workspace, run_id: str) -> str:
+    """The recipe text a run's saved model records ("" when none, or unreadable)."""
+    from unlearn_core.models.weights import file_metadata
+    from unlearn_core.runs.recipe import METADATA_KEY
+
+    try:
+        return file_metadata(workspace.artifact_path(run_id, WEIGHTS_NAME)).get(METADATA_KEY, "")
+    except (UserError, OSError):
+        return ""

@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 
 from unlearn_core.device import DEVICE_CHOICES
 from unlearn_core.errors import UserError
+from unlearn_core.runs.recipe import EXAMPLE as RECIPE_EXAMPLE
+from unlearn_core.runs.recipe import Recipe
 from unlearn_core.runs.registry import cli_command
 
 #: Built-in data sets and architectures, for help and choices (checked against the library by a
@@ -149,6 +151,7 @@ class UnlearnRequest(_Request):
     weights: str | None = None
     arch: str | None = None
     label: str = ""
+    recipe: Recipe | None = None
 
     command: ClassVar[str] = "unlearn"
     kind: ClassVar[str] = "unlearn"
@@ -171,6 +174,8 @@ class UnlearnRequest(_Request):
             argv += ["--set", f"{name}={_cli_value(value)}"]
         if self.retrain:
             argv.append("--retrain")
+        if self.recipe is not None:
+            argv += ["--recipe", self.recipe.to_text()]
         return argv + _seed_device_label(self.seed, self.device, self.label)
 
     @classmethod
@@ -183,6 +188,11 @@ class UnlearnRequest(_Request):
                             help="override one setting (repeatable), e.g. --set epochs=5")
         parser.add_argument("--retrain", action="store_true",
                             help="also compute (or reuse) the retrain reference and the distance to it")
+        parser.add_argument("--recipe", metavar="NAME=VALUE,...",
+                            help="how the original model was trained, for the retrain reference "
+                                 f"(e.g. \"{RECIPE_EXAMPLE}\"; unnamed settings take the train command's "
+                                 "defaults). Needed with --retrain when --weights records no recipe; "
+                                 "files written by `train --out` and demo models record their own")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--weights", metavar="FILE",
                             help="model weights (.safetensors, weights-only .pt or TorchScript); "
@@ -196,7 +206,8 @@ class UnlearnRequest(_Request):
     def from_args(cls, args: argparse.Namespace) -> UnlearnRequest:
         return cls(dataset=args.dataset, forget=args.forget, method=args.method,
                    overrides=parse_set_arguments(args.set), preset=args.preset, retrain=args.retrain,
-                   seed=args.seed, device=args.device, weights=args.weights, arch=args.arch, label=args.label)
+                   seed=args.seed, device=args.device, weights=args.weights, arch=args.arch, label=args.label,
+                   recipe=Recipe.parse(args.recipe) if args.recipe is not None else None)
 
     def record_fields(self) -> dict[str, Any]:
         """Registry fields known before the run starts."""
@@ -213,6 +224,8 @@ class TrainRequest(_Request):
     epochs: int = 8
     batch_size: int = 64
     lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
     seed: int = 0
     device: str = "auto"
     retrain: bool = False
@@ -235,6 +248,10 @@ class TrainRequest(_Request):
             argv += ["--batch-size", str(self.batch_size)]
         if self.lr != 0.05:
             argv += ["--lr", repr(self.lr)]
+        if self.momentum != 0.9:
+            argv += ["--momentum", repr(self.momentum)]
+        if self.weight_decay != 5e-4:
+            argv += ["--weight-decay", repr(self.weight_decay)]
         if self.out:
             argv += ["--out", self.out]
         return argv + _seed_device_label(self.seed, self.device, self.label)
@@ -250,15 +267,19 @@ class TrainRequest(_Request):
         parser.add_argument("--epochs", type=int, default=8)
         parser.add_argument("--batch-size", type=int, default=64)
         parser.add_argument("--lr", type=float, default=0.05)
+        parser.add_argument("--momentum", type=float, default=0.9)
+        parser.add_argument("--weight-decay", type=float, default=5e-4)
         parser.add_argument("--seed", type=int, default=0)
         add_device_argument(parser)
-        parser.add_argument("--out", metavar="FILE", help="also write the model here (.safetensors)")
+        parser.add_argument("--out", metavar="FILE",
+                            help="also write the model here (.safetensors; it records its training recipe)")
         parser.add_argument("--label", default="", help="a name for this run in the registry")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainRequest:
         request = cls(dataset=args.dataset, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, seed=args.seed, device=args.device, retrain=args.retrain,
+                      lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+                      device=args.device, retrain=args.retrain,
                       forget=args.forget or "", out=args.out, label=args.label)
         if request.retrain and not request.forget:
             raise UserError("--retrain needs --forget CRITERIA: the retrain reference learns the remain set only.")

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 #: Per-model blocks in the order they are shown.
 MODEL_ORDER = ("original", "retrain", "unlearned")
+#: Largest drop of accuracy on the kept kind of test images (T_r) from the original to the retrain
+#: reference that is not flagged: retraining without the forget set should keep that accuracy,
+#: so a larger drop says the reference was trained differently (fewer epochs...) than the original.
+REFERENCE_TOLERANCE = 0.05
+#: Where a retrain recipe came from (:attr:`RunResult.retrain_recipe_source`), in words.
+RECIPE_SOURCE_WORDS = {"file": "recorded in the model's weights file", "demo": "the demo model's shipped recipe",
+                       "given": "given by the user"}
 #: Keys of a legacy flat result that are neither blocks nor figures.
 _LEGACY_NOT_BLOCKS = frozenset({"config", "sizes", "forget_classes", "diagnostics", "history", "criteria"})
 
@@ -47,6 +54,66 @@ class Comparison:
     original_distance_to_retrain: float | None = None
     avg_gap: float | None = None
     collapsed: bool | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """Is the retrain reference a fair one? The original's and the retrain's test accuracy.
+
+    Every face (command line, Results page, HTML report) states them side by side, with the
+    recipe the reference was trained with, so a reference trained another way than the
+    original is seen at once instead of silently skewing every distance.
+    """
+
+    original_test_acc: float
+    retrain_test_acc: float
+    original_remain_test_acc: float | None = None
+    retrain_remain_test_acc: float | None = None
+    recipe: str = ""
+    recipe_source: str = ""
+
+    @property
+    def recipe_words(self) -> str:
+        """The recipe in words (its stored text when that no longer reads)."""
+        from unlearn_core.errors import UserError
+        from unlearn_core.runs.recipe import Recipe
+
+        try:
+            return Recipe.parse(self.recipe, allow_seed=True).describe()
+        except UserError:
+            return self.recipe
+
+    @property
+    def remain_drop(self) -> float | None:
+        """How much accuracy on the kept kind of test images the retrain lost against the original."""
+        if self.original_remain_test_acc is None or self.retrain_remain_test_acc is None:
+            return None
+        return self.original_remain_test_acc - self.retrain_remain_test_acc
+
+    @property
+    def suspicious(self) -> bool:
+        drop = self.remain_drop
+        return drop is not None and drop > REFERENCE_TOLERANCE
+
+    def sentence(self) -> str:
+        """``Test accuracy: original 92.0 %, retrain reference 91.5 % (trained with ...).``"""
+        text = f"Test accuracy: original {self.original_test_acc:.1%}, retrain reference {self.retrain_test_acc:.1%}"
+        if self.original_remain_test_acc is not None and self.retrain_remain_test_acc is not None:
+            text += (f" (on the kept kind of images: {self.original_remain_test_acc:.1%} and "
+                     f"{self.retrain_remain_test_acc:.1%})")
+        if self.recipe:
+            source = RECIPE_SOURCE_WORDS.get(self.recipe_source, self.recipe_source)
+            text += f". The reference was trained with {self.recipe_words}" + (f" ({source})" if source else "")
+        return text + "."
+
+    def warning(self) -> str | None:
+        """A warning when the reference looks trained differently from the original."""
+        if not self.suspicious:
+            return None
+        return (f"The retrain reference is {100 * self.remain_drop:.1f} points less accurate than the original on the kept "
+                "kind of test images, which retraining without the forget set should not cost: it was "
+                "probably trained with another recipe than the original, and distances to it mean little. "
+                "Check the original's recipe (--recipe).")
 
 
 @dataclass
@@ -88,6 +155,8 @@ class RunResult:
         retrain_reused: the retrain reference was a recorded one (not trained for this run).
         candidates: a composition's scored candidates (``label``, ``params``, ``metrics``,
             ``distance_to_retrain``...), and ``chosen``, the label of the one saved.
+        retrain_recipe: the recipe the retrain reference was trained with (``Recipe`` text),
+            and ``retrain_recipe_source``: where it came from (``file``, ``demo``, ``given``).
     """
 
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -100,8 +169,20 @@ class RunResult:
     retrain_reused: bool | None = None
     candidates: list[dict[str, Any]] = field(default_factory=list)
     chosen: str | None = None
+    retrain_recipe: str = ""
+    retrain_recipe_source: str = ""
 
     # ------------------------------------------------------------------ reading
+
+    def reference(self) -> ReferenceCheck | None:
+        """The original's and the retrain's test accuracy side by side (``None`` without both)."""
+        original, retrain = self.original, self.retrain
+        if not original or not retrain or "test_acc" not in original or "test_acc" not in retrain:
+            return None
+        return ReferenceCheck(original_test_acc=original["test_acc"], retrain_test_acc=retrain["test_acc"],
+                              original_remain_test_acc=original.get("remain_test_acc"),
+                              retrain_remain_test_acc=retrain.get("remain_test_acc"),
+                              recipe=self.retrain_recipe, recipe_source=self.retrain_recipe_source)
 
     def ordered_blocks(self) -> dict[str, dict[str, Any]]:
         """Blocks with original, retrain, unlearned first, then any other."""
@@ -149,7 +230,9 @@ class RunResult:
                        diagnostics=dict(values.get("diagnostics") or {}),
                        criteria_description=values.get("criteria_description") or "",
                        retrain_reused=values.get("retrain_reused"),
-                       candidates=list(values.get("candidates") or []), chosen=values.get("chosen"))
+                       candidates=list(values.get("candidates") or []), chosen=values.get("chosen"),
+                       retrain_recipe=values.get("retrain_recipe") or "",
+                       retrain_recipe_source=values.get("retrain_recipe_source") or "")
         return cls._from_legacy(values, kind)
 
     @classmethod

@@ -27,6 +27,7 @@ from unlearn_core.runs.result import Comparison, RunResult, Timing
 if TYPE_CHECKING:
     from unlearn_core.data.imageset import ImageSet
     from unlearn_core.models.architectures import Classifier
+    from unlearn_core.pipeline import OriginalRecipe
 
 
 def submit(workspace: Workspace, request: UnlearnRequest | TrainRequest | ComposeRequest | DemoModelsRequest,
@@ -96,19 +97,22 @@ def make_demo_models(request: DemoModelsRequest, workspace: Workspace | None = N
 def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id: str | None = None) -> dict:
     """Load, unlearn (reusing a recorded retrain reference when possible), score, record."""
     from unlearn_core.data.catalog import load_dataset
-    from unlearn_core.pipeline import run_unlearning
+    from unlearn_core.pipeline import original_recipe, recorded_recipe, run_unlearning
 
     with _opened(workspace, run_id, request) as context:
         on_progress, should_stop = _hooks(context)
         data = load_dataset(request.dataset)
         model = artifacts.load_model_for(data, request.weights, request.arch)
+        recipe = (original_recipe(data.name, request.weights, request.recipe) if request.retrain
+                  else recorded_recipe(data.name, request.weights))
         retrain_model = retrain_seconds = None
         retrain_run: dict[str, Any] | None = None
         if request.retrain and context is not None:
             retrain_model, retrain_seconds, retrain_run = _reuse_or_train_retrain(
-                context.workspace, data, model, request, on_progress, should_stop)
+                context.workspace, data, model, request, on_progress, should_stop, recipe)
         outcome = run_unlearning(data, model, request, on_progress=on_progress, should_stop=should_stop,
-                                 retrain_model=retrain_model, retrain_seconds=retrain_seconds)
+                                 retrain_model=retrain_model, retrain_seconds=retrain_seconds,
+                                 recipe=recipe if request.retrain else None)
         result = outcome.result
         if retrain_run is not None:
             result.retrain_reused = retrain_run["reused"]
@@ -120,7 +124,7 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
         ws = context.workspace
         ws.save_weights(context.run_id, outcome.unlearned.state_dict(), artifacts.model_metadata(
             outcome.unlearned, outcome.data_fingerprint, outcome.base_model_hash, request.method,
-            outcome.criteria.to_text()))
+            outcome.criteria.to_text(), recipe.recipe.with_arch(model.spec.arch).to_text() if recipe else ""))
         ws.save_json(context.run_id, artifacts.SPLIT_ARTIFACT, {k: v.tolist() for k, v in vars(outcome.split).items()})
         ws.save_json(context.run_id, "history.json", outcome.history)
         context.finish(metrics=result.to_dict(), dataset_fingerprint=outcome.data_fingerprint,
@@ -134,8 +138,13 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
 
 
 def _reuse_or_train_retrain(workspace: Workspace, data: ImageSet, model: Classifier, request: UnlearnRequest,
-                            on_progress, should_stop) -> tuple[Classifier, float | None, dict[str, Any]]:
-    """A recorded retrain reference for the same data, criteria, seed and recipe, or a new one."""
+                            on_progress, should_stop,
+                            recipe: OriginalRecipe) -> tuple[Classifier, float | None, dict[str, Any]]:
+    """A recorded retrain reference for the same data, criteria, seed and recipe, or a new one.
+
+    The recipe is the original model's own (``recipe``), so a reference trained another way
+    (another number of epochs, learning rate...) is never reused for it.
+    """
     from unlearn_core.data.criteria import ForgetCriteria
     from unlearn_core.evaluate import evaluate_model
     from unlearn_core.models.architectures import build_model
@@ -143,27 +152,28 @@ def _reuse_or_train_retrain(workspace: Workspace, data: ImageSet, model: Classif
     from unlearn_core.pipeline import retrain_recipe, train_retrain
 
     criteria = ForgetCriteria.parse(request.forget)
-    recipe = retrain_recipe(data, model, request.seed, request.device)
-    key = recipe_hash(recipe.recipe_key())
+    config = retrain_recipe(data, model, request.seed, request.device, recipe.recipe)
+    key = recipe_hash(config.recipe_key())
     found = workspace.find_reusable("retrain", dataset_fingerprint=data.fingerprint(),
                                     criteria_text=criteria.to_text(), seed=request.seed, recipe_hash=key)
     if found is not None:
         retrained = load_state_into(build_model(model.spec), workspace.load_weights(found.id)).eval()
         return retrained, RunResult.of(found).timing.retrain, {"id": found.id, "reused": True}
     split = artifacts.criteria_split(data, criteria.to_text())
-    retrained, seconds = train_retrain(data, split, recipe, on_progress, should_stop)
+    retrained, seconds = train_retrain(data, split, config, on_progress, should_stop)
     # The reference's own command trains it again from the same data reference as this run.
-    train_request = TrainRequest(dataset=request.dataset, arch=recipe.arch, epochs=recipe.epochs,
-                                 batch_size=recipe.batch_size, lr=recipe.lr, seed=request.seed,
+    train_request = TrainRequest(dataset=request.dataset, arch=config.arch, epochs=config.epochs,
+                                 batch_size=config.batch_size, lr=config.lr, momentum=config.momentum,
+                                 weight_decay=config.weight_decay, seed=request.seed,
                                  retrain=True, forget=criteria.to_text())
     record = workspace.create_run(
         "retrain", status="running", dataset=request.dataset, dataset_fingerprint=data.fingerprint(),
         criteria_text=criteria.to_text(), criteria=criteria.to_dict(), method="retrain",
-        config=recipe.to_dict(), recipe_hash=key, seed=request.seed, base_arch=recipe.arch,
+        config=config.to_dict(), recipe_hash=key, seed=request.seed, base_arch=config.arch,
         command=cli_command(train_request.to_argv()),
     )
     workspace.save_weights(record.id, retrained.state_dict(), artifacts.model_metadata(
-        retrained, data.fingerprint(), state_hash(model), "retrain", criteria.to_text()))
+        retrained, data.fingerprint(), state_hash(model), "retrain", criteria.to_text(), config.recipe_key()))
     result = RunResult(blocks={"retrain": evaluate_model(retrained, data, split)}, timing=Timing(retrain=seconds),
                        sizes=split.sizes())
     workspace.set_status(record.id, "done", metrics=result.to_dict())
@@ -177,7 +187,8 @@ def train_config(request: TrainRequest):
     from unlearn_core.training import TrainConfig
 
     return TrainConfig(arch=request.arch, epochs=request.epochs, batch_size=request.batch_size,
-                       lr=request.lr, seed=request.seed, device=request.device)
+                       lr=request.lr, momentum=request.momentum, weight_decay=request.weight_decay,
+                       seed=request.seed, device=request.device)
 
 
 def train(request: TrainRequest, workspace: Workspace | None = None, run_id: str | None = None) -> dict:
@@ -210,7 +221,7 @@ def train(request: TrainRequest, workspace: Workspace | None = None, run_id: str
         if context is None:
             return summary
         context.workspace.save_weights(context.run_id, trained.model.state_dict(), artifacts.model_metadata(
-            trained.model, data.fingerprint(), "", request.kind, request.forget))
+            trained.model, data.fingerprint(), "", request.kind, request.forget, config.recipe_key()))
         context.workspace.save_json(context.run_id, "history.json", trained.history)
         context.finish(metrics=result.to_dict(), dataset_fingerprint=data.fingerprint(), config=config.to_dict(),
                        recipe_hash=recipe_hash(config.recipe_key()),
@@ -270,7 +281,7 @@ def compose(request: ComposeRequest, workspace: Workspace, run_id: str | None = 
         model = next(c.model for c in candidates if c.label == chosen["label"])
         workspace.save_weights(context.run_id, model.state_dict(), artifacts.model_metadata(
             model, first.dataset_fingerprint, first.base_model_hash, f"compose:{config.strategy}",
-            " | ".join(r.criteria_text for r in records)))
+            " | ".join(r.criteria_text for r in records), artifacts.recorded_run_recipe(workspace, first.id)))
         blocks = {"original": original_block, "unlearned": chosen["metrics"]}
         if retrain_block is not None:
             blocks["retrain"] = retrain_block
