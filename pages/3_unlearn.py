@@ -7,7 +7,7 @@ from unlearn_core.device import describe_devices
 from unlearn_core.errors import UserError
 from unlearn_core.labels import MODEL_SHORT
 from unlearn_core.runs.result import RunResult
-from unlearn_core.ui import background, cache, state, widgets
+from unlearn_core.ui import background, cache, recipe_form, state, widgets
 from unlearn_core.ui import method_settings as ms
 
 DEFAULT_METHOD = "psg"
@@ -112,8 +112,26 @@ retrain = cols[2].checkbox("Also train the retrain reference", value=True, key="
                                 "unlearned model is compared with. Reused when it exists already; "
                                 "otherwise it takes about as long as the original training.")
 
+recipe = None
+if retrain:
+    try:
+        known = cache.recorded_recipe(sel.dataset, sel.model.key)
+        model_arch = cache.model(sel.dataset, sel.model.key).spec.arch
+    except UserError as error:
+        widgets.show_error(error, "The model's training recipe could not be read")
+        st.stop()
+    if known is None:
+        st.markdown("**How was this model trained?** Its file does not record it, and the retrain reference "
+                    "must be trained the same way (only on the kept images), or every comparison with it "
+                    "misleads. Fill in the recipe the original model was trained with.")
+        recipe = recipe_form.recipe_fields(model_arch)
+    else:
+        st.caption(f"The retrain reference is trained like the original: {known.recipe.describe()} "
+                   f"({known.source_text}).")
+
 settings = ms.changed_settings(method, preset, values)
-request = sel.unlearn_request(method_name, settings, retrain=retrain, seed=int(seed), device=device, preset=preset)
+request = sel.unlearn_request(method_name, settings, retrain=retrain, seed=int(seed), device=device, preset=preset,
+                              recipe=recipe)
 with st.expander("The same from the command line"):
     st.code(request.command_text, language="bash", wrap_lines=True)
 

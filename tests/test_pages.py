@@ -181,6 +181,7 @@ def test_results_page_shows_scores_and_decision_regions(digits_runs):
     at = _app("pages/4_results.py", us__run_id=digits_runs[0], **DIGITS)
     assert at.selectbox(key="rs_run").value == digits_runs[0]
     assert _metric(at, "Distance to retrain") == "0.000"
+    assert any(m.value.startswith("Test accuracy: original") and "retrain reference" in m.value for m in at.markdown)
     assert len(at.dataframe) >= 1
     assert len(at.get("plotly_chart")) >= 3  # per-class bars, loss histograms, t-SNE panels
     assert not at.error, [e.value for e in at.error]
@@ -298,6 +299,31 @@ def test_unlearn_page_starts_on_the_plain_defaults_even_for_a_demo_scenario(work
     assert "--set" not in command and "--preset" not in command  # nothing differs from the defaults
     assert not any("demo" in (o or "").lower() for o in preset.options)
     assert not any(" " not in (w.label or " ") and "_" in (w.label or "") for w in at.number_input)
+
+
+def test_unlearn_page_asks_for_the_recipe_only_when_the_model_records_none(workspace_home, tmp_path):
+    from unlearn_core.assets import load_demo_model
+    from unlearn_core.data.builtin import load_builtin
+    from unlearn_core.models.weights import save_model
+
+    bare = save_model(load_demo_model(load_builtin("digits")), tmp_path / "bare.safetensors")  # no recipe
+    at = _app("pages/3_unlearn.py", us__criteria='label == "3"',
+              **{**DIGITS, "us__model": ModelChoice("file", path=str(bare), label="bare.safetensors")})
+    assert at.checkbox(key="ul_retrain").value
+    assert any("How was this model trained" in m.value for m in at.markdown)
+    assert at.selectbox(key="ul_recipe_arch").value == "small_cnn"
+    at.number_input(key="ul_recipe_epochs").set_value(30).run()
+    at.number_input(key="ul_recipe_lr").set_value(0.02).run()
+    command = at.code[0].value
+    assert "--recipe" in command and "epochs=30" in command and "lr=0.02" in command
+    at.checkbox(key="ul_retrain").uncheck().run()
+    assert "--recipe" not in at.code[0].value
+    assert not [n for n in at.number_input if n.key == "ul_recipe_epochs"]
+    # the shipped demo model has its recipe: no fields, a line saying which recipe is used
+    at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
+    assert not [n for n in at.number_input if n.key == "ul_recipe_epochs"]
+    assert any("shipped recipe" in c.value for c in at.caption)
+    assert "--recipe" not in at.code[0].value
 
 
 def test_runs_page_picks_the_session_run(digits_runs):

@@ -99,6 +99,15 @@ def model(ref: str, model_key: str):
     return loaded.eval()
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def recorded_recipe(ref: str, model_key: str):
+    """The training recipe the selected model records (its file's, or the demo model's), or None."""
+    from unlearn_core.pipeline import recorded_recipe as find
+
+    choice = ModelChoice.from_key(model_key)
+    return find(dataset(ref).name, None if choice.kind == "shipped" else choice.path)
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def test_logits(ref: str, model_key: str) -> tuple[np.ndarray, np.ndarray]:
     """The model's logits on the test split and the true labels."""

@@ -92,15 +92,16 @@ class Selection:
     extra: dict = field(default_factory=dict)
 
     def unlearn_request(self, method: str = "psg", settings: dict | None = None, retrain: bool = False,
-                        seed: int = 0, preset: str | None = None, device: str = "auto"):
-        """The :class:`~unlearn_core.runs.requests.UnlearnRequest` for this selection."""
+                        seed: int = 0, preset: str | None = None, device: str = "auto", recipe=None):
+        """The :class:`~unlearn_core.runs.requests.UnlearnRequest` for this selection (``recipe``:
+        the original's training :class:`~unlearn_core.runs.recipe.Recipe` when its file has none)."""
         from unlearn_core.runs.requests import UnlearnRequest
 
         model = self.model if self.model is not None and self.model.kind != "shipped" else None
         return UnlearnRequest(dataset=self.dataset or "DATASET", forget=self.criteria or "CRITERIA", method=method,
                               overrides=dict(settings or {}), preset=preset, retrain=retrain, seed=seed,
                               device=device, weights=model.path if model else None,
-                              arch=(model.arch or None) if model else None)
+                              arch=(model.arch or None) if model else None, recipe=recipe if retrain else None)
 
 
 # --- reading ---------------------------------------------------------------------------------
