@@ -8,7 +8,7 @@ import streamlit as st
 
 from unlearn_core import plots
 from unlearn_core.errors import UserError
-from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT
+from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT, NOTHING_SAVED
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import cache, state, widgets
 
@@ -60,7 +60,10 @@ if sel.run_id != run_id:
 result = RunResult.of(record)
 blocks = result.ordered_blocks()
 if result.unlearned is None:
-    st.warning("This run has no recorded scores for an unlearned model.", icon=":material/warning:")
+    if record.kind == "compose" and result.candidates and result.chosen is None:
+        st.warning(NOTHING_SAVED + " The Compose page lists the candidates.", icon=":material/warning:")
+    else:
+        st.warning("This run has no recorded scores for an unlearned model.", icon=":material/warning:")
     st.stop()
 st.markdown(f"**Forgot:** {result.criteria_description or record.criteria_text} · "
             f"**method:** {record.method} · **data:** {record.dataset}")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from unlearn_core import plots
 from unlearn_core.errors import UserError
+from unlearn_core.labels import NOTHING_SAVED
 from unlearn_core.runs.registry import command_argv
 from unlearn_core.runs.requests import STRATEGY_RUNS, ComposeRequest
 from unlearn_core.runs.result import RunResult
@@ -168,20 +169,30 @@ st.dataframe([{"candidate": c.get("label"),
                "remain acc. (test)": c.get("metrics", {}).get("remain_test_acc"),
                "membership AUC": c.get("metrics", {}).get("mia_membership_auc"),
                "distance to retrain": c.get("distance_to_retrain"),
-               "collapsed": c.get("collapsed")} for c in found],
+               "collapsed": c.get("collapsed"),
+               "forgets less than its inputs": bool(c.get("forgetting_lost"))} for c in found],
              hide_index=True, width="stretch",
              column_config={"forget acc. (test)": st.column_config.NumberColumn(format="percent"),
                             "remain acc. (test)": st.column_config.NumberColumn(format="percent"),
                             "membership AUC": st.column_config.NumberColumn(format="%.3f"),
                             "distance to retrain": st.column_config.NumberColumn(format="%.3f")})
-st.success(f"Saved candidate **{chosen}** as run `{record.id}` "
-           + ("(the one closest to the retrained model)." if result.retrain else "(best kept minus forget accuracy)."),
-           icon=":material/check_circle:")
-state.set_run(record.id)
+for candidate in found:
+    if candidate.get("forgetting_lost"):
+        st.warning(f"**{candidate.get('label')}**: {candidate.get('forgetting_note') or 'forgets less than its inputs.'}",
+                   icon=":material/warning:")
+if chosen is None:
+    st.warning(NOTHING_SAVED, icon=":material/warning:")
+else:
+    st.success(f"Saved candidate **{chosen}** as run `{record.id}` "
+               + ("(the one closest to the retrained model" if result.retrain else "(best kept minus forget accuracy")
+               + (", among those that keep their inputs' forgetting)." if any(c.get("forgetting_lost") for c in found)
+                  else ")."), icon=":material/check_circle:")
+    state.set_run(record.id)
 others = [c["label"] for c in found if c.get("label") != chosen]
 if others:
     cols = st.columns([2, 1], vertical_alignment="bottom")
-    pick = cols[0].selectbox("Save another candidate instead", others, key="cp_pick")
+    pick = cols[0].selectbox("Save a candidate" if chosen is None else "Save another candidate instead", others,
+                             key="cp_pick")
     if cols[1].button("Save it as a new run", key="cp_save", icon=":material/save:"):
         try:
             again = ComposeRequest.from_argv(command_argv(record.command)).with_select(pick)

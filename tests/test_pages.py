@@ -363,3 +363,34 @@ def test_a_missing_demo_model_is_no_dead_end_one_button_retrains_it(tmp_path, mo
     assert not at.error, [e.value for e in at.error]
     assert any("Using the demo model" in s.value for s in at.success)
     assert float(_metric(at, "Test accuracy").rstrip("%")) > 80
+
+
+def test_compose_page_flags_candidates_that_forget_less_and_saves_none_silently(digits_runs):
+    from unlearn_core.labels import NOTHING_SAVED
+    from unlearn_core.runs.registry import Workspace
+    from unlearn_core.runs.result import RunResult
+
+    ws = Workspace()
+    original = RunResult.of(ws.get(digits_runs[0])).original
+    note = "Forgets less than every input run: accuracy 90.0% on the images asked to forget."
+    candidates = [{"label": label, "params": {}, "metrics": {**original, "forget_test_acc": 0.9},
+                   "forgetting_lost": True, "forgetting_note": note} for label in ("α=0", "α=1")]
+    run = ws.create_run("compose", status="running", dataset="digits", method="interpolate",
+                        parents=list(digits_runs))
+    ws.set_status(run.id, "done", metrics=RunResult(blocks={"original": original}, candidates=candidates,
+                                                    chosen=None).to_dict())
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in {**DIGITS, "us__run_id": digits_runs[0]}.items():
+        at.session_state[key.replace("__", ".")] = value
+    at.session_state["cp__run"] = run.id
+    at.switch_page("pages/5_compose.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value for w in at.warning]
+    assert NOTHING_SAVED in warnings
+    assert sum(note in w for w in warnings) == 2  # each flagged candidate says why
+    assert not any("Saved candidate" in s.value for s in at.success)
+    assert at.selectbox(key="cp_pick").label == "Save a candidate"
+    # the Results page explains the missing model instead of showing scores
+    at = _app("pages/4_results.py", us__run_id=run.id, **DIGITS)
+    assert any(NOTHING_SAVED in w.value for w in at.warning)

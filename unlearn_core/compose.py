@@ -39,7 +39,7 @@ from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits, to_pixels
 from unlearn_core.progress import Cancelled, ProgressCallback, ProgressEvent, StopCheck
 from unlearn_core.runs.requests import STRATEGIES, STRATEGY_RUNS
-from unlearn_core.training import iterate_batches
+from unlearn_core.training import accuracy_on, iterate_batches
 
 
 # --- compatibility -------------------------------------------------------------------------
@@ -473,22 +473,64 @@ class CompositionConfig:
         return cls(**known)
 
 
+#: How far (accuracy, 0..1) a candidate's forget accuracy may rise above the highest of its
+#: inputs' before it is flagged: one or two images of a small forget set move it by a point.
+FORGET_TOLERANCE = 0.02
+#: The forget accuracies compared with the inputs' (the images asked to forget, and unseen ones like them).
+FORGET_KEYS = ("forget_train_acc", "forget_test_acc")
+
+
 @dataclass
 class Candidate:
     """One composed model with its scores.
 
     ``params`` says exactly how it was made (strategy, α or scale, blocks, recalibration,
-    repair), so choosing it can be saved as a reproducible run.
+    repair), so choosing it can be saved as a reproducible run. ``forgetting_lost`` names the
+    forget accuracies on which it is worse (higher) than every input run: composing undid what
+    the inputs forgot (see :func:`forgetting_lost`), so it is never saved without being asked for.
     """
 
     label: str
     model: Classifier
     metrics: dict
     params: dict
+    forgetting_lost: tuple[str, ...] = ()
+    forgetting_note: str = ""
 
     def summary(self) -> dict:
-        """Label, params and metrics without the model (JSON-ready, e.g. for a table)."""
-        return {"label": self.label, "params": self.params, "metrics": self.metrics}
+        """Label, params, metrics and the forgetting flag without the model (JSON-ready)."""
+        return {"label": self.label, "params": self.params, "metrics": self.metrics,
+                "forgetting_lost": bool(self.forgetting_lost), "forgetting_note": self.forgetting_note}
+
+
+def input_forget_accuracies(models: Sequence[Classifier], data: ImageSet, split: ForgetSplit) -> list[dict]:
+    """Each input model's accuracy on the composition's ``D_f`` and ``T_f`` (as the runs saved them)."""
+    return [{"forget_train_acc": accuracy_on(model, data, split.forget_train),
+             "forget_test_acc": accuracy_on(model, data, split.forget_test)} for model in models]
+
+
+def forgetting_lost(metrics: Mapping[str, float], inputs: Sequence[Mapping[str, float]],
+                    tolerance: float = FORGET_TOLERANCE) -> tuple[tuple[str, ...], str]:
+    """The forget accuracies on which a candidate is worse than every input, and a sentence why.
+
+    Why: composition must keep what its inputs forgot. A blend whose forget accuracy is above
+    all its inputs' (for instance PSG's forgetting held in BatchNorm statistics, undone by
+    recalibration) is a model that remembers more than anything it was made from.
+    """
+    lost, parts = [], []
+    for key in FORGET_KEYS:
+        value = metrics.get(key)
+        known = [i[key] for i in inputs if i.get(key) is not None and not math.isnan(i[key])]
+        if value is None or math.isnan(value) or not known:
+            continue
+        if value > max(known) + tolerance:
+            lost.append(key)
+            what = "the images asked to forget" if key == "forget_train_acc" else "unseen images like them"
+            parts.append(f"{value:.1%} on {what}, where the inputs had at most {max(known):.1%}")
+    if not lost:
+        return (), ""
+    return tuple(lost), ("Forgets less than every input run: accuracy " + "; ".join(parts)
+                         + ". Composing undid forgetting, so this candidate is not saved automatically.")
 
 
 def compose_candidates(
@@ -531,6 +573,9 @@ def compose_candidates(
         if forget_splits:
             metrics.update(forget_set_accuracies(model, data, forget_splits))
         candidates.append(Candidate(label, model, metrics, {**params, **_fix_params(config)}))
+    inputs = input_forget_accuracies(models, data, split)
+    for candidate in candidates:
+        candidate.forgetting_lost, candidate.forgetting_note = forgetting_lost(candidate.metrics, inputs)
     if on_progress is not None:
         on_progress(ProgressEvent(phase="done", fraction=1.0, message=f"{len(candidates)} candidates"))
     return candidates

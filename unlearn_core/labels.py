@@ -141,3 +141,9 @@ METRIC_DEFINITIONS: dict[str, str] = {
         "by breaking rather than by unlearning. Ideal: no."
     ),
 }
+
+#: Why a composition saved no model (every candidate forgets less than its input runs).
+NOTHING_SAVED = ("No candidate was saved: every one forgets less than the runs it was made from (its "
+                 "forget accuracy is higher than all of theirs), so none is a fair \"closest to retrain\". "
+                 "Look at the candidates and save one by name if you still want it, or compose without "
+                 "recalibration (BatchNorm statistics can hold part of the forgetting).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from unlearn_core.cli.common import add_json_flag, print_json, print_table
 from unlearn_core.runs.requests import ComposeRequest
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_compose(args: argparse.Namespace) -> int:
     from unlearn_core.runs import workflows
     from unlearn_core.runs.registry import Workspace
+    from unlearn_core.labels import NOTHING_SAVED
     from unlearn_core.runs.result import RunResult
 
     summary = workflows.compose(ComposeRequest.from_args(args), Workspace(), args.run_id)
@@ -30,8 +32,15 @@ def cmd_compose(args: argparse.Namespace) -> int:
     result = RunResult.from_dict(summary["result"])
     rows = [{"candidate": c["label"], "forget_test_acc": f"{c['metrics']['forget_test_acc']:.3f}",
              "remain_test_acc": f"{c['metrics']['remain_test_acc']:.3f}",
-             "distance": "" if c.get("distance_to_retrain") is None else f"{c['distance_to_retrain']:.3f}"}
+             "distance": "" if c.get("distance_to_retrain") is None else f"{c['distance_to_retrain']:.3f}",
+             "forgetting": "LOST" if c.get("forgetting_lost") else "kept"}
             for c in result.candidates]
-    print_table(rows, ["candidate", "forget_test_acc", "remain_test_acc", "distance"])
+    print_table(rows, ["candidate", "forget_test_acc", "remain_test_acc", "distance", "forgetting"])
+    for candidate in result.candidates:
+        if candidate.get("forgetting_lost"):
+            print(f"WARNING: {candidate['label']}: {candidate.get('forgetting_note', '')}", file=sys.stderr)
+    if result.chosen is None:
+        print(f"{NOTHING_SAVED} (run {summary['run_id']}; save one with --select LABEL)", file=sys.stderr)
+        return 0
     print(f"saved {result.chosen!r} as run {summary['run_id']}")
     return 0

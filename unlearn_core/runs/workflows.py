@@ -278,18 +278,20 @@ def compose(request: ComposeRequest, workspace: Workspace, run_id: str | None = 
             summary.update(compare_blocks(original_block, candidate.metrics, retrain_block))
             summaries.append(summary)
         chosen = choose(summaries, request.select)
-        model = next(c.model for c in candidates if c.label == chosen["label"])
-        workspace.save_weights(context.run_id, model.state_dict(), artifacts.model_metadata(
-            model, first.dataset_fingerprint, first.base_model_hash, f"compose:{config.strategy}",
-            " | ".join(r.criteria_text for r in records), artifacts.recorded_run_recipe(workspace, first.id)))
-        blocks = {"original": original_block, "unlearned": chosen["metrics"]}
+        blocks = {"original": original_block}
+        if chosen is not None:  # None: every candidate forgets less than its inputs; nothing is saved
+            model = next(c.model for c in candidates if c.label == chosen["label"])
+            workspace.save_weights(context.run_id, model.state_dict(), artifacts.model_metadata(
+                model, first.dataset_fingerprint, first.base_model_hash, f"compose:{config.strategy}",
+                " | ".join(r.criteria_text for r in records), artifacts.recorded_run_recipe(workspace, first.id)))
+            blocks["unlearned"] = chosen["metrics"]
         if retrain_block is not None:
             blocks["retrain"] = retrain_block
         result = RunResult(
-            blocks=blocks, sizes=split.sizes(), candidates=summaries, chosen=chosen["label"],
-            comparison=Comparison(**{k: chosen.get(k) for k in ("distance_to_retrain",
-                                                                "original_distance_to_retrain",
-                                                                "avg_gap", "collapsed")}),
+            blocks=blocks, sizes=split.sizes(), candidates=summaries, chosen=chosen["label"] if chosen else None,
+            comparison=Comparison(**{k: (chosen or {}).get(k) for k in ("distance_to_retrain",
+                                                                        "original_distance_to_retrain",
+                                                                        "avg_gap", "collapsed")}),
             criteria_description=" | ".join(dict.fromkeys(
                 RunResult.of(r).criteria_description or r.criteria_text for r in records)))
         context.finish(metrics=result.to_dict())
@@ -298,13 +300,21 @@ def compose(request: ComposeRequest, workspace: Workspace, run_id: str | None = 
                 "result": result.to_dict()}
 
 
-def choose(summaries: list[dict], select: str | None) -> dict:
-    """The candidate to save: ``select``, else the closest to retrain, else the best R − F."""
+def choose(summaries: list[dict], select: str | None) -> dict | None:
+    """The candidate to save: ``select``, else the closest to retrain, else the best R − F.
+
+    The automatic choice skips candidates flagged ``forgetting_lost`` (they forget less than
+    every input run); when every candidate is flagged it returns ``None`` and nothing is saved,
+    so a model that undid forgetting is only ever saved by name (``select``).
+    """
     if select is not None:
         for summary in summaries:
             if summary["label"] == select:
                 return summary
         raise UserError(f"No candidate {select!r}; candidates: {', '.join(s['label'] for s in summaries)}.")
+    summaries = [s for s in summaries if not s.get("forgetting_lost")]
+    if not summaries:
+        return None
     if all(s.get("distance_to_retrain") is not None for s in summaries):
         return min(summaries, key=lambda s: s["distance_to_retrain"])
     return max(summaries, key=lambda s: s["metrics"]["remain_test_acc"] - s["metrics"]["forget_test_acc"])
