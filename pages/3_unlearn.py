@@ -7,7 +7,7 @@ from unlearn_core.device import describe_devices
 from unlearn_core.errors import UserError
 from unlearn_core.labels import MODEL_SHORT
 from unlearn_core.runs.result import RunResult
-from unlearn_core.ui import background, cache, recipe_form, state, widgets
+from unlearn_core.ui import background, cache, recipe_form, state, stop_panel, stop_text, widgets
 from unlearn_core.ui import method_settings as ms
 
 DEFAULT_METHOD = "psg"
@@ -111,6 +111,9 @@ retrain = cols[2].checkbox("Also train the retrain reference", value=True, key="
                            help="Trains a model on the kept images only: the gold standard the "
                                 "unlearned model is compared with. Reused when it exists already; "
                                 "otherwise it takes about as long as the original training.")
+
+if stop_text.stops_automatically(values):
+    stop_panel.show_stop_target(sel.dataset, sel.model.key, sel.criteria, split, int(seed))
 
 recipe = None
 if retrain:

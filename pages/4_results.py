@@ -10,7 +10,7 @@ from unlearn_core import plots
 from unlearn_core.errors import UserError
 from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT, NOTHING_SAVED
 from unlearn_core.runs.result import RunResult
-from unlearn_core.ui import cache, state, widgets
+from unlearn_core.ui import cache, state, stop_text, widgets
 
 MAX_POINTS = 2000
 ACCURACIES = [(key, METRIC_SHORT[key]) for key in
@@ -75,6 +75,9 @@ if reference is not None:
     st.markdown(reference.sentence())
     if reference.warning():
         st.warning(reference.warning(), icon=":material/warning:")
+stop_check = stop_text.target_vs_retrain(result)
+if stop_check is not None:
+    st.markdown(stop_check.text())
 
 # --- at a glance ---------------------------------------------------------------------------------
 

@@ -394,3 +394,53 @@ def test_compose_page_flags_candidates_that_forget_less_and_saves_none_silently(
     # the Results page explains the missing model instead of showing scores
     at = _app("pages/4_results.py", us__run_id=run.id, **DIGITS)
     assert any(NOTHING_SAVED in w.value for w in at.warning)
+
+
+def test_unlearn_page_says_where_the_run_will_stop(workspace_home, monkeypatch):
+    """PSG stops at the automatic target by default: the page shows the library's estimate,
+    computed once per model, forget set and seed (a fake estimator stands in here)."""
+    from unlearn_core.methods import get_method
+    from unlearn_core.ui import stop_text
+
+    if "stop_at" not in {f.name for f in get_method("psg").fields()}:
+        pytest.skip("PSG has no stop_at setting yet")
+    calls = []
+
+    def fake_estimate(model, data, split, seed=0, device="cpu"):
+        calls.append((data.name, len(split.forget_train), seed))
+        return {"value": 0.12, "estimator": "remain_probe", "original_forget_acc": 0.98, "keep_case": False,
+                "explanation": "a classifier fitted on the kept training images only"}
+
+    monkeypatch.setattr(stop_text, "estimate", fake_estimate)
+    at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
+    assert at.selectbox(key="ul_set_psg_stop_at").value == "auto"
+    assert any(i.value.startswith("Will stop near 12 % forget accuracy") for i in at.info), [i.value for i in at.info]
+    at.run()
+    assert len(calls) == 1  # kept in the session, not estimated again on every rerun
+    at.selectbox(key="ul_set_psg_stop_at").set_value("passes").run()
+    assert not any("Will stop near" in i.value for i in at.info)
+    at.selectbox(key="ul_method").set_value("finetune").run()
+    assert not any("Will stop near" in i.value for i in at.info)
+
+
+def test_results_page_shows_the_estimated_target_next_to_the_retrain(digits_runs):
+    from unlearn_core.runs.registry import Workspace
+    from unlearn_core.runs.result import RunResult
+
+    ws = Workspace()
+    source = ws.get(digits_runs[0])
+    result = RunResult.of(source)
+    result.diagnostics["stop_target"] = {"value": 0.12, "estimator": "remain_probe", "original_forget_acc": 0.98,
+                                         "keep_case": False, "explanation": "x"}
+    run = ws.create_run("unlearn", status="running", dataset="digits", dataset_fingerprint=source.dataset_fingerprint,
+                        base_model_hash=source.base_model_hash, criteria_text=source.criteria_text, method="psg",
+                        retrain_run=source.retrain_run)
+    from unlearn_core.models.weights import SPEC_KEY, file_metadata
+
+    spec = file_metadata(ws.artifact_path(source.id, "model.safetensors"))[SPEC_KEY]
+    ws.save_weights(run.id, ws.load_weights(source.id), {SPEC_KEY: spec})
+    ws.set_status(run.id, "done", metrics=result.to_dict())
+    at = _app("pages/4_results.py", us__run_id=run.id, **DIGITS)
+    retrain = result.retrain["forget_train_acc"]
+    assert any(m.value.startswith("Estimated stop target: 12 % forget accuracy")
+               and f"real value: {100 * retrain:.0f} %" in m.value for m in at.markdown), [m.value for m in at.markdown]

@@ -49,6 +49,7 @@ LABELS: dict[Any, str] = {
     "epochs": "Passes over the forget set",
     "bn_policy": "BatchNorm statistics",
     "target_forget_acc": "Stop at this forget-set accuracy (0 = off)",
+    "stop_at": "When to stop",
     "batch_size": "Images per step",
     "amp": "Mixed precision on GPU",
     "channels_last": "GPU memory layout (channels last)",
@@ -78,7 +79,7 @@ LABELS: dict[Any, str] = {
 
 #: PSG-style settings shown outside the "Advanced" expander (the rest goes inside it when a
 #: method has many settings).
-ESSENTIALS = ("epochs", "lr", "phi", "eps", "gamma")
+ESSENTIALS = ("stop_at", "epochs", "lr", "phi", "eps", "gamma")
 MANY_SETTINGS = 8
 
 

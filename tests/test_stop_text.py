@@ -1,0 +1,48 @@
+"""The dashboard's words about where a run stops (issue 10, item 8), tested without Streamlit."""
+
+from __future__ import annotations
+
+import math
+
+from unlearn_core.runs.result import RunResult
+from unlearn_core.ui import stop_text
+
+TARGET = {"value": 0.12, "estimator": "remain_probe", "original_forget_acc": 0.98, "keep_case": False,
+          "explanation": "a classifier fitted on the kept training images only, scored on the images to forget"}
+
+
+def test_only_methods_set_to_stop_automatically_get_an_estimate():
+    assert stop_text.stops_automatically({"stop_at": "auto", "epochs": 3})
+    assert not stop_text.stops_automatically({"stop_at": "target"})
+    assert not stop_text.stops_automatically({"stop_at": "passes"})
+    assert not stop_text.stops_automatically({"epochs": 3})  # a method without the setting
+
+
+def test_before_a_run_the_page_says_where_it_stops_and_why():
+    text = stop_text.before_run_text(TARGET)
+    assert text.startswith("Will stop near 12 % forget accuracy (the original model has 98 %).")
+    assert "A classifier fitted on the kept training images only" in text
+    assert "membership" not in text
+
+
+def test_the_keep_case_says_the_run_removes_membership_not_accuracy():
+    text = stop_text.before_run_text({**TARGET, "value": 0.97, "keep_case": True})
+    assert text.startswith("Will stop near 97 % forget accuracy")
+    assert "would still recognize them" in text and "membership" in text
+
+
+def test_an_explanation_that_already_is_the_sentence_is_used_as_it_is():
+    sentence = "Will stop near 40% forget accuracy (the original model has 99%), estimated from x."
+    assert stop_text.before_run_text({**TARGET, "explanation": sentence}) == sentence
+
+
+def test_after_a_run_the_estimate_stands_next_to_the_retrains_real_value():
+    result = RunResult(blocks={"retrain": {"forget_train_acc": 0.08}}, diagnostics={"stop_target": TARGET})
+    check = stop_text.target_vs_retrain(result)
+    assert math.isclose(check.error, 0.04)
+    assert check.text() == ("Estimated stop target: 12 % forget accuracy (remain probe); the retrained model's "
+                            "real value: 8 % (the estimate is off by 4 points).")
+    alone = stop_text.target_vs_retrain(RunResult(diagnostics={"stop_target": TARGET}))
+    assert alone.retrain is None and "no retrained model" in alone.text()
+    assert stop_text.target_vs_retrain(RunResult(diagnostics={"flip_rate": 0.5})) is None
+    assert stop_text.target_vs_retrain(RunResult(diagnostics={"stop_target": "garbled"})) is None

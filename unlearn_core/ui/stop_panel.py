@@ -1,0 +1,28 @@
+"""The Unlearn page's "where will this run stop" line: computed once per model, forget set and
+seed in the page's session (a spinner while it computes), worded by :mod:`unlearn_core.ui.stop_text`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from unlearn_core.errors import UserError
+from unlearn_core.ui import cache, stop_text
+
+_SESSION_KEY = "ul_stop_targets"
+
+
+def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: int) -> dict | None:
+    """Show where the run will stop; returns the estimate (``None`` when it could not be made)."""
+    known = st.session_state.setdefault(_SESSION_KEY, {})
+    key = f"{dataset}|{model_key}|{criteria}|{seed}"
+    if key not in known:
+        try:
+            with st.spinner("Estimating where the run will stop (no retraining needed)…"):
+                known[key] = stop_text.estimate(cache.model(dataset, model_key), cache.dataset(dataset), split,
+                                                seed=seed)
+        except (UserError, ValueError) as error:
+            st.caption(f"Where the run will stop could not be estimated: {error}")
+            return None
+    target = known[key]
+    st.info(stop_text.before_run_text(target), icon=":material/flag:")
+    return target

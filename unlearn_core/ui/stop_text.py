@@ -1,0 +1,94 @@
+"""What the dashboard says about where a run stops: before it (the estimate) and after it
+(the estimate next to the retrained model's real value).
+
+Why a module without Streamlit: the sentences are the product here (a clinician reads "will
+stop near 12 % forget accuracy, estimated from …" before starting), so they are built and
+tested as plain functions; :mod:`unlearn_core.ui.stop_panel` only shows them. The estimate
+itself is :func:`unlearn_core.stop_target.estimate_stop_target` (no retrain needed); a method
+that stops on it has ``stop_at == "auto"`` in its config, and records the estimate in its
+result's ``diagnostics["stop_target"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unlearn_core.data.criteria import ForgetSplit
+    from unlearn_core.data.imageset import ImageSet
+    from unlearn_core.models.architectures import Classifier
+    from unlearn_core.runs.result import RunResult
+
+#: The config field, and its value, of a method that stops at the automatic target.
+STOP_FIELD, AUTO = "stop_at", "auto"
+#: Key of the estimate in a run's diagnostics.
+DIAGNOSTIC_KEY = "stop_target"
+
+
+def stops_automatically(values: Mapping[str, Any]) -> bool:
+    """Does a method with these settings stop at the automatic target?"""
+    return values.get(STOP_FIELD) == AUTO
+
+
+def estimate(model: Classifier, data: ImageSet, split: ForgetSplit, seed: int = 0,
+             device: str = "cpu") -> dict[str, Any]:
+    """The automatic stop target of ``model`` for this forget set, as a plain dict."""
+    from unlearn_core.methods.base import UnlearnData
+    from unlearn_core.stop_target import estimate_stop_target
+
+    return estimate_stop_target(model, UnlearnData(data, split), device=device, seed=seed).to_dict()
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f} %"
+
+
+def before_run_text(target: Mapping[str, Any]) -> str:
+    """"Will stop near 12 % forget accuracy …, estimated from …" for the Unlearn page."""
+    explanation = str(target.get("explanation") or "").strip()
+    if explanation.lower().startswith("will stop near"):
+        return explanation
+    text = f"Will stop near {_pct(target['value'])} forget accuracy"
+    original = target.get("original_forget_acc")
+    if isinstance(original, (int, float)) and not math.isnan(original):
+        text += f" (the original model has {_pct(original)})"
+    text += "." if not explanation else f". {explanation[0].upper()}{explanation[1:]}"
+    if not text.endswith("."):
+        text += "."
+    if target.get("keep_case"):
+        text += (" A model that never saw these images would still recognize them, so the run removes what "
+                 "marks them as training images (what a membership attack sees), not their accuracy.")
+    return text
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """A run's estimated stop target next to the retrained model's real forget-set accuracy."""
+
+    estimate: float
+    estimator: str
+    retrain: float | None = None
+
+    @property
+    def error(self) -> float | None:
+        return None if self.retrain is None else self.estimate - self.retrain
+
+    def text(self) -> str:
+        text = f"Estimated stop target: {_pct(self.estimate)} forget accuracy ({self.estimator.replace('_', ' ')})"
+        if self.retrain is None:
+            return text + "; no retrained model to compare it with."
+        return (text + f"; the retrained model's real value: {_pct(self.retrain)} "
+                f"(the estimate is off by {100 * abs(self.error):.0f} points).")
+
+
+def target_vs_retrain(result: RunResult) -> TargetCheck | None:
+    """The run's recorded estimate and the retrain's accuracy on the forget set (``D_f``)."""
+    target = result.diagnostics.get(DIAGNOSTIC_KEY)
+    if not isinstance(target, Mapping) or not isinstance(target.get("value"), (int, float)):
+        return None
+    retrain = (result.retrain or {}).get("forget_train_acc")
+    return TargetCheck(estimate=float(target["value"]), estimator=str(target.get("estimator") or "estimate"),
+                       retrain=float(retrain) if isinstance(retrain, (int, float)) else None)
