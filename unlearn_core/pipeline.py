@@ -77,8 +77,8 @@ def recorded_recipe(dataset_name: str, weights: str | None) -> OriginalRecipe | 
 
 
 def missing_recipe_message(weights: str | None) -> str:
-    name = Path(weights).name if weights else "the model"
-    return (f"The weights file {name} does not record how the original model was trained, so the retrain "
+    what = f"The weights file {Path(weights).name}" if weights else "Nothing"
+    return (f"{what} does not record how the original model was trained, so the retrain "
             f"reference cannot be trained the same way (a reference trained another way makes every "
             f"distance to it meaningless). Give the original's training recipe: --recipe \"{EXAMPLE}\" "
             f"(settings left out take the train command's defaults); on the dashboard, fill in the recipe "

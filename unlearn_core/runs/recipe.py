@@ -98,7 +98,7 @@ class Recipe:
 
     def describe(self) -> str:
         """The recipe in words, for reports: ``10 epochs, lr 0.05, batch 64, ...``."""
-        text = (f"{self.epochs} epochs, learning rate {_number_text(self.lr)}, batch size {self.batch_size}, "
+        text = (f"{self.epochs} epoch{'' if self.epochs == 1 else 's'}, learning rate {_number_text(self.lr)}, batch size {self.batch_size}, "
                 f"momentum {_number_text(self.momentum)}, weight decay {_number_text(self.weight_decay)}")
         return (f"{self.arch}, " if self.arch else "") + text
 

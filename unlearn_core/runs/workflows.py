@@ -103,8 +103,13 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
         on_progress, should_stop = _hooks(context)
         data = load_dataset(request.dataset)
         model = artifacts.load_model_for(data, request.weights, request.arch)
-        recipe = (original_recipe(data.name, request.weights, request.recipe) if request.retrain
-                  else recorded_recipe(data.name, request.weights))
+        if request.retrain:
+            recipe = original_recipe(data.name, request.weights, request.recipe)
+        else:  # only passed on to the saved model's header: a garbled one must not stop the run
+            try:
+                recipe = recorded_recipe(data.name, request.weights)
+            except UserError:
+                recipe = None
         retrain_model = retrain_seconds = None
         retrain_run: dict[str, Any] | None = None
         if request.retrain and context is not None:
