@@ -92,7 +92,7 @@ if len(options) > 1:
                                "recipe). The page starts on the method's defaults.")
     preset = None if choice == ms.NO_PRESET else choice
 
-st.subheader("Settings")
+st.subheader("Settings (the defaults work well)")
 st.caption("The method's defaults are filled in: you can start as they are. "
            "Hover over the ? next to a setting to see what it does.")
 values = ms.settings_form(method, preset)
