@@ -85,6 +85,16 @@ def test_composition_that_undoes_forgetting_saves_nothing(digits_setup):
     assert candidate["forgetting_lost"] is True and "Forgets less than every input run" in candidate["forgetting_note"]
     assert not ws.artifact_path(summary["run_id"], WEIGHTS_NAME).exists()
     assert ws.get(summary["run_id"]).status == "done"
+    import html
+
+    from unlearn_core.errors import UserError
+    from unlearn_core.exports import export_bytes
+    from unlearn_core.labels import NOTHING_SAVED
+
+    page = export_bytes(ws, summary["run_id"], "html")[0].decode()  # the report says why there is no model
+    assert html.escape(NOTHING_SAVED) in page
+    with pytest.raises(UserError):  # and there is no model to download
+        export_bytes(ws, summary["run_id"], "weights")
 
 
 def test_composition_saves_the_best_candidate_that_keeps_forgetting(digits_setup):

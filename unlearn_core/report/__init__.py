@@ -50,7 +50,7 @@ from typing import Any
 
 from unlearn_core import __version__, plots
 from unlearn_core.errors import UserError
-from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, SETS
+from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, NOTHING_SAVED, SETS
 # One palette with the dashboard: roles never share a colour with a class.
 from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR, MODEL_COLORS
 from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT
@@ -375,6 +375,8 @@ def _summary(record: RunRecord, result: RunResult) -> str:
             if ret and key in ret:
                 text += f"; a model retrained without them gets {_fmt(key, ret.get(key))}"
             items.append(text + ".")
+    if record.kind == "compose" and result.candidates and result.chosen is None:
+        items.append(f'<strong style="color:#c62828">{_e(NOTHING_SAVED)}</strong>')
     reference = result.reference()
     if reference is not None:
         items.append(_e(reference.sentence()))
