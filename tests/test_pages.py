@@ -399,11 +399,8 @@ def test_compose_page_flags_candidates_that_forget_less_and_saves_none_silently(
 def test_unlearn_page_says_where_the_run_will_stop(workspace_home, monkeypatch):
     """PSG stops at the automatic target by default: the page shows the library's estimate,
     computed once per model, forget set and seed (a fake estimator stands in here)."""
-    from unlearn_core.methods import get_method
     from unlearn_core.ui import stop_text
 
-    if "stop_at" not in {f.name for f in get_method("psg").fields()}:
-        pytest.skip("PSG has no stop_at setting yet")
     calls = []
 
     def fake_estimate(model, data, split, seed=0, device="cpu"):
