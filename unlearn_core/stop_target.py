@@ -30,6 +30,7 @@ scenario, and why :data:`DEFAULT_ESTIMATOR` was chosen.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -76,6 +77,8 @@ class StopTarget:
         keep_case: True when retraining would change little (``value`` within
             :data:`KEEP_MARGIN` of ``original_forget_acc``): the run then removes membership
             (the loss gap an attacker sees), not accuracy.
+        seconds: how long the estimate took (part of the run's wall time; the proxy's images
+            are not in the run's forward/backward counts, being a smaller network at ≤ 32 px).
     """
 
     value: float
@@ -83,6 +86,7 @@ class StopTarget:
     explanation: str
     original_forget_acc: float
     keep_case: bool
+    seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -256,6 +260,7 @@ def estimate_stop_target(model: Classifier, data, device: torch.device | str = "
     ``data`` is an :class:`~unlearn_core.methods.base.UnlearnData` (the image set and split).
     """
     device = torch.device(device)
+    started = time.perf_counter()
     value = ESTIMATORS[estimator](model, data.imageset, data.split, device, seed)
     original = _accuracy(model, data.imageset, data.split.forget_train, device)
     keep_case = bool(value >= original - KEEP_MARGIN)
@@ -265,4 +270,4 @@ def estimate_stop_target(model: Classifier, data, device: torch.device | str = "
         explanation += (" A model that never saw these images would still recognize them, so the run removes "
                         "what marks them as training images rather than their accuracy.")
     return StopTarget(value=value, estimator=estimator, explanation=explanation, original_forget_acc=original,
-                      keep_case=keep_case)
+                      keep_case=keep_case, seconds=time.perf_counter() - started)

@@ -11,8 +11,9 @@ optionally mixed with a remain-set loss weighted by ``φ``::
 Presets: ``psg`` (our tuned defaults), ``boundary_shrink`` (Chen et al., CVPR 2023: one FGSM
 step, no noise, no closeness term, lr 1e-5) and ``psg_reference`` (the public reference code's
 single noisy step, raw noise scale, lr 1e-5). ``boundary_shrink`` is also registered as its own
-method so pickers and the benchmark list it. :data:`SCENARIO_PRESETS` holds settings tuned per
-built-in demo scenario.
+method so pickers and the benchmark list it. No setting here was chosen with a retrain's result
+on the scenario it is used for: where to stop is estimated per request (``stop_at='auto'``,
+:mod:`unlearn_core.stop_target`).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ BOUNDARY_SHRINK_CITATION = (
 class PSGConfig(PassConfig):
     """Every knob of PSG unlearning (inner boundary search, then outer fine-tuning).
 
-    The defaults are the ``psg`` preset (tuned on the built-in sets, see :data:`SCENARIO_PRESETS`);
-    the reference code's values are in the ``psg_reference`` preset.
+    The defaults are the ``psg`` preset, chosen on the benchmark's tuning scenarios only (see
+    ``docs/method.md``); the reference code's values are in the ``psg_reference`` preset.
     """
 
     # --- inner search (boundary points) ---
@@ -134,9 +135,11 @@ _REFERENCE = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Our method with our defaults (= the config defaults): five noisy sign steps of ε/4 with
-    # relative noise, BatchNorm in train mode on forget+remain batches (φ = 10), SGD lr 3e-3,
-    # momentum 0.5, two passes. Why not frozen BN with the reference's SGD: our models are
+    # Our method with our defaults (= the config defaults), chosen on the tuning scenarios:
+    # two noisy sign steps of ε/4 with relative noise (T_in = 1 forgot too little, 5 cost 2.5×
+    # the search for the same distance), targets searched once, forget+remain batches (φ = 10)
+    # normalized by their kept images, SGD lr 3e-3 with momentum 0.5 (0.9 overshot), at most
+    # 8 passes, stopping at the automatic target. Why not frozen BN with the reference's SGD: our models are
     # trained with weight decay, so conv weights are small and, without batch statistics to
     # renormalize them, their gradients are ~30× their size; even lr 1e-3 on the forget set's
     # *true* labels took digits remain accuracy to 0, and the stable lr (~1e-5) damaged
@@ -155,47 +158,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # `bench --vs-reference` checks these labels against a naive copy of the published loop.
     "psg_reference": {**_REFERENCE, "gamma": 0.1, "noise_scale": "batch_mean", "failed_flip": "true_label"},
 }
-
-# Shared by the scenarios where the forget set must really be forgotten (retrain F well below
-# the original's): 2 noisy sign steps of ε/4 (T_in = 2 flips ~60 % of the digits 3s and gives
-# ŷ that forget well; T_in = 1 forgot too little, T_in = 5 cost 2.5× the search for the same
-# distance), targets searched once, BatchNorm in train mode on mixed forget+remain batches with
-# φ = 10, SGD lr 3e-3 with momentum 0.5 (0.9 overshot: remain accuracy kept falling for steps
-# after the forget set was forgotten).
-_FORGET_REALLY = {
-    "eps": 0.1, "step_size": 0.0, "inner_steps": 2, "gamma": 0.5, "noise": "normal", "noise_scale": "relative",
-    "lam": 0.0, "early_stop_on_flip": True, "failed_flip": "next_best", "attack_model": "original",
-    "relabel": "once", "targets": "hard", "bn_policy": "train", "phi": 10.0, "remain_batch_size": 64,
-    "lr": 3e-3, "momentum": 0.5, "batch_size": 64, "stop_at": "target",
-}
-
-#: Settings tuned per built-in demo scenario (names as in ``unlearn_core.data.builtin.SCENARIOS``).
-#:
-#: How they were chosen: original = the shipped recipe on all training images, retrain = the
-#: same recipe on ``D_r``; grid searches over lr, momentum, φ, BN policy, T_in, batch sizes
-#: and the stop target, each candidate run with seeds 0, 1, 2 and scored by distance to
-#: retrain on test accuracies (target ≤ 0.05) and the time of the unlearning loop relative to
-#: the retrain (CPU, one thread). The measured numbers are in the method's report; what
-#: mattered is noted per entry.
-SCENARIO_PRESETS: dict[str, dict[str, Any]] = {
-    # Forget the class "3" (retrain: F = 0, R = 0.975). Two passes bring F to 0 with R ≈ 0.96.
-    "digits_class": {**_FORGET_REALLY, "epochs": 2, "target_forget_acc": 0.0},
-    # 10 % random training images: the retrain is almost the original (F = 1.0, R = 0.966), so
-    # the right amount of forgetting is tiny. Frozen BN, lr 3e-5, one FGSM-like step, and stop
-    # as soon as a fresh forget batch is below 98.5 % (the retrain's accuracy on D_f).
-    # Every BN-train setting that really pushed D_f across the boundary cost 3-25 points of R.
-    "digits_random10": {**_FORGET_REALLY, "inner_steps": 1, "bn_policy": "frozen", "phi": 0.0, "lr": 3e-5,
-                        "epochs": 1, "target_forget_acc": 0.985},
-    # TED eyes with VPF >= 12 mm (retrain: F ≈ 0.10, R ≈ 0.986): forget like a class and stop
-    # at 10 %; lr 2e-3 (3e-3 overshot remain accuracy on one seed in three: R 0.91).
-    "oculoplastic_vpf": {**_FORGET_REALLY, "lr": 2e-3, "epochs": 6, "target_forget_acc": 0.1},
-    # Images of the retired camera (retrain: F ≈ 0.66, R = 1.0): the device group is forgotten
-    # slowly (≈ 6 passes at lr 3e-3; lr 5e-3..1e-2 cost 0.2-0.6 of R; forget batches of 128
-    # did not get there in 8 passes). Stop at 75 %: forget accuracy falls fast in the last
-    # pass, and a 65 % target overshot to F = 0.55 on one seed.
-    "fundus_device": {**_FORGET_REALLY, "epochs": 8, "target_forget_acc": 0.75},
-}
-
 
 #: Images per call when ``relabel='once'`` searches the whole forget set before training.
 SEARCH_BATCH = 512
