@@ -3,6 +3,7 @@
 Usage::
 
     python scripts/stop_target_study.py --part tuning|held-out [--cache-dir DIR] [--seed 0]
+        [--scenarios NAME ...] [--cached-only]
 
 For each benchmark scenario (``unlearn_core.bench_scenarios``): the original model and the
 retrain reference exactly as ``bench`` makes them (the same on-disk cache, so after a bench run
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--part", default="tuning", choices=["tuning", "held-out", "all"])
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenarios", nargs="*", help="only these scenarios")
+    parser.add_argument("--cached-only", action="store_true", help="skip scenarios whose retrain is not cached")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cache = args.cache_dir or default_cache_dir()
@@ -45,8 +48,14 @@ def main() -> None:
     print("|---|---|---|" + "---|" * len(names) + "---|")
     errors: dict[str, list[float]] = {name: [] for name in names}
     for scenario in scenarios_of(args.part):
+        if args.scenarios and scenario.name not in args.scenarios:
+            continue
         prepared = prepare(scenario, "cpu", cache, log=lambda _: None)
-        retrained, _, _ = cached_retrain(prepared, cache)
+        try:
+            retrained, _, _ = cached_retrain(prepared, cache, train_missing=not args.cached_only)
+        except LookupError:
+            print(f"| {scenario.name} ({scenario.part}) | not measured: no cached retrain yet |")
+            continue
         started = time.perf_counter()
         values = estimate_all(prepared.original, prepared.data, prepared.split, "cpu", seed=args.seed)
         seconds = time.perf_counter() - started

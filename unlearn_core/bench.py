@@ -105,14 +105,23 @@ def prepare(scenario: Scenario, device: str = "auto", cache_dir: Path | None = N
     return Prepared(scenario, data, split_sets(data, ForgetCriteria.parse(scenario.criteria)), original, recipe)
 
 
-def cached_retrain(prepared: Prepared, cache_dir: Path) -> tuple[Classifier, float, bool]:
-    """The scenario's retrain (seed 0), trained once and reused while data, criteria and recipe match."""
+def cached_retrain(prepared: Prepared, cache_dir: Path, train_missing: bool = True) -> tuple[Classifier, float, bool]:
+    """The scenario's retrain (seed 0), trained once and reused while data, criteria and recipe match.
+
+    With ``train_missing=False`` a retrain that is not cached raises :class:`LookupError`
+    (for scripts that only read what a bench run left).
+    """
     data, recipe = prepared.data, prepared.recipe
     criteria = ForgetCriteria.parse(prepared.scenario.criteria).to_text()
     provenance = {"data_fingerprint": data.fingerprint(), "criteria": criteria, "recipe": recipe.recipe_key()}
     key = cache_key(*provenance.values())
-    return cached_training(cache_dir / "retrains" / f"retrain-{key}.safetensors",
-                           lambda: train_retrain(data, prepared.split, recipe), provenance)
+
+    def train() -> tuple[Classifier, float]:
+        if not train_missing:
+            raise LookupError(f"no cached retrain for {prepared.scenario.name}")
+        return train_retrain(data, prepared.split, recipe)
+
+    return cached_training(cache_dir / "retrains" / f"retrain-{key}.safetensors", train, provenance)
 
 
 def retrain_cost(epochs: int, remain_images: int) -> int:
