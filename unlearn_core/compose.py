@@ -36,6 +36,7 @@ from unlearn_core.data.imageset import ImageSet
 from unlearn_core.errors import UserError
 from unlearn_core.evaluate import evaluate_model
 from unlearn_core.models.architectures import Classifier
+from unlearn_core.models.batchnorm import batchnorms, reestimate_statistics
 from unlearn_core.models.inference import predict_logits, to_pixels
 from unlearn_core.progress import Cancelled, ProgressCallback, ProgressEvent, StopCheck
 from unlearn_core.runs.requests import STRATEGIES, STRATEGY_RUNS
@@ -195,13 +196,9 @@ def _model_with_state(template: Classifier, state: Mapping[str, torch.Tensor]) -
     return model.eval()
 
 
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 @torch.no_grad()
 def _clip_negative_variances(model: nn.Module) -> None:
-    for bn in _batchnorms(model):
+    for bn in batchnorms(model):
         if bn.running_var is not None:
             bn.running_var.clamp_(min=0.0)
 
@@ -226,26 +223,20 @@ def recalibrate_batchnorm(
     changes. A model without BatchNorm is returned as an unchanged copy.
     """
     model = copy.deepcopy(model).eval()
-    norms = _batchnorms(model)
     idx = _nonempty(indices, "recalibrate BatchNorm")
-    if not norms:
+    if not batchnorms(model):
         return model
-    momenta = [bn.momentum for bn in norms]
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-        bn.train()
-    try:
+
+    def pixel_batches():
         for number, batch in enumerate(iterate_batches(idx, batch_size, generator)):
             if number >= batches:
                 break
             _raise_if_stopped(should_stop, "BatchNorm recalibration")
-            model(to_pixels(data.images[batch], device))
-    finally:
-        for bn, momentum in zip(norms, momenta):
-            bn.momentum = momentum
+            yield to_pixels(data.images[batch], device)
+
+    reestimate_statistics(model, pixel_batches())
     return model.eval()
 
 

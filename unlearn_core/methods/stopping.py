@@ -15,7 +15,8 @@ Two questions every pass-based run has to answer without a retrained model at ha
   ``remain_stats`` policy normalizes each training batch with the statistics of its kept
   images (:func:`normalized_by_kept_images`), so the weights learn to forget under the
   statistics the evaluated model uses, and a stop is confirmed after recalibrating them on
-  kept images (:func:`recalibrate_statistics`): what the stop rule reads survives recalibration.
+  kept images (:func:`unlearn_core.models.batchnorm.reestimate_statistics`): what the stop rule
+  reads survives recalibration.
 """
 
 from __future__ import annotations
@@ -29,17 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_core.methods.base import STOP_RULES
 from unlearn_core.methods.boundary_search import eval_mode
+from unlearn_core.models.batchnorm import batchnorms
 from unlearn_core.stop_target import StopTarget, estimate_stop_target
 
 BN_POLICIES = ("remain_stats", "train", "frozen")
 #: Images per side of the membership check's fixed samples (forget, unseen).
 MEMBERSHIP_SAMPLE = 128
-
-
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def _normalize_with_reference(layer: nn.modules.batchnorm._BatchNorm, inputs: torch.Tensor,
@@ -76,7 +73,7 @@ def normalized_by_kept_images(model: nn.Module, reference_from: int) -> Iterator
     class 3: 0 % -> 65 %). Normalizing by the kept part of each batch trains the model that is
     evaluated, and lets only kept images move the running statistics.
     """
-    layers = _batchnorms(model)
+    layers = batchnorms(model)
     for layer in layers:
         layer.forward = (lambda inputs, layer=layer: _normalize_with_reference(layer, inputs, reference_from))
     try:
@@ -88,34 +85,6 @@ def normalized_by_kept_images(model: nn.Module, reference_from: int) -> Iterator
 
 #: Kept-image batches a recalibration averages over (8 × 64 = 512 images by default).
 RECALIBRATION_BATCHES = 8
-
-
-@torch.no_grad()
-def recalibrate_statistics(model: nn.Module, remain_batches: Iterator[torch.Tensor]) -> None:
-    """Re-estimate every BatchNorm's running statistics on kept images, in place (weights untouched).
-
-    Why: running statistics trail the weights (an exponential average over the last steps), and
-    right after the steps that forgot, eval-mode accuracy read with trailing statistics can
-    differ a lot from what the weights do with statistics of their own (digits class 3: 0 %
-    with trailing statistics, 65 % after recalibration). Reset, then a cumulative average
-    (``momentum=None``) over the given batches in train mode.
-    """
-    layers = _batchnorms(model)
-    if not layers:
-        return
-    saved = [layer.momentum for layer in layers]
-    was_training = model.training
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None
-    model.train()
-    try:
-        for pixels in remain_batches:
-            model(pixels)
-    finally:
-        for layer, momentum in zip(layers, saved):
-            layer.momentum = momentum
-        model.train(was_training)
 
 
 class StopRule:
