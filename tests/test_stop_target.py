@@ -12,8 +12,8 @@ from fixtures_small import tiny_digits, tiny_model, tiny_split
 from unlearn_core.methods import get_method
 from unlearn_core.methods.base import UnlearnData, load_pixels
 from unlearn_core.methods.stopping import (
-    AccuracyStop, MembershipStop, StopRule, make_stop_rule, normalized_by_kept_images,
-    unseen_indices,
+    HOLD_TOLERANCE, AccuracyStop, HoldProbe, MembershipStop, StopRule, make_hold_probe, make_stop_rule,
+    normalized_by_kept_images, unseen_indices,
 )
 from unlearn_core.models.batchnorm import reestimate_statistics
 from unlearn_core.models.inference import predict_logits
@@ -160,6 +160,57 @@ def test_psg_auto_forgets_a_class_in_the_weights():
 
     recalibrated = recalibrate_batchnorm(result.model, data.imageset, data.split.remain_train)
     assert accuracy(recalibrated, data, data.split.forget_test) <= forget_after + 0.1
+
+
+def test_hold_probe_refuses_a_stop_that_fine_tuning_undoes():
+    """The original recognizes D_f: a probe whose fine-tuned copy still does must refuse, then wait a pass."""
+    model, data = tiny_model(), data_for('label == "3"')
+    device = torch.device("cpu")
+    forget = load_pixels(data, data.split.forget_train[:64], device)
+    batches = iter(range(10**6))
+
+    def remain_batch():
+        start = 32 * (next(batches) % 8)
+        return load_pixels(data, data.split.remain_train[start : start + 32], device)
+
+    before = copy.deepcopy(model.state_dict())
+    probe = HoldProbe(0.0, *forget, remain_batch, steps=3, lr=1e-3, wait_steps=4)
+    assert not probe.confirm(model, step=1)
+    assert probe.probes[0] >= 0.9
+    assert not probe.ready(4) and probe.ready(5)
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    lenient = HoldProbe(1.0, *forget, remain_batch, steps=3, lr=1e-3, wait_steps=4)
+    assert lenient.confirm(model, step=1)
+
+
+def test_hold_probe_only_guards_accuracy_stops():
+    method = get_method("psg")
+    model, data = tiny_model(), data_for('label == "3"')
+    device = torch.device("cpu")
+
+    def loader(indices):
+        return load_pixels(data, indices, device)
+
+    remain = iter(lambda: data.split.remain_train[:32], None)
+    config = method.make_config({"stop_at": "target", "target_forget_acc": 0.1})
+    assert isinstance(make_hold_probe(config, AccuracyStop(0.1), data, device, loader, remain, 3), HoldProbe)
+    off = method.make_config({"stop_at": "target", "hold_check_steps": 0})
+    assert make_hold_probe(off, AccuracyStop(0.1), data, device, loader, remain, 3) is None
+    assert make_hold_probe(config, StopRule(), data, device, loader, remain, 3) is None
+
+
+def test_psg_auto_forgetting_survives_fine_tuning_on_kept_images():
+    """After the default run, ordinary fine-tuning on D_r alone does not bring the class back."""
+    from unlearn_core.forgetting_checks import RelearnConfig, relearn
+
+    model, data = tiny_model(), data_for('label == "3"')
+    method = get_method("psg")
+    result = method.run(model, data, method.make_config({"device": "cpu", "batch_size": 32}))
+    probes = result.diagnostics["stop_rule"]["hold_probe_forget_acc"]
+    assert probes and probes[-1] <= result.diagnostics["stop_target"]["value"] + HOLD_TOLERANCE
+    relearned = relearn(result.model, data.imageset, data.split.remain_train, recipe_lr=0.05,
+                        config=RelearnConfig(steps=20, batch_size=32))
+    assert accuracy(relearned, data, data.split.forget_test) <= 0.2
 
 
 def test_psg_auto_leaves_a_random_share_almost_as_it_was():
