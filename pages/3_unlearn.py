@@ -113,7 +113,8 @@ retrain = cols[2].checkbox("Also train the retrain reference", value=True, key="
                                 "otherwise it takes about as long as the original training.")
 
 if stop_text.stops_automatically(values):
-    stop_panel.show_stop_target(sel.dataset, sel.model.key, sel.criteria, split, int(seed))
+    stop_panel.show_stop_target(sel.dataset, sel.model.key, sel.criteria, split, int(seed),
+                                stop_text.checks_hold(values))
 
 recipe = None
 if retrain:

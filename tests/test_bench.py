@@ -197,6 +197,21 @@ def test_csv_round_trip_keeps_numbers_flags_and_blanks(tmp_path):
     assert bench_table.read_rows(tmp_path / "absent.csv") == []
 
 
+def test_coverage_names_missing_scenarios_seeds_and_failures():
+    rows = _rows(HELD_OUT, "digits_class7") + _rows(HELD_OUT, "glyphs_scanner")
+    rows = [r for r in rows if not (r["scenario"] == "glyphs_scanner" and r["method"] == "finetune")]
+    rows = [r for r in rows if not (r["method"] == "finetune" and r["seed"] > 0)]
+    rows.append({**rows[0], "method": "salun", "seed": 0, "error": "diverged"})
+    grouped = {name: {} for name in ("digits_class7", "glyphs_scanner")}
+    for row in rows:
+        grouped[row["scenario"]].setdefault(row["method"], []).append(row)
+    text = "\n".join(bench_table.coverage_lines(grouped))
+    assert "- psg: seeds 0, 1, 2 on every scenario" in text
+    assert "- finetune: seed 0 on digits_class7; not run on glyphs_scanner" in text
+    assert "- salun: no finished run; not run on digits_class7, glyphs_scanner; failed: digits_class7 seed 0" in text
+    assert "not run at all: boundary_shrink, random_labels, scrub, l1_sparse" in text
+
+
 def test_markdown_shows_both_parts_and_names_a_missing_one(tmp_path):
     only_held_out = bench_table.assemble_markdown({HELD_OUT: _rows(HELD_OUT, "digits_class7")})
     assert "## Scenario split" in only_held_out and "no per-scenario tuning" in only_held_out
@@ -210,6 +225,9 @@ def test_markdown_shows_both_parts_and_names_a_missing_one(tmp_path):
     both = bench_table.assemble_markdown({TUNING: _rows(TUNING, "digits_class"),
                                           HELD_OUT: _rows(HELD_OUT, "digits_class7", (0.3, 0.3, 0.3))})
     assert "Not run yet" not in both and "**0 of 1**" in both.split("## Held-out part")[1]
+    coverage = held_out.split("**Coverage.**")[1].split("###")[0]
+    assert "- psg: seeds 0, 1, 2 on every scenario" in coverage and "- finetune: seeds 0, 1, 2" in coverage
+    assert "not run at all: boundary_shrink" in coverage and "salun" in coverage
     bench_table.write_rows(bench_table.part_csv_path(tmp_path, TUNING), _rows(TUNING, "digits_class"))
     text = bench_table.write_markdown(tmp_path).read_text()
     assert "### digits_class:" in text and "--part held-out" in text.split("## Held-out part")[1]

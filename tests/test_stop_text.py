@@ -25,6 +25,15 @@ def test_before_a_run_the_page_says_where_it_stops_and_why():
     assert "membership" not in text
 
 
+def test_a_run_that_checks_its_forgetting_holds_says_so_in_the_forget_case_only():
+    assert stop_text.checks_hold({"hold_check_steps": 20}) and not stop_text.checks_hold({"hold_check_steps": 0})
+    assert not stop_text.checks_hold({"stop_at": "auto"})
+    text = stop_text.before_run_text(TARGET, holds=True)
+    assert "only once the forgetting holds" in text and "fine-tuned on the kept images" in text
+    assert "forgetting holds" not in stop_text.before_run_text(TARGET)
+    assert "forgetting holds" not in stop_text.before_run_text({**TARGET, "value": 0.97, "keep_case": True}, holds=True)
+
+
 def test_the_keep_case_says_the_run_removes_membership_not_accuracy():
     text = stop_text.before_run_text({**TARGET, "value": 0.97, "keep_case": True})
     assert text.startswith("Will stop near 97 % forget accuracy")

@@ -30,7 +30,7 @@ import torch
 from unlearn_core.assets import load_demo_model
 from unlearn_core.bench_data import cache_key, cached_training, default_cache_dir, glyphs_original, load_glyphs
 from unlearn_core.bench_scenarios import GLYPHS, Scenario
-from unlearn_core.bench_table import part_csv_path, read_rows, write_markdown, write_rows
+from unlearn_core.bench_table import DEFAULT_METHODS, part_csv_path, read_rows, write_markdown, write_rows
 from unlearn_core.data.builtin import load_builtin
 from unlearn_core.data.criteria import ForgetCriteria, ForgetSplit, split_sets
 from unlearn_core.data.imageset import ImageSet
@@ -43,7 +43,6 @@ from unlearn_core.pipeline import retrain_recipe, train_retrain
 from unlearn_core.training import TrainConfig
 
 #: Methods of the default table (the fast ones; ``--methods`` picks others).
-DEFAULT_METHODS = ("psg", "boundary_shrink", "finetune", "random_labels", "salun", "scrub", "l1_sparse")
 DEFAULT_SEEDS = (0, 1, 2)
 ORACLE_ROW = "psg (oracle-tuned)"
 

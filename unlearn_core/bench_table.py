@@ -24,12 +24,14 @@ COLUMNS = (
     "mia_loss_lr", "mia_svc_efficacy", "mia_membership_auc", "distance_to_retrain", "avg_gap", "collapsed",
     "seconds", "pct_of_retrain", "cost_pct_of_retrain", "bn_recal_forget_test_acc", "bn_recal_delta", "bn_kept",
     "relearn_forget_test_acc", "retrain_relearn_forget_test_acc", "relearn_excess", "relearn_flag",
-    "retrain_reused", "machine", "finished", "error",
+    "stop_estimate", "retrain_reused", "machine", "finished", "error",
 )
 CSV_NAMES = {TUNING: "benchmark_tuning.csv", HELD_OUT: "benchmark_heldout.csv"}
 MIA_COLUMNS = {"mia_loss_lr": "MIA loss-LR", "mia_svc_efficacy": "MIA SVC efficacy",
                "mia_membership_auc": "MIA membership AUC"}
 REFERENCE_ROWS = ("original (no unlearning)", "retrain")
+#: The methods ``bench`` runs by default (a default method with no row is named as not run).
+DEFAULT_METHODS = ("psg", "boundary_shrink", "finetune", "random_labels", "salun", "scrub", "l1_sparse")
 #: Issue 10's goals for PSG with its defaults on every held-out scenario.
 GOALS = {"distance": 0.05, "distance_sd": 0.02, "avg_gap_pts": 1.5, "remain_gap": 0.01, "mia_gap": 0.03,
          "bn_delta": 0.05}
@@ -207,6 +209,41 @@ def psg_matches_best(methods: dict[str, list[dict[str, Any]]]) -> tuple[bool, st
                 f"{best_time:.1f} s")
 
 
+def _seed_text(seeds: tuple[int, ...]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
+
+
+def coverage_lines(grouped: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """Which method ran where, with which seeds, and which did not run: a missing row is stated.
+
+    Why generated: the parts take hours, so a table is often completed over several runs; a
+    hand-written coverage note goes stale the moment another run adds rows.
+    """
+    scenarios = list(grouped)
+    methods = list(dict.fromkeys(m for name in scenarios for m in grouped[name] if m not in REFERENCE_ROWS))
+    lines = ["**Coverage.** Which rows this table has (a scenario without a row for a method is not judged "
+             "against it):", ""]
+    for method in methods:
+        by_seeds: dict[tuple[int, ...], list[str]] = {}
+        failed: list[str] = []
+        for name in scenarios:
+            rows = grouped[name].get(method, [])
+            seeds = tuple(sorted({int(r["seed"]) for r in rows if not r.get("error")}))
+            failed += [f"{name} seed {r['seed']}" for r in rows if r.get("error")]
+            if seeds:
+                by_seeds.setdefault(seeds, []).append(name)
+        runs = [f"{_seed_text(seeds)} on " + ("every scenario" if names == scenarios else ", ".join(names))
+                for seeds, names in by_seeds.items()]
+        missing = [name for name in scenarios if not any(name in names for names in by_seeds.values())]
+        lines.append(f"- {method}: " + "; ".join(runs or ["no finished run"])
+                     + (f"; not run on {', '.join(missing)}" if missing else "")
+                     + (f"; failed: {', '.join(failed)}" if failed else ""))
+    absent = [method for method in DEFAULT_METHODS if method not in methods]
+    if absent:
+        lines.append(f"- not run at all: {', '.join(absent)}")
+    return lines + [""]
+
+
 def part_markdown(part: str, rows: list[dict[str, Any]]) -> list[str]:
     title = {TUNING: "Tuning part", HELD_OUT: "Held-out part"}[part]
     if not rows:
@@ -229,7 +266,7 @@ def part_markdown(part: str, rows: list[dict[str, Any]]) -> list[str]:
                      f"{_mean(retrain, 'forget_test_acc'):.3f} / {_mean(retrain, 'remain_test_acc'):.3f} | "
                      f"{_mean(retrain, 'seconds'):.1f}{reused} | {_mean(retrain, 'forget_train_acc'):.3f} | "
                      f"{fmt_mean_sd(_values(methods.get('psg', []), 'stop_estimate'))} |")
-    lines += ["", "### PSG (defaults) against the goals", "",
+    lines += ["", *coverage_lines(grouped), "### PSG (defaults) against the goals", "",
               "| scenario | distance ≤ 0.05 (mean) | sd ≤ 0.02 | Avg. Gap ≤ 1.5 pts | \\|R − R_retrain\\| ≤ 0.01 | "
               "each MIA within 0.03 | BN recal. \\|ΔF\\| ≤ 0.05 | relearning not flagged |", "|---|---|---|---|---|---|---|---|"]
     verdicts = {}

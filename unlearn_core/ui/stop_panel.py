@@ -11,8 +11,12 @@ from unlearn_core.ui import cache, stop_text
 _SESSION_KEY = "ul_stop_targets"
 
 
-def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: int) -> dict | None:
-    """Show where the run will stop; returns the estimate (``None`` when it could not be made)."""
+def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: int,
+                     holds: bool = False) -> dict | None:
+    """Show where the run will stop; returns the estimate (``None`` when it could not be made).
+
+    ``holds``: the method confirms the stop on a briefly fine-tuned copy (said in the text).
+    """
     known = st.session_state.setdefault(_SESSION_KEY, {})
     key = f"{dataset}|{model_key}|{criteria}|{seed}"
     if key not in known:
@@ -24,5 +28,5 @@ def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: i
             st.caption(f"Where the run will stop could not be estimated: {error}")
             return None
     target = known[key]
-    st.info(stop_text.before_run_text(target), icon=":material/flag:")
+    st.info(stop_text.before_run_text(target, holds), icon=":material/flag:")
     return target

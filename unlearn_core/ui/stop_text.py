@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: The config field, and its value, of a method that stops at the automatic target.
 STOP_FIELD, AUTO = "stop_at", "auto"
+#: The config field of PSG's check that the forgetting holds before a stop is accepted.
+HOLD_FIELD = "hold_check_steps"
 #: Key of the estimate in a run's diagnostics.
 DIAGNOSTIC_KEY = "stop_target"
 
@@ -31,6 +33,12 @@ DIAGNOSTIC_KEY = "stop_target"
 def stops_automatically(values: Mapping[str, Any]) -> bool:
     """Does a method with these settings stop at the automatic target?"""
     return values.get(STOP_FIELD) == AUTO
+
+
+def checks_hold(values: Mapping[str, Any]) -> bool:
+    """Does the method confirm its stop on a briefly fine-tuned copy (PSG's ``hold_check_steps``)?"""
+    steps = values.get(HOLD_FIELD)
+    return isinstance(steps, int) and steps > 0
 
 
 def estimate(model: Classifier, data: ImageSet, split: ForgetSplit, seed: int = 0,
@@ -46,8 +54,12 @@ def _pct(value: float) -> str:
     return f"{100 * value:.0f} %"
 
 
-def before_run_text(target: Mapping[str, Any]) -> str:
-    """"Will stop near 12 % forget accuracy …, estimated from …" for the Unlearn page."""
+def before_run_text(target: Mapping[str, Any], holds: bool = False) -> str:
+    """"Will stop near 12 % forget accuracy …, estimated from …" for the Unlearn page.
+
+    ``holds``: the method only accepts the stop once the forgetting survives brief fine-tuning
+    on the kept images (:func:`checks_hold`); said in the forget case, where it applies.
+    """
     explanation = str(target.get("explanation") or "").strip()
     if explanation.lower().startswith("will stop near"):
         return explanation
@@ -61,6 +73,9 @@ def before_run_text(target: Mapping[str, Any]) -> str:
     if target.get("keep_case"):
         text += (" A model that never saw these images would still recognize them, so the run removes what "
                  "marks them as training images (what a membership attack sees), not their accuracy.")
+    elif holds:
+        text += (" It stops there only once the forgetting holds: a copy briefly fine-tuned on the kept images "
+                 "must not recognize the forgotten images again; until then unlearning goes on.")
     return text
 
 
