@@ -24,6 +24,11 @@ def data_for(criteria: str) -> UnlearnData:
     return UnlearnData(tiny_digits(), tiny_split(criteria))
 
 
+def pixel_loader(data: UnlearnData, device: torch.device):
+    """``indices -> (pixels, labels)`` on ``device``: what the stop rules load their samples with."""
+    return lambda indices: load_pixels(data, indices, device)
+
+
 def accuracy(net, data: UnlearnData, indices: np.ndarray) -> float:
     labels = data.imageset.labels.numpy()[indices]
     return float((predict_logits(net, data.imageset.images, indices).argmax(1) == labels).mean())
@@ -76,18 +81,15 @@ def test_stop_rules_follow_the_config():
     method = get_method("psg")
     model, data = tiny_model(), data_for('label == "3"')
     device = torch.device("cpu")
-
-    def loader(indices):
-        return load_pixels(data, indices, device)
-
+    loader = pixel_loader(data, device)
     assert type(make_stop_rule(method.make_config({"stop_at": "passes"}), model, data, device, loader)) is StopRule
     fixed = make_stop_rule(method.make_config({"stop_at": "target", "target_forget_acc": 0.3}), model, data, device,
                            loader)
     assert isinstance(fixed, AccuracyStop) and fixed.value == 0.3 and fixed.target is None
     auto = make_stop_rule(method.make_config({}), model, data, device, loader)
     assert isinstance(auto, AccuracyStop) and auto.target is not None and auto.value == auto.target.value
-    keep = make_stop_rule(method.make_config({}), model, data_for("fraction(0.1, seed=0)"), device,
-                          lambda indices: load_pixels(data_for("fraction(0.1, seed=0)"), indices, device))
+    share = data_for("fraction(0.1, seed=0)")
+    keep = make_stop_rule(method.make_config({}), model, share, device, pixel_loader(share, device))
     assert isinstance(keep, MembershipStop)
 
 
@@ -185,12 +187,9 @@ def test_hold_probe_refuses_a_stop_that_fine_tuning_undoes():
 
 def test_hold_probe_only_guards_accuracy_stops():
     method = get_method("psg")
-    model, data = tiny_model(), data_for('label == "3"')
+    data = data_for('label == "3"')
     device = torch.device("cpu")
-
-    def loader(indices):
-        return load_pixels(data, indices, device)
-
+    loader = pixel_loader(data, device)
     remain = iter(lambda: data.split.remain_train[:32], None)
     config = method.make_config({"stop_at": "target", "target_forget_acc": 0.1})
     assert isinstance(make_hold_probe(config, AccuracyStop(0.1), data, device, loader, remain, 3), HoldProbe)

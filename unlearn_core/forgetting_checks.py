@@ -21,20 +21,19 @@ used by the benchmark for every method.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from unlearn_core.compose import recalibrate_batchnorm
 from unlearn_core.data.criteria import ForgetSplit
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.models.architectures import Classifier
+from unlearn_core.models.batchnorm import batchnorms
 from unlearn_core.models.inference import to_pixels
-from unlearn_core.training import accuracy_on
+from unlearn_core.training import accuracy_on, fine_tuned_copy
 
 #: Largest change of forget test accuracy after BN recalibration that still counts as "kept".
 BN_TOLERANCE = 0.05
@@ -103,7 +102,7 @@ class RelearnCheck:
 
 def bn_recalibration_check(model: Classifier, data: ImageSet, split: ForgetSplit, seed: int = 0) -> BNCheck:
     """Recalibrate a copy's BatchNorm statistics on ``D_r`` and compare forget test accuracy."""
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    has_bn = bool(batchnorms(model))
     before = accuracy_on(model, data, split.forget_test)
     if not has_bn:
         return BNCheck(before, before, False)
@@ -115,22 +114,17 @@ def relearn(model: Classifier, data: ImageSet, remain_indices: np.ndarray, recip
             momentum: float = 0.9, weight_decay: float = 5e-4,
             config: RelearnConfig = RelearnConfig()) -> Classifier:
     """A copy of ``model`` fine-tuned for ``config.steps`` SGD steps on ``D_r`` alone."""
-    model = copy.deepcopy(model)
     device = next(model.parameters()).device
     indices = np.asarray(remain_indices, dtype=np.int64)
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe_lr * config.lr_scale, momentum=momentum,
-                                weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(config.steps):
-        picks = torch.randint(len(indices), (min(config.batch_size, len(indices)),), generator=generator)
-        batch = indices[picks.numpy()]
-        loss = loss_fn(model(to_pixels(data.images[batch], device)), data.labels[batch].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+
+    def batches():
+        for _ in range(config.steps):
+            picks = torch.randint(len(indices), (min(config.batch_size, len(indices)),), generator=generator)
+            batch = indices[picks.numpy()]
+            yield to_pixels(data.images[batch], device), data.labels[batch].to(device)
+
+    return fine_tuned_copy(model, batches(), recipe_lr * config.lr_scale, momentum, weight_decay)
 
 
 def relearning_check(unlearned: Classifier, retrained: Classifier, data: ImageSet, split: ForgetSplit,

@@ -7,9 +7,11 @@ never re-shuffled between methods (a fix to the reference, which reshuffled).
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -191,6 +193,25 @@ def train_model(
     test_acc = accuracy_on(model, data, data.test_indices)
     return TrainResult(model=model, history=history, seconds=seconds, test_acc=test_acc,
                        images_trained=config.epochs * len(train_indices))
+
+
+def fine_tuned_copy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], lr: float,
+                    momentum: float = 0.9, weight_decay: float = 0.0) -> nn.Module:
+    """A copy of ``model`` after one plain SGD cross-entropy step per ``(pixels, labels)`` batch, in eval mode.
+
+    Why one helper: "fine-tune briefly on kept images" is both PSG's check that a stop holds
+    (:class:`unlearn_core.methods.stopping.HoldProbe`) and the benchmark's relearning check
+    (:func:`unlearn_core.forgetting_checks.relearn`); they differ only in their batches and
+    rates. All layers trainable, BatchNorm and dropout in train mode; ``model`` is not changed.
+    """
+    tuned = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    for pixels, labels in batches:
+        loss = nn.functional.cross_entropy(tuned(pixels).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return tuned.eval()
 
 
 def accuracy_on(model: Classifier, data: ImageSet, indices: np.ndarray) -> float:

@@ -27,7 +27,6 @@ Two questions every pass-based run has to answer without a retrained model at ha
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -39,6 +38,7 @@ from torch import nn
 from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.models.batchnorm import batchnorms
 from unlearn_core.stop_target import StopTarget, estimate_stop_target
+from unlearn_core.training import fine_tuned_copy
 
 BN_POLICIES = ("remain_stats", "train", "frozen")
 #: Images per side of the membership check's fixed samples (forget, unseen).
@@ -225,15 +225,8 @@ class HoldProbe:
         """Whether a stop the rule asked for at outer step ``step`` holds (``model`` is not changed)."""
         if not self.ready(step):
             return False
-        probe = copy.deepcopy(model).train()
-        optimizer = torch.optim.SGD(probe.parameters(), lr=self.lr, momentum=self.momentum)
-        for _ in range(self.steps):
-            pixels, labels = self.remain_batch()
-            loss = F.cross_entropy(probe(pixels).float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        with torch.inference_mode(), eval_mode(probe):
+        probe = fine_tuned_copy(model, (self.remain_batch() for _ in range(self.steps)), self.lr, self.momentum)
+        with torch.inference_mode():
             accuracy = float((probe(self.forget_pixels).argmax(1) == self.forget_labels).float().mean())
         self.probes.append(accuracy)
         if accuracy <= self.value + HOLD_TOLERANCE:
