@@ -151,11 +151,12 @@ else:  # train one
         if record is not None:
             background.finished_message(record, "Training")
         cols = st.columns(3)
-        train_arch = cols[0].selectbox("Architecture", list(ARCHITECTURES), key="dm_train_arch",
+        train_arch = cols[0].selectbox("Architecture", list(ARCHITECTURES),
+                                       key=widgets.sticky("dm_train_arch", next(iter(ARCHITECTURES))),
                                        help="small_cnn trains in seconds on a laptop; ResNets need a GPU to be quick.")
-        epochs = cols[1].number_input("Epochs", 1, 200, 8, key="dm_train_epochs",
+        epochs = cols[1].number_input("Epochs", 1, 200, key=widgets.sticky("dm_train_epochs", 8),
                                       help="Passes over the training images.")
-        seed = cols[2].number_input("Seed", 0, 2**31 - 1, 0, key="dm_train_seed",
+        seed = cols[2].number_input("Seed", 0, 2**31 - 1, key=widgets.sticky("dm_train_seed", 0),
                                     help="Same seed, same model.")
         if st.button("Train in the background", key="dm_train", type="primary", icon=":material/play_arrow:"):
             try:

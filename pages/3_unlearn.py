@@ -6,6 +6,7 @@ from unlearn_core.data.criteria import ForgetCriteria, split_sets
 from unlearn_core.device import describe_devices
 from unlearn_core.errors import UserError
 from unlearn_core.labels import MODEL_SHORT
+from unlearn_core.runs import attach
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import background, cache, recipe_form, state, stop_panel, stop_text, widgets
 from unlearn_core.ui import method_settings as ms
@@ -35,11 +36,15 @@ st.markdown(
 
 # --- a run in progress? --------------------------------------------------------------------------
 run_id = state.unlearn_run()
-if not run_id:  # after a reload the session is new, but a run started before is still going
-    active = [r for r in cache.workspace().list_runs(kind="unlearn") if r.is_active]
-    if active:
-        run_id = active[0].id
+if not run_id:  # after a reload the session is new: take up only a run of this very selection
+    in_progress = attach.unlearn_runs_in_progress(
+        cache.workspace().list_runs(kind="unlearn"), sel.dataset, sel.criteria,
+        sel.model.path if sel.model.kind != "shipped" else "")
+    if in_progress.mine is not None:
+        run_id = in_progress.mine.id
         state.set_unlearn_run(run_id)
+    for other in in_progress.others:
+        st.info(attach.describe_other(other), icon=":material/hourglass_top:")
 record = None
 if run_id:
     try:
@@ -47,7 +52,10 @@ if run_id:
     except UserError:
         state.set_unlearn_run(None)
 if record is not None and record.is_active:
-    background.progress_panel(run_id, f"Unlearning with {record.method or 'the method'}", key="ul_progress")
+    from unlearn_core.methods import METHODS  # noqa: E402 - imports every method module
+
+    title = METHODS[record.method].title if record.method in METHODS else "the method"
+    background.progress_panel(run_id, f"Unlearning with {title}", key="ul_progress")
     st.caption("Cancel stops the run; nothing is saved from a cancelled run.")
     st.stop()
 if record is not None:
@@ -72,9 +80,9 @@ from unlearn_core.methods import list_methods  # noqa: E402 - imports every meth
 
 methods = {m.name: m for m in list_methods() if m.name != "retrain"}
 order = sorted(methods, key=lambda n: (n != DEFAULT_METHOD, n != "boundary_shrink", methods[n].title))
-st.session_state.setdefault("ul_method", DEFAULT_METHOD if DEFAULT_METHOD in methods else order[0])
 st.subheader("Method" if record is None or record.status != "done" else "Run again with other settings")
-method_name = st.selectbox("Method", order, key="ul_method", format_func=lambda n: methods[n].title,
+method_key = widgets.sticky("ul_method", DEFAULT_METHOD if DEFAULT_METHOD in methods else order[0])
+method_name = st.selectbox("Method", order, key=method_key, format_func=lambda n: methods[n].title,
                            help="PSG is the default: it moves each forget image across the nearest "
                                 "decision boundary and teaches the model that label. The others are "
                                 "baselines from the literature.")
@@ -102,12 +110,12 @@ devices = describe_devices()
 gpu_note = (f"GPU found: {devices['cuda_name']}." if devices["cuda"]
             else "Apple GPU (MPS) found." if devices["mps"] else "No GPU found: runs on the CPU.")
 cols = st.columns(3)
-device = cols[0].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="ul_device",
+device = cols[0].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=widgets.sticky("ul_device", "auto"),
                            help=f"auto uses a GPU when there is one. {gpu_note}")
 cols[0].caption(gpu_note)
-seed = cols[1].number_input("Seed", 0, 2**31 - 1, 0, step=1, key="ul_seed",
+seed = cols[1].number_input("Seed", 0, 2**31 - 1, step=1, key=widgets.sticky("ul_seed", 0),
                             help="Same seed, same result.")
-retrain = cols[2].checkbox("Also train the retrain reference", value=True, key="ul_retrain",
+retrain = cols[2].checkbox("Also train the retrain reference", key=widgets.sticky("ul_retrain", True),
                            help="Trains a model on the kept images only: the gold standard the "
                                 "unlearned model is compared with. Reused when it exists already; "
                                 "otherwise it takes about as long as the original training.")

@@ -7,6 +7,7 @@ import streamlit as st
 from unlearn_core import plots
 from unlearn_core.errors import UserError
 from unlearn_core.labels import NOTHING_SAVED
+from unlearn_core.runs import attach
 from unlearn_core.runs.registry import command_argv
 from unlearn_core.runs.requests import STRATEGY_RUNS, ComposeRequest
 from unlearn_core.runs.result import RunResult
@@ -126,10 +127,13 @@ else:
 # --- a composition in progress or finished ----------------------------------------------------
 run_key = "cp__run"
 compose_id = st.session_state.get(run_key)
-if not compose_id:  # after a reload: show a composition that is still running
-    active = [r for r in workspace.list_runs(kind="compose") if r.is_active]
-    if active:
-        compose_id = st.session_state[run_key] = active[0].id
+if not compose_id:  # after a reload: show a composition of these very runs that is still running
+    in_progress = attach.compose_runs_in_progress(workspace.list_runs(kind="compose"),
+                                                  request.runs if request is not None else ())
+    if in_progress.mine is not None:
+        compose_id = st.session_state[run_key] = in_progress.mine.id
+    for other in in_progress.others:
+        st.info(attach.describe_other(other), icon=":material/hourglass_top:")
 record = None
 if compose_id:
     try:

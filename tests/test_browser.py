@@ -307,6 +307,10 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         expect(page.get_by_role("link", name="See the results")).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_text("Original: forget / remain test acc.")).to_be_visible()
         expect(page.get_by_text("Retrained: forget / remain test acc.")).to_be_visible()
+        # What is shown is what will run: the controls come back with the values the run used,
+        # not their defaults, after the progress panel replaced them.
+        expect(page.get_by_role("combobox", name="Method")).to_have_value(re.compile("PSG"))
+        expect(epochs).to_have_value(PSG_EPOCHS, timeout=WAIT_MS)
         screenshot_of("unlearn.png")
 
         # Results: the score table and the three decision-region panels.

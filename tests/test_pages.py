@@ -175,6 +175,11 @@ def test_unlearn_page_starts_and_cancels_a_background_run(workspace_home):
     assert ws.get(run_id).status == "cancelled"
     at.run()
     assert any("cancelled" in w.value for w in at.warning)
+    # What is shown is what will run: the settings survive the progress panel (issue 14, item 2).
+    assert at.selectbox(key="ul_method").value == "finetune"
+    assert at.number_input(key="ul_set_finetune_epochs").value == 1
+    assert not at.checkbox(key="ul_retrain").value
+    assert "--method finetune" in at.code[0].value
 
 
 def test_results_page_shows_scores_and_decision_regions(digits_runs):
@@ -441,3 +446,22 @@ def test_results_page_shows_the_estimated_target_next_to_the_retrain(digits_runs
     retrain = result.retrain["forget_train_acc"]
     assert any(m.value.startswith("Estimated stop target: 12 % forget accuracy")
                and f"real value: {100 * retrain:.0f} %" in m.value for m in at.markdown), [m.value for m in at.markdown]
+
+
+def test_unlearn_page_takes_up_only_a_run_of_its_own_selection(workspace_home):
+    """Another tab's run is named, without a Cancel button; a run of this selection is shown."""
+    from unlearn_core.runs.registry import Workspace
+
+    ws = Workspace()
+    theirs = ws.create_run("unlearn", status="running", dataset="digits", criteria_text='label == "7"',
+                           method="finetune")
+    try:
+        at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
+        assert any(theirs.id in i.value and "Another run is in progress" in i.value for i in at.info)
+        assert not any(b.label == "Cancel" for b in at.button)
+        assert at.button(key="ul_start")  # the page's own controls, not the other run's panel
+        at = _app("pages/3_unlearn.py", us__criteria='label == "7"', **DIGITS)
+        assert any(b.label == "Cancel" for b in at.button)  # the same selection: its run again
+        assert at.session_state["us.unlearn_run_id"] == theirs.id
+    finally:
+        ws.set_status(theirs.id, "cancelled")

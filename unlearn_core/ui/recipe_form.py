@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from unlearn_core.runs.recipe import Recipe
+from unlearn_core.ui.widgets import sticky
 
 PREFIX = "ul_recipe_"
 
@@ -18,17 +19,17 @@ def recipe_fields(arch: str) -> Recipe:
     """Widgets for the recipe of a model of architecture ``arch``; returns the recipe typed in."""
     default = Recipe()
     cols = st.columns(3)
-    epochs = cols[0].number_input("Epochs", 1, 1000, default.epochs, step=1, key=PREFIX + "epochs",
+    epochs = cols[0].number_input("Epochs", 1, 1000, step=1, key=sticky(PREFIX + "epochs", default.epochs),
                                   help="Passes over the training images when the original was trained.")
-    lr = cols[1].number_input("Learning rate", 1e-6, 10.0, default.lr, format="%g", step=0.01, key=PREFIX + "lr",
+    lr = cols[1].number_input("Learning rate", 1e-6, 10.0, format="%g", step=0.01, key=sticky(PREFIX + "lr", default.lr),
                               help="Peak learning rate of SGD (one-cycle schedule, as `train` uses).")
-    batch = cols[2].number_input("Batch size", 1, 4096, default.batch_size, step=1, key=PREFIX + "batch_size",
+    batch = cols[2].number_input("Batch size", 1, 4096, step=1, key=sticky(PREFIX + "batch_size", default.batch_size),
                                  help="Images per SGD step.")
     cols = st.columns(3)
-    momentum = cols[0].number_input("Momentum", 0.0, 0.999, default.momentum, format="%g", step=0.05,
-                                    key=PREFIX + "momentum")
-    decay = cols[1].number_input("Weight decay", 0.0, 1.0, default.weight_decay, format="%g", step=1e-4,
-                                 key=PREFIX + "weight_decay", help="L2 penalty of SGD.")
+    momentum = cols[0].number_input("Momentum", 0.0, 0.999, format="%g", step=0.05,
+                                    key=sticky(PREFIX + "momentum", default.momentum))
+    decay = cols[1].number_input("Weight decay", 0.0, 1.0, format="%g", step=1e-4,
+                                 key=sticky(PREFIX + "weight_decay", default.weight_decay), help="L2 penalty of SGD.")
     cols[2].selectbox("Architecture", [arch], key=PREFIX + "arch", disabled=True,
                       help="The reference always has the model's own architecture.")
     return Recipe(arch=arch, epochs=int(epochs), batch_size=int(batch), lr=float(lr), momentum=float(momentum),

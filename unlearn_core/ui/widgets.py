@@ -8,6 +8,7 @@ step is missing, and :func:`next_step` ends the page by saying where to go.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import streamlit as st
 
@@ -40,6 +41,20 @@ def page_header(title: str, purpose: str) -> None:
     if message:
         kind, text = message
         getattr(st, kind, st.info)(text)
+
+
+def sticky(key: str, default: Any) -> str:
+    """Hold widget ``key``'s value in Session State through the API on every run; returns ``key``.
+
+    Why: a page that shows a progress panel stops before drawing its controls, and Streamlit
+    then drops their state; when they come back the browser draws a box on its first option
+    while the app may still hold the old value (a Method box that said PSG started Fine-tune).
+    A value set through the API is kept and sent to the browser with the widget. The widget
+    must then be created *without* its own default (no ``value=``/``index=``), or Streamlit
+    warns that both set it.
+    """
+    st.session_state[key] = st.session_state.get(key, default)
+    return key
 
 
 def link(page: PageInfo, label: str | None = None, **kwargs) -> None:
