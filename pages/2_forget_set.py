@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from unlearn_core import plots
-from unlearn_core.data.criteria import ForgetCriteria
+from unlearn_core.data.criteria import ForgetCriteria, clause_counts
 from unlearn_core.errors import UserError
 from unlearn_core.labels import SETS
 from unlearn_core.ui import cache, state, widgets
@@ -59,12 +59,13 @@ with right:
     st.subheader("Forget criteria")
     cols = st.columns([5, 1], vertical_alignment="bottom")
     cols[0].text_input("As text (you can also type here)", key=fc.TEXT_KEY,
-                       placeholder='e.g. vpf_mm >= 12 and camera == "iPhone"',
+                       placeholder=fc.example_criteria(controls, data.classes),
                        on_change=fc.on_text_applied, args=(sel.dataset,),
                        help="Conditions joined with 'and': column >= number, column == \"text\", "
                             "column in (\"a\", \"b\"), 12 <= column <= 14, label == \"class name\", "
                             "fraction(0.1, seed=0). Press Enter or Apply.")
     cols[1].button("Apply", key="fs_apply_text", on_click=fc.on_text_applied, args=(sel.dataset,))
+    st.caption(f"Names to type: {fc.typed_names(controls)}.")
     if fc.text_error():
         st.error(fc.text_error(), icon=":material/error:")
 
@@ -100,7 +101,7 @@ with right:
     if criteria is not None:
         if n_forget == 0:
             st.warning("No training image matches these criteria, so there is nothing to forget. Widen a "
-                       "range or pick other values.", icon=":material/warning:")
+                       f"range or pick other values. {clause_counts(criteria, data)}", icon=":material/warning:")
         elif n_remain == 0:
             st.error("These criteria select every training image, so nothing would remain to learn from. "
                      "Add a condition or use a random share.", icon=":material/error:")

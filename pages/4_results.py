@@ -88,14 +88,17 @@ def _fmt(value, pattern: str = "{:.3f}") -> str:
     return pattern.format(value)
 
 
+def _points(difference: float) -> str:
+    """A difference of two accuracies in percentage points ("-12.3 pts"), not in "%"."""
+    return _fmt(100 * difference, "{:+.1f} pts")
+
+
 u, o = result.unlearned, result.original
 cols = st.columns(4)
 cols[0].metric("Forget accuracy (test)", _fmt(u.get("forget_test_acc"), "{:.1%}"),
-               delta=_fmt((u.get("forget_test_acc") or 0) - (o.get("forget_test_acc") or 0), "{:+.1%}")
-               + " vs original", delta_color="off", help=METRIC_DEFINITIONS["forget_test_acc"])
+               delta=_points((u.get("forget_test_acc") or 0) - (o.get("forget_test_acc") or 0)) + " vs original", delta_color="off", help=METRIC_DEFINITIONS["forget_test_acc"])
 cols[1].metric("Remain accuracy (test)", _fmt(u.get("remain_test_acc"), "{:.1%}"),
-               delta=_fmt((u.get("remain_test_acc") or 0) - (o.get("remain_test_acc") or 0), "{:+.1%}")
-               + " vs original", delta_color="off", help=METRIC_DEFINITIONS["remain_test_acc"])
+               delta=_points((u.get("remain_test_acc") or 0) - (o.get("remain_test_acc") or 0)) + " vs original", delta_color="off", help=METRIC_DEFINITIONS["remain_test_acc"])
 comparison = result.comparison
 cols[2].metric("Distance to retrain", _fmt(comparison.distance_to_retrain),
                delta=(f"original: {_fmt(comparison.original_distance_to_retrain)}"

@@ -150,7 +150,16 @@ def test_forget_set_counts_follow_the_controls_and_the_text(workspace_home):
     at.text_input(key="fs_text").set_value("colour == 3")
     at.button(key="fs_apply_text").click().run()
     assert at.error and "colour" in at.error[0].value
+    assert 'the counts below still show `label == "3"`' in at.error[0].value
     assert at.session_state["us.criteria"] == 'label == "3"'  # a bad text changes nothing
+    # The example and the names to type are this data set's own.
+    assert at.text_input(key="fs_text").placeholder.startswith("e.g. ink >= ")  # digits' first column
+    assert any("Names to type: label, " in c.value and "width_px" in c.value for c in at.caption)
+    # An empty set says which condition emptied it.
+    at.text_input(key="fs_text").set_value('label == "3" and width_px >= 1000')
+    at.button(key="fs_apply_text").click().run()
+    assert any("each condition matches alone" in w.value and 'label == "3": 146' in w.value for w in at.warning), \
+        [w.value for w in at.warning]
 
 
 def test_unlearn_page_starts_and_cancels_a_background_run(workspace_home):
@@ -258,6 +267,21 @@ def test_an_uploaded_npz_is_stored_and_usable(workspace_home):
 def test_a_missing_upload_is_a_message_not_a_crash(workspace_home, bad):
     at = _app("pages/1_data_model.py", us__dataset=bad, us__dataset_label="gone.npz")
     assert at.error and "could not be loaded" in at.error[0].value
+
+
+def test_the_typed_example_fits_the_data_set():
+    """The placeholder parses and names only columns the set has (issue 14: one fixed
+    'vpf_mm ... camera == "iPhone"' example showed for every set)."""
+    from unlearn_core.data.criteria import ForgetCriteria
+    from unlearn_core.ui import forget_controls as fc
+
+    site = fc.Control("site", "values", options=("A", "B"))
+    width = fc.Control("width_px", "range", lo=10, hi=30, integer=True)
+    assert fc.example_criteria([site], ["benign", "malignant"]) == 'e.g. site == "A" and label == "benign"'
+    assert fc.example_criteria([site, width], ["x"]) == 'e.g. width_px >= 20 and label == "x"'
+    assert fc.example_criteria([], []) == "e.g. fraction(0.1, seed=0)"
+    ForgetCriteria.parse(fc.example_criteria([site, width], ["x"]).removeprefix("e.g. "))
+    assert fc.typed_names([site, width]).startswith("label, site, width_px")
 
 
 def test_forget_controls_round_trip_through_text():

@@ -471,7 +471,7 @@ def _check_split(
     if sizes["forget_train"] == 0:
         raise UserError(
             f"The criteria `{criteria.to_text()}` select nothing among the {n_train} training "
-            f"images: widen the range or pick other values. {_clause_counts(criteria, imageset)}"
+            f"images: widen the range or pick other values. {clause_counts(criteria, imageset)}"
             .rstrip()
         )
     if sizes["remain_train"] == 0:
@@ -488,7 +488,7 @@ def _check_split(
                 )
 
 
-def _clause_counts(criteria: ForgetCriteria, imageset: ImageSet) -> str:
+def clause_counts(criteria: ForgetCriteria, imageset: ImageSet) -> str:
     """"Each condition alone matches ..." so a user sees which condition empties the set."""
     if len(criteria.conditions) < 2:
         return ""

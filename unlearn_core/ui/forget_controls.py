@@ -141,6 +141,31 @@ def build_controls(data: ImageSet) -> list[Control]:
     return controls
 
 
+def example_criteria(controls: list[Control], classes: list[str]) -> str:
+    """A typed criterion that fits *this* data set, for the text box's placeholder.
+
+    Why: one fixed example (``vpf_mm >= 12 and camera == "iPhone"``) named columns that most
+    data sets do not have. The example uses the first numeric column (at its range's midpoint),
+    else the first category column, and the first class.
+    """
+    numeric = next((c for c in controls if c.kind == "range"), None)
+    category = next((c for c in controls if c.kind == "values"), None)
+    parts = []
+    if numeric is not None:
+        middle = (numeric.lo + numeric.hi) / 2
+        parts.append(f"{numeric.column} >= {int(round(middle)) if numeric.integer else round(middle, numeric.decimals)}")
+    elif category is not None:
+        parts.append(f'{category.column} == "{category.options[0]}"')
+    if classes:
+        parts.append(f'label == "{classes[0]}"')
+    return "e.g. " + " and ".join(parts) if parts else "e.g. fraction(0.1, seed=0)"
+
+
+def typed_names(controls: list[Control]) -> str:
+    """The column names to type, beside the labels the controls show (``vpf_mm`` for "VPF, mm")."""
+    return ", ".join(["label", *(c.column for c in controls), "fraction(share, seed=…)"])
+
+
 # --- controls -> criteria ------------------------------------------------------------------------
 def _clean(value: float, control: Control) -> int | float:
     """The value as the criteria text should show it: no spurious ".0" on whole numbers."""
@@ -331,7 +356,11 @@ def on_text_applied(ref: str) -> None:
         criteria = ForgetCriteria.parse(typed)
         cache.forget_mask(ref, criteria.to_text())
     except UserError as error:
-        ss[_TEXT_ERROR] = str(error)
+        # The typing stays in the box to be corrected; say what the counts below still show.
+        current = state.selection().criteria
+        still = (f" Nothing was changed: the counts below still show `{current}`." if current
+                 else " Nothing was changed: no criteria are set yet.")
+        ss[_TEXT_ERROR] = str(error) + still
         return
     ss.pop(_TEXT_ERROR, None)
     state.set_criteria(typed)  # the user's own wording (it parses and selects the same images)

@@ -17,6 +17,8 @@ from typing import Any
 
 import streamlit as st
 
+from unlearn_core.ui.widgets import sticky
+
 #: Settings every method shares; the page shows device and seed on their own.
 COMMON = ("seed", "device", "amp", "channels_last", "batch_size")
 ADVANCED = ("amp", "channels_last", "batch_size")
@@ -114,9 +116,9 @@ def apply_preset(method_cls, preset_key: str) -> None:
 
 
 def _widget(method: str, info, default: Any) -> Any:
-    key = widget_key(method, info.name)
-    if key not in st.session_state:
-        st.session_state[key] = default
+    # Set through the API on every run (widgets.sticky): a checkbox that came back after the
+    # progress panel was otherwise drawn unticked, and the next click sent amp=false.
+    key = sticky(widget_key(method, info.name), default)
     text = label(info.name, method)
     if info.choices:
         options = list(info.choices)
