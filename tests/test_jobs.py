@@ -285,3 +285,18 @@ def test_cancel_of_a_run_in_this_process_only_flags_it(ws):
             wait_for(ctx.should_stop, 2, "the flag to reach should_stop")
             ctx.should_stop.raise_if_cancelled()
     assert ws.get(record.id).status == "cancelled"
+
+
+def test_a_job_leaves_the_dashboard_a_core_unless_told_otherwise(ws, monkeypatch):
+    monkeypatch.delenv(jobs.JOB_THREADS_ENV, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert jobs.job_threads() == 1
+    assert jobs._job_env(ws, 1)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert jobs.job_threads() == 1  # never zero
+    monkeypatch.setenv(jobs.JOB_THREADS_ENV, "2")
+    assert jobs._job_env(ws, 1)["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv(jobs.JOB_THREADS_ENV, "zero")
+    with pytest.raises(UserError, match=jobs.JOB_THREADS_ENV):
+        jobs.submit(ws, ["runs", "list"], "train")
+    assert ws.list_runs() == []  # refused before anything was recorded
