@@ -14,12 +14,16 @@ widgets.page_header(
     "comparing it with a model retrained without those images.",
 )
 
-demo = BUILTIN_SETS[state.DEMO_DATASET]
 left, right = st.columns([3, 2], gap="large")
 
 with right:
     with st.container(border=True):
         st.subheader("Try the demo")
+        names = list(BUILTIN_SETS)
+        demo_name = st.selectbox("Demo", names, key=widgets.sticky("home_demo_set", state.DEMO_DATASET),
+                                 format_func=lambda n: BUILTIN_SETS[n].title,
+                                 help="Each built-in set comes with its model and a forget scenario.")
+        demo = BUILTIN_SETS[demo_name]
         st.markdown(
             f"**{demo.title}**, its shipped model, and this forget set: `{demo.demo_forget}`. "
             f"{demo.demo_story}"
@@ -27,11 +31,11 @@ with right:
         clicked = st.button("Load the demo", key="load_demo", type="primary",
                             icon=":material/play_arrow:", width="stretch")
     if clicked:
-        state.load_demo()
+        state.load_demo(demo_name)
         try:
             with st.spinner("Preparing the demo data and checking its model (a few seconds the first time)…"):
-                cache.dataset(state.DEMO_DATASET)
-                check = demo_model.demo_model_check(state.DEMO_DATASET)
+                cache.dataset(demo_name)
+                check = demo_model.demo_model_check(demo_name)
             if check.usable:
                 st.success("Demo loaded: data set, model and forget set are selected.")
         except UserError as error:
@@ -39,8 +43,8 @@ with right:
         except Exception as error:  # noqa: BLE001 - a generator still being built must not crash home
             widgets.show_error(error, "The demo data could not be prepared")
     selected = state.selection()
-    if selected.dataset == state.DEMO_DATASET and selected.model is not None and selected.model.kind == "shipped":
-        demo_model.demo_model_panel(state.DEMO_DATASET, key="home_demo")
+    if selected.dataset in BUILTIN_SETS and selected.model is not None and selected.model.kind == "shipped":
+        demo_model.demo_model_panel(selected.dataset, key="home_demo")
 
 with left:
     st.subheader("Selected so far")

@@ -109,6 +109,14 @@ def test_home_renders_and_loads_the_demo(workspace_home):
     at.switch_page("pages/2_forget_set.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert int(_metric(at, "Forget (training)").replace(",", "")) > 10
+    # every built-in set has its one-click demo
+    at.switch_page("app.py").run()
+    assert at.selectbox(key="home_demo_set").options == [BUILTIN_SETS[n].title for n in BUILTIN_SETS]
+    at.selectbox(key="home_demo_set").set_value("digits").run()
+    at.button(key="load_demo").click().run()
+    assert at.session_state["us.dataset"] == "digits"
+    assert at.session_state["us.criteria"] == BUILTIN_SETS["digits"].demo_forget
+    assert any("Demo loaded" in s.value for s in at.success)
 
 
 def test_data_model_page_picks_a_builtin_set(workspace_home):
