@@ -201,7 +201,11 @@ if points:
         data.images[chosen].numpy(), hover=plots.hover_text(chosen_meta, data.classes, data.units),
         captions=[data.classes[int(i)] for i in chosen_meta["label"]], columns=12, tile_px=72),
         key="rs_selected_images")
-    st.dataframe(chosen_meta.assign(label=[data.classes[int(i)] for i in chosen_meta["label"]]),
+    predictions = {f"{MODEL_SHORT.get(name, name)} predicts": [
+        data.classes[int(by_index[i])] if i in by_index else "–" for i in chosen.tolist()]
+        for name, by_index in ((name, dict(zip(p.indices.tolist(), p.predicted.tolist())))
+                               for name, p in panels.items())}
+    st.dataframe(chosen_meta.assign(label=[data.classes[int(i)] for i in chosen_meta["label"]], **predictions),
                  hide_index=True, width="stretch")
 
 widgets.next_step(widgets.COMPOSE, "optionally blend runs to trade forgetting against accuracy, or go to "

@@ -157,3 +157,24 @@ def test_report_figures_use_the_dashboard_palette_and_vocabulary():
     assert lines["Remain (training) accuracy"] == plots.KEEP_COLOR
     assert fig.layout.shapes[0].y0 == 0.1
     assert not plots.epoch_history([{"epoch": 1}]).data
+
+
+def test_tsne_legend_names_a_forgotten_class_no_model_predicts():
+    """Class "c" exists only as forget images predicted as something else (a forgotten class):
+    its colour is still in the legend, and its stars say their true class instead of "wrong"."""
+    from unlearn_core.embedding import EmbeddingPanel
+
+    true = np.array([0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 1, 1, 0, 1])
+    forget = true == 2
+    panel = EmbeddingPanel(
+        coords=np.arange(12, dtype=np.float32).reshape(6, 2), predicted=predicted, true=true, is_forget=forget,
+        sample_ids=np.array([f"s{i}" for i in range(6)]), indices=np.arange(6),
+        grid_x=np.linspace(0, 1, 4), grid_y=np.linspace(0, 1, 4), region_labels=np.zeros((4, 4), int),
+        model_label="unlearned")
+    fig = plots.tsne_panels({"unlearned": panel}, ["a", "b", "c"], hover={i: f"sample {i}" for i in range(6)})
+    legend = [t.name for t in fig.data if t.showlegend is not False and t.type == "scatter"]
+    assert legend[:3] == ["a", "b", "c"] and "forget image" in legend
+    star_texts = [text for t in fig.data if t.type == "scatter" and t.marker.symbol == "star" and t.hovertext
+                  for text in t.hovertext]
+    assert star_texts and all("(true class: c)" in text and "wrong" not in text for text in star_texts)

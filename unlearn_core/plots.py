@@ -560,7 +560,10 @@ def tsne_panels(
                         continue
                     texts = None
                     if hover is not None:
-                        suffix_text = f"<br>predicted: <b>{classes[cls]}</b>" + (" (wrong)" if is_wrong else "")
+                        # a forget image away from its class is what unlearning aims for: not "wrong"
+                        note = (" (true class: " + ", ".join(sorted({str(classes[t]) for t in true[sel]})) + ")"
+                                if is_wrong and is_forget else " (wrong)" if is_wrong else "")
+                        suffix_text = f"<br>predicted: <b>{classes[cls]}</b>{note}"
                         texts = [hover.get(int(i), "") + suffix_text for i in indices[sel]]
                     if is_wrong:  # outline in the true class's colour (numbers + a class colour scale)
                         # thin enough that the fill (the predicted class) stays the main colour
@@ -570,13 +573,19 @@ def tsne_panels(
                         line = dict(color="white", width=0.8 if is_forget else 0.4)
                     traces.append(go.Scatter(
                         x=coords[sel, 0], y=coords[sel, 1], mode="markers", xaxis=xref, yaxis=yref,
-                        name=str(classes[cls]), legendgroup=f"class{cls}",
-                        showlegend=col == 1 and not is_forget and not is_wrong,
+                        name=str(classes[cls]), legendgroup=f"class{cls}", showlegend=False,
                         customdata=indices[sel],
                         hovertext=texts, hoverinfo="text" if texts is not None else "x+y",
                         marker=dict(symbol="star" if is_forget else "circle", size=(19 if is_wrong else 14) if is_forget else (8 if is_wrong else 7),
                                     color=class_color(cls), line=line),
                     ))
+    # One legend entry per class shown anywhere (predicted or true, any panel): a forgotten
+    # class that no model predicts any more still needs its colour explained.
+    shown = sorted({int(c) for p in panels.values() for c in (*np.asarray(p.predicted), *np.asarray(p.true))})
+    for cls in shown:
+        traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=str(classes[cls]),
+                                 legendgroup=f"class{cls}", marker=dict(symbol="circle", size=9,
+                                                                        color=class_color(cls))))
     for symbol, label in (("star", "forget image"), ("circle", "kept image")):
         traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=label, legendgroup=symbol,
                                  marker=dict(symbol=symbol, size=11, color="#555")))
