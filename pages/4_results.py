@@ -8,7 +8,7 @@ import streamlit as st
 
 from unlearn_core import plots
 from unlearn_core.errors import UserError
-from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT, NOTHING_SAVED
+from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT, NOTHING_SAVED, dataset_name
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import cache, state, stop_text, widgets
 
@@ -48,7 +48,7 @@ if st.session_state.get("rs_run") not in ids:
 def _run_label(run_id: str) -> str:
     r = by_id[run_id]
     label = f" “{r.label}”" if r.label else ""
-    return f"{r.id}{label} · {r.method or r.kind} · {r.dataset} · {r.criteria_text}"
+    return f"{r.id}{label} · {r.method or r.kind} · {dataset_name(r.dataset)} · {r.criteria_text}"
 
 
 run_id = st.selectbox("Run", ids, key="rs_run", format_func=_run_label,
@@ -66,7 +66,7 @@ if result.unlearned is None:
         st.warning("This run has no recorded scores for an unlearned model.", icon=":material/warning:")
     st.stop()
 st.markdown(f"**Forgot:** {result.criteria_description or record.criteria_text} · "
-            f"**method:** {record.method} · **data:** {record.dataset}")
+            f"**method:** {record.method} · **data:** {dataset_name(record.dataset)}")
 if result.retrain is None:
     st.info("This run has no retrained reference, so 'distance to retrain' is missing. Tick **Also train "
             "the retrain reference** on the Unlearn page to get it.", icon=":material/info:")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from unlearn_core.errors import UserError
 from unlearn_core.exports import export_bytes
-from unlearn_core.labels import METRIC_DEFINITIONS
+from unlearn_core.labels import METRIC_DEFINITIONS, dataset_name
 from unlearn_core.runs.registry import ACTIVE_STATUSES, KINDS, STATUSES
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import background, cache, state, widgets
@@ -45,6 +45,17 @@ def _num(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _shown(value, pattern: str) -> str:
+    """A number as people read it (``81.5%``, ``0.042``); "–" when there is none."""
+    value = _num(value)
+    return "–" if value is None else pattern.format(value)
+
+
+def _fit(rows: int) -> int:
+    """A table height that shows every row (no inner scroll that hides some)."""
+    return 38 + 35 * rows
+
+
 rows = []
 for r in runs:
     text = " ".join([r.id, r.kind, r.method, r.dataset, r.criteria_text, r.label]).lower()
@@ -55,8 +66,9 @@ for r in runs:
     _, block = result.main_block()
     rows.append({
         # key columns only, so the table fits the page; the rest is in "Side by side" below
-        "id": r.id, "kind": r.kind, "status": r.status, "method": r.method,
-        "forget criteria": r.criteria_text,
+        "id": r.id, "kind": r.kind, "status": r.status, "method": r.method or "–",
+        "data set": dataset_name(r.dataset) if r.dataset else "–",
+        "forget criteria": r.criteria_text or "–",
         "forget (test)": _num(block.get("forget_test_acc")),
         "remain (test)": _num(block.get("remain_test_acc")),
         "distance": _num(result.comparison.distance_to_retrain),
@@ -94,19 +106,20 @@ if len(selected_ids) >= 2:
         _, block = result.main_block()
         compare[run_id] = {
             "kind": by_id[run_id].kind, "method": by_id[run_id].method,
-            "data set": by_id[run_id].dataset, "label": by_id[run_id].label,
+            "data set": dataset_name(by_id[run_id].dataset), "label": by_id[run_id].label,
             "created": (by_id[run_id].created_at or "")[:19].replace("T", " "),
             "forget criteria": by_id[run_id].criteria_text,
-            **{name: _num(block.get(key)) for key, name in (
+            **{name: _shown(block.get(key), "{:.1%}") for key, name in (
                 ("forget_train_acc", "forget acc. (train)"), ("remain_train_acc", "remain acc. (train)"),
-                ("forget_test_acc", "forget acc. (test)"), ("remain_test_acc", "remain acc. (test)"),
-                ("mia_membership_auc", "membership AUC"))},
-            "distance to retrain": _num(result.comparison.distance_to_retrain),
-            "seconds": _num(result.timing.unlearn),
+                ("forget_test_acc", "forget acc. (test)"), ("remain_test_acc", "remain acc. (test)"))},
+            "membership AUC": _shown(block.get("mia_membership_auc"), "{:.3f}"),
+            "distance to retrain": _shown(result.comparison.distance_to_retrain, "{:.3f}"),
+            "seconds": _shown(result.timing.unlearn, "{:.1f}"),
             "settings": ", ".join(f"{k}={v}" for k, v in sorted((by_id[run_id].config or {}).items())
                                   if k not in ("device", "amp", "channels_last")),
         }
-    st.dataframe(pd.DataFrame(compare).astype(str), width="stretch")
+    side_by_side = pd.DataFrame(compare).astype(str)
+    st.dataframe(side_by_side, width="stretch", height=_fit(len(side_by_side)))
 
 # --- one run ---------------------------------------------------------------------------------------
 st.subheader("One run")

@@ -218,6 +218,9 @@ def test_runs_page_lists_compares_and_deletes(digits_runs):
 
     at = _app("pages/6_runs.py", **DIGITS)
     assert at.selectbox(key="rn_run").value in [r.id for r in Workspace().list_runs()]
+    table = at.dataframe[0].value
+    assert set(table["data set"]) == {"digits"}
+    assert not table[["method", "data set", "forget criteria"]].isna().any().any()
     assert at.text_input(key="rn_search") is not None
     labels = [b.label for b in at.get("download_button")]
     assert {"Model (.safetensors)", "Scores (.csv)", "Everything recorded (.json)"} <= set(labels)
@@ -275,6 +278,14 @@ def test_an_uploaded_npz_is_stored_and_usable(workspace_home):
 def test_a_missing_upload_is_a_message_not_a_crash(workspace_home, bad):
     at = _app("pages/1_data_model.py", us__dataset=bad, us__dataset_label="gone.npz")
     assert at.error and "could not be loaded" in at.error[0].value
+
+
+def test_uploads_are_named_by_their_file_not_their_storage_path():
+    from unlearn_core.labels import dataset_name
+
+    assert dataset_name("/home/u/.unlearn_studio/uploads/3f2a9c/user_digits.zip") == "user_digits.zip"
+    assert dataset_name("C:\\studio\\uploads\\ab\\eyes.npz") == "eyes.npz"
+    assert dataset_name("digits") == "digits"
 
 
 def test_the_typed_example_fits_the_data_set():

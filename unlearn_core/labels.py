@@ -147,3 +147,12 @@ NOTHING_SAVED = ("No candidate was saved: every one forgets less than the runs i
                  "forget accuracy is higher than all of theirs), so none is a fair \"closest to retrain\". "
                  "Look at the candidates and save one by name if you still want it, or compose without "
                  "recalibration (BatchNorm statistics can hold part of the forgetting).")
+
+
+def dataset_name(dataset: str) -> str:
+    """A data set as a user knows it: a built-in set's name, or an upload's own file name.
+
+    Why: runs record the path the workspace stored an upload under
+    (``…/uploads/<hash>/user_digits.zip``); that hash is plumbing, not a name.
+    """
+    return dataset.replace("\\", "/").rsplit("/", 1)[-1] if "/" in dataset or "\\" in dataset else dataset
