@@ -165,9 +165,20 @@ if not found:
     st.info("This composition recorded no candidate scores.", icon=":material/info:")
     st.stop()
 chosen = result.chosen
-st.plotly_chart(plots.tradeoff(found, result.original, result.retrain, highlight=chosen), key="cp_tradeoff")
+parents = []
+for parent_id in record.parents:
+    try:
+        parent = workspace.get(parent_id)
+    except UserError:  # deleted since: nothing to plot
+        continue
+    block = RunResult.of(parent).unlearned if parent.status == "done" else None
+    if block:
+        parents.append({"label": f"{parent.method} {parent.id[-4:]}", "metrics": block})
+st.plotly_chart(plots.tradeoff(found, result.original, result.retrain, highlight=chosen, parents=parents),
+                key="cp_tradeoff")
 st.caption("Right is better (more kept accuracy); for forgetting, closer to the retrained model is better. "
-           "The saved candidate is ringed.")
+           "The saved candidate is ringed; triangles are the runs composed, so you can see whether "
+           "combining them improved on them.")
 st.dataframe([{"candidate": c.get("label"),
                "forget acc. (test)": c.get("metrics", {}).get("forget_test_acc"),
                "remain acc. (test)": c.get("metrics", {}).get("remain_test_acc"),

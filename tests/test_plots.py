@@ -97,8 +97,10 @@ def test_result_figures():
     fig = plots.tradeoff([{"label": "α=0", "metrics": {"remain_test_acc": 0.9, "forget_test_acc": 0.8}},
                           {"label": "α=1", "metrics": {"remain_test_acc": 0.8, "forget_test_acc": 0.1}}],
                          original={"remain_test_acc": 0.95, "forget_test_acc": 0.9},
-                         retrain={"remain_test_acc": 0.94, "forget_test_acc": 0.0}, highlight="α=1")
-    assert [t.name for t in fig.data] == ["candidates", "saved", "Original", "Retrained"]
+                         retrain={"remain_test_acc": 0.94, "forget_test_acc": 0.0}, highlight="α=1",
+                         parents=[{"label": "psg 1a2b", "metrics": {"remain_test_acc": 0.8, "forget_test_acc": 0.0}}])
+    assert [t.name for t in fig.data] == ["candidates", "saved", "runs composed", "Original", "Retrained"]
+    assert list(fig.data[2].text) == ["psg 1a2b"] and list(fig.data[0].textposition) == ["top center", "bottom center"]
 
 
 def test_tsne_panels_marks_forget_stars_and_wrong_predictions():

@@ -596,17 +596,22 @@ def tsne_panels(
 
 def tradeoff(candidates: Sequence[Mapping], original: Mapping | None = None, retrain: Mapping | None = None,
              x: str = "remain_test_acc", y: str = "forget_test_acc",
-             title: str = "Forgetting vs what is kept", highlight: str | None = None) -> go.Figure:
-    """Scatter of candidates (``{"label", "metrics"}``) with the original and retrain points.
+             title: str = "Forgetting vs what is kept", highlight: str | None = None,
+             parents: Sequence[Mapping] = ()) -> go.Figure:
+    """Scatter of candidates (``{"label", "metrics"}``) with the original and retrain points,
+    and the ``parents`` (the runs composed, same shape) so a user sees whether composing
+    improved on them or undid their forgetting.
 
     x = remain test accuracy (higher is better), y = forget test accuracy (ideal: the retrain
-    model's). Candidates of a sweep are joined by a line in the given order.
+    model's). Candidates of a sweep are joined by a line in the given order; their labels
+    alternate above and below the points so neighbours do not overlap.
     """
     fig = go.Figure()
     xs = [c["metrics"].get(x) for c in candidates]
     ys = [c["metrics"].get(y) for c in candidates]
     fig.add_scatter(x=xs, y=ys, mode="lines+markers+text", text=[c["label"] for c in candidates],
-                    textposition="top center", name="candidates", marker=dict(size=10, color=FORGET_COLOR),
+                    textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(candidates))],
+                    name="candidates", marker=dict(size=10, color=FORGET_COLOR),
                     line=dict(color=FORGET_LIGHT),
                     hovertemplate="%{text}<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
     if highlight is not None:
@@ -614,6 +619,11 @@ def tradeoff(candidates: Sequence[Mapping], original: Mapping | None = None, ret
             if c["label"] == highlight:
                 fig.add_scatter(x=[cx], y=[cy], mode="markers", name="saved", hoverinfo="skip",
                                 marker=dict(size=22, symbol="circle-open", color=FORGET_COLOR, line=dict(width=3)))
+    if parents:
+        fig.add_scatter(x=[p["metrics"].get(x) for p in parents], y=[p["metrics"].get(y) for p in parents],
+                        mode="markers+text", text=[p["label"] for p in parents], textposition="middle right",
+                        name="runs composed", marker=dict(size=13, symbol="triangle-up", color="#555"),
+                        hovertemplate="%{text}<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
     for name, block, symbol in (("original", original, "square"), ("retrain", retrain, "diamond")):
         if block:
             shown = MODEL_SHORT[name]
