@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from unlearn_core import plots
+from unlearn_core import advice, plots
 from unlearn_core.errors import UserError
 from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT, NOTHING_SAVED, dataset_name
 from unlearn_core.runs.result import RunResult
@@ -113,7 +113,11 @@ cols[3].metric("Time to unlearn", _fmt(seconds, "{:.1f} s"),
                     "training the retrain reference.")
 if comparison.collapsed:
     st.error("The unlearned model **collapsed**: it lost more than 10 points of remain accuracy, so it forgot "
-             "by breaking rather than by unlearning. Try gentler settings.", icon=":material/error:")
+             f"by breaking rather than by unlearning. {advice.collapse_advice(record.method, record.config or {})}",
+             icon=":material/error:")
+weak = advice.weak_original_warning(o.get("test_acc"))
+if weak:
+    st.warning(weak, icon=":material/warning:")
 
 # --- the table -------------------------------------------------------------------------------------
 st.subheader("Scores")
