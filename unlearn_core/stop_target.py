@@ -19,8 +19,8 @@ criteria (``T_f``). Each answers "what accuracy on ``D_f`` would a model that ne
   ``D_r`` cannot be predicted, so a forgotten class reads 0 %.
 * ``remain_knn``: the majority class of each forget image's nearest kept images in the same
   feature space (scikit-learn k-NN); sensitive to ``D_f`` forming its own cluster.
-* ``proxy_retrain``: a small, short retrain of its own on a sample of ``D_r`` (a narrow CNN
-  on images pooled to 32 px, three epochs), scored on ``D_f``. The two probes inherit the
+* ``proxy_retrain``: small, short retrains of its own on a sample of ``D_r`` (a narrow CNN
+  on images pooled to 32 px, three epochs; the median of :data:`PROXY_REPEATS`), scored on ``D_f``. The two probes inherit the
   original's features, which already know ``D_f``: on the oculoplastic demo they say 96-99 %
   where the retrain has 9 %. The proxy does not, and reads 11 %.
 
@@ -58,6 +58,11 @@ PROXY_MAX_SIZE = 32
 PROXY_IMAGES = 2000
 PROXY_EPOCHS = 3
 PROXY_BATCH = 64
+#: Proxies trained (seeds ``seed``, ``seed + 1``, …); the estimate is their median. Why: a
+#: proxy is a three-epoch training run and now and then one comes out weak: on fundus_device
+#: (tuning) six seeds read 0.67, 0.68, 0.42, 0.67, 0.68, 0.65 against the retrain's 0.69, and
+#: the run whose proxy read 0.42 over-forgot. A median of three ignores one such proxy.
+PROXY_REPEATS = 3
 #: Neighbours of ``remain_knn``.
 KNN_NEIGHBOURS = 10
 #: Within this many points of the original's own accuracy on ``D_f``, retraining would change
@@ -212,17 +217,22 @@ def _test_match(model: Classifier, imageset: ImageSet, split: ForgetSplit, devic
 
 def _proxy_retrain(model: Classifier, imageset: ImageSet, split: ForgetSplit, device: torch.device,
                    seed: int) -> float:
-    """The proxy's ``D_f`` accuracy, scaled by how it does on ``T_r`` against the original.
+    """The median over :data:`PROXY_REPEATS` proxies of the proxy's ``D_f`` accuracy, each
+    scaled by how it does on ``T_r`` against the original.
 
     The proxy is weaker than a real retrain on everything; dividing by its accuracy on unseen
     kept-kind images (``T_r``) and multiplying by the original's makes a random share read
     like the original instead of like a weak model.
     """
-    forget, remain = proxy_retrain_accuracy(imageset, split, device, seed)
     original_remain = _accuracy(model, imageset, split.remain_test, device)
-    if not (remain > 0 and np.isfinite(original_remain)):
-        return forget
-    return min(1.0, forget / remain * original_remain)
+
+    def scaled(proxy_seed: int) -> float:
+        forget, remain = proxy_retrain_accuracy(imageset, split, device, proxy_seed)
+        if not (remain > 0 and np.isfinite(original_remain)):
+            return forget
+        return min(1.0, forget / remain * original_remain)
+
+    return float(np.median([scaled(seed + repeat) for repeat in range(PROXY_REPEATS)]))
 
 
 Estimator = Callable[[Classifier, ImageSet, ForgetSplit, torch.device, int], float]
@@ -233,7 +243,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "test_match": _test_match,
 }
 EXPLANATIONS = {
-    "proxy_retrain": "a small, quick model trained on the kept images only",
+    "proxy_retrain": "three small, quick models trained on the kept images only (their median)",
     "remain_probe": "a classifier fitted on the kept training images only (the original model's features), "
                     "scored on the images to forget",
     "remain_knn": "the classes of the most similar kept training images",

@@ -188,8 +188,12 @@ def make_stop_rule(config, model: nn.Module, data, device: torch.device, load_pi
     return MembershipStop(target, *load_pixels(np.sort(forget)), *load_pixels(np.sort(unseen)))
 
 
-#: How far above the target the probe's forget accuracy may end and still count as holding.
-HOLD_TOLERANCE = 0.02
+#: How far above the target the probe's forget accuracy may end and still count as holding:
+#: one image of the 128-image sample. Why so strict: the probe reads forget images the run
+#: trained on, which hold more firmly than unseen images matching the same criteria. With
+#: 0.02 (two images) digits_class seed 1 passed at 0.02 and the benchmark's relearning check
+#: on the test images still flagged 0.054 (chosen on the tuning scenarios, docs/method.md).
+HOLD_TOLERANCE = 0.01
 
 
 class HoldProbe:
