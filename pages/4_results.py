@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from unlearn_core import advice, plots
+from unlearn_core import advice, plots, privacy
 from unlearn_core.errors import UserError
 from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT, NOTHING_SAVED, dataset_name
 from unlearn_core.runs.result import RunResult
@@ -121,21 +121,26 @@ if weak:
 
 # --- the table -------------------------------------------------------------------------------------
 st.subheader("Scores")
-rows, config = [], {}
-for name, block in blocks.items():
-    row = {"model": MODEL_SHORT.get(name, name)}
-    for key, label in ACCURACIES + ATTACKS:
-        row[label] = block.get(key)
-    rows.append(row)
-table = pd.DataFrame(rows).set_index("model")
-for key, label in ACCURACIES:
-    config[label] = st.column_config.NumberColumn(label, help=METRIC_DEFINITIONS[key], format="percent")
-for key, label in ATTACKS:
-    config[label] = st.column_config.NumberColumn(label, help=METRIC_DEFINITIONS[key], format="%.3f")
-st.dataframe(table, column_config=config, width="stretch")
-st.caption("Accuracies on the images to forget and to keep, in training and test; then three "
-           "membership-attack scores (MIA). Hover over a column name for its definition. For every "
-           "score the ideal is the retrained model's value.")
+verdict = privacy.privacy_verdict(u.get("mia_membership_auc"),
+                                  (result.retrain or {}).get("mia_membership_auc"))
+{True: st.success, False: st.warning, None: st.info}[verdict.ok](verdict.text, icon=":material/shield:")
+
+
+def _score_table(columns: list[tuple[str, str]], number_format: str | None) -> None:
+    rows = [{"model": MODEL_SHORT.get(name, name), **{label: block.get(key) for key, label in columns}}
+            for name, block in blocks.items()]
+    config = {label: st.column_config.NumberColumn(label, help=METRIC_DEFINITIONS[key], format=number_format)
+              for key, label in columns}
+    st.dataframe(pd.DataFrame(rows).set_index("model"), column_config=config, width="stretch")
+
+
+_score_table(ACCURACIES, "percent")
+st.caption("Accuracies on the images to forget and to keep, in training and test. Hover over a column "
+           "name for its definition. For every score the ideal is the retrained model's value.")
+with st.expander("Membership-attack scores in detail"):
+    _score_table(ATTACKS, "%.3f")
+    st.caption("Three attacks that try to tell whether an image was in training; the line above uses "
+               "the membership AUC. For each, the ideal is the retrained model's value, not 0.5.")
 
 # --- charts ----------------------------------------------------------------------------------------
 try:
@@ -157,9 +162,16 @@ with right:
         with st.spinner("Computing per-image losses…"):
             losses = cache.run_losses(run_id)
         st.plotly_chart(plots.loss_histograms(losses), key="rs_losses")
-        st.caption("**Can an attacker tell the forgotten images were trained on?** Yes when the "
-                   "forget images (purple) have lower loss than unseen test images (grey); after "
-                   "unlearning the two should overlap, as for the retrained model.")
+        st.caption("**Can an attacker tell the forgotten images were trained on?** Compare the unlearned "
+                   "model's picture with the retrained model's: the more alike, the less an attacker "
+                   "learns. (For a whole forgotten class the retrained model's forget losses are high, "
+                   "since it never learned the class; that picture is the target.)")
+        if "retrain" in losses and "unlearned" in losses:
+            epsilon = privacy.epsilon_score(losses["unlearned"]["forget"], losses["retrain"]["forget"])
+            st.metric("ε: how far the forget losses give the unlearned model away", _fmt(epsilon, "{:.2f}"),
+                      help="0 = an attacker who sees one forget image's loss cannot tell the unlearned from "
+                           "the retrained model; larger is worse. Worst case over loss thresholds, as in "
+                           "the NeurIPS 2023 unlearning challenge (docs/method.md, Metrics).")
     except UserError as error:
         widgets.show_error(error, "Losses could not be computed")
 

@@ -62,6 +62,7 @@ def digits_runs(workspace_home):
         run = ws.create_run(
             "unlearn", status="running", dataset="digits", dataset_fingerprint=data.fingerprint(),
             base_model_hash=state_hash(model), criteria_text=criteria, method=method, parents=[retrain.id],
+            retrain_run=retrain.id,
             command=cli_command(["unlearn", "--dataset", "digits", "--forget", criteria, "--method", method]))
         ws.save_weights(run.id, model.state_dict(), meta)
         ws.save_json(run.id, "split.json", {k: v.tolist() for k, v in vars(split).items()})
@@ -207,6 +208,10 @@ def test_results_page_shows_scores_and_decision_regions(digits_runs):
     assert len(at.dataframe) >= 1
     assert len(at.get("plotly_chart")) >= 3  # per-class bars, loss histograms, t-SNE panels
     assert not at.error, [e.value for e in at.error]
+    # the privacy verdict in plain words (the stand-in models are identical: no better than retrain)
+    assert any("no better than with the retrained model ✓" in s.value for s in at.success)
+    assert _metric(at, "ε: how far the forget losses give the unlearned model away") == "0.00"
+    assert any(e.label == "Membership-attack scores in detail" for e in at.expander)
     from unlearn_core.runs.registry import Workspace
 
     # The panels are kept with the run, so its HTML report can show them too.
@@ -493,18 +498,24 @@ def test_results_page_shows_the_estimated_target_next_to_the_retrain(digits_runs
 
 def test_unlearn_page_takes_up_only_a_run_of_its_own_selection(workspace_home):
     """Another tab's run is named, without a Cancel button; a run of this selection is shown."""
+    from unlearn_core.runs.jobs import process_start_time
     from unlearn_core.runs.registry import Workspace
 
     ws = Workspace()
     theirs = ws.create_run("unlearn", status="running", dataset="digits", criteria_text='label == "7"',
                            method="finetune")
+    # a live process, so the page's housekeeping does not mark the run interrupted meanwhile
+    ws.update(theirs.id, pid=os.getpid(), process_start=process_start_time(os.getpid()))
     try:
         at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
-        assert any(theirs.id in i.value and "Another run is in progress" in i.value for i in at.info)
+        assert any(theirs.id in i.value and "Another run is in progress" in i.value for i in at.info), \
+            [i.value for i in at.info] + [m.value for m in at.markdown][:5]
         assert not any(b.label == "Cancel" for b in at.button)
         assert at.button(key="ul_start")  # the page's own controls, not the other run's panel
         at = _app("pages/3_unlearn.py", us__criteria='label == "7"', **DIGITS)
-        assert any(b.label == "Cancel" for b in at.button)  # the same selection: its run again
+        assert any(b.label == "Cancel" for b in at.button), (  # the same selection: its run again
+            [b.label for b in at.button], [i.value for i in at.info], [w.value for w in at.warning],
+            [e.value for e in at.error])
         assert at.session_state["us.unlearn_run_id"] == theirs.id
     finally:
         ws.set_status(theirs.id, "cancelled")
