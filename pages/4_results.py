@@ -175,6 +175,22 @@ with right:
     except UserError as error:
         widgets.show_error(error, "Losses could not be computed")
 
+# --- where forgetting lives -----------------------------------------------------------------------
+if result.retrain:
+    st.subheader("Where the forgetting lives")
+    try:
+        with st.spinner("Comparing each block with the retrained model…"):
+            similarity = cache.run_block_similarity(run_id)
+    except UserError as error:
+        widgets.show_error(error, "The per-block comparison could not be computed")
+        similarity = []
+    if similarity:
+        st.plotly_chart(plots.block_similarity(similarity), key="rs_cka")
+        st.caption("How alike each block of the network sees the images, compared with the retrained model "
+                   "(linear CKA: 1 = the same). Where the purple line rises above the dotted one, unlearning "
+                   "moved that block towards a model that never saw the forget images; a change only at the "
+                   "head means the earlier blocks still hold what they learned. The grey line should stay high.")
+
 # --- decision regions ------------------------------------------------------------------------------
 st.subheader("Decision regions")
 st.markdown(

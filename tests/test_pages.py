@@ -212,6 +212,7 @@ def test_results_page_shows_scores_and_decision_regions(digits_runs):
     assert any("no better than with the retrained model ✓" in s.value for s in at.success)
     assert _metric(at, "ε: how far the forget losses give the unlearned model away") == "0.00"
     assert any(e.label == "Membership-attack scores in detail" for e in at.expander)
+    assert any(h.value == "Where the forgetting lives" for h in at.subheader)
     from unlearn_core.runs.registry import Workspace
 
     # The panels are kept with the run, so its HTML report can show them too.

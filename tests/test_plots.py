@@ -180,3 +180,12 @@ def test_tsne_legend_names_a_forgotten_class_no_model_predicts():
     star_texts = [text for t in fig.data if t.type == "scatter" and t.marker.symbol == "star" and t.hovertext
                   for text in t.hovertext]
     assert star_texts and all("(true class: c)" in text and "wrong" not in text for text in star_texts)
+
+
+def test_block_similarity_plots_three_lines_over_the_blocks():
+    from unlearn_core.cka import BlockSimilarity
+
+    rows = [BlockSimilarity("body.block1", 0.99, 0.99, 0.98), BlockSimilarity("head", 0.4, 0.97, 0.2)]
+    fig = plots.block_similarity(rows)
+    assert [list(t.x) for t in fig.data] == [["block1", "head"]] * 3
+    assert list(fig.data[0].y) == [0.99, 0.4] and list(fig.data[2].y) == [0.98, 0.2]

@@ -436,6 +436,21 @@ def epoch_history(history: Sequence[Mapping], retrain_forget_acc: float | None =
     return _layout(fig, title, 340)
 
 
+def block_similarity(rows: Sequence, title: str = "") -> go.Figure:
+    """Per-block CKA to the retrained model (:class:`unlearn_core.cka.BlockSimilarity` rows):
+    the unlearned model on forget and on kept images, and the original on forget images."""
+    blocks = [r.block.removeprefix("body.") for r in rows]
+    series = (("unlearned_forget", "Unlearned, forget images", FORGET_COLOR, "solid"),
+              ("unlearned_kept", "Unlearned, kept images", KEEP_COLOR, "solid"),
+              ("original_forget", "Original, forget images (before)", MODEL_COLORS["original"], "dot"))
+    traces = [go.Scatter(x=blocks, y=[getattr(r, key) for r in rows], mode="lines+markers", name=name,
+                         line=dict(color=color, dash=dash),
+                         hovertemplate=name + "<br>%{x}: CKA %{y:.3f}<extra></extra>")
+              for key, name, color, dash in series]
+    return _figure(traces, title, 320, yaxis=dict(title="similarity to the retrained model (CKA)", range=[0, 1.02]),
+                   xaxis=dict(title="block, input → output"))
+
+
 def loss_histograms(losses: Mapping[str, Mapping[str, np.ndarray]], bins: int = 30,
                     title: str = "Per-sample loss: forget set vs unseen test images") -> go.Figure:
     """One panel per model: loss on the forget-train samples vs on test samples.

@@ -226,6 +226,20 @@ def run_losses(run_id: str) -> dict:
     return out
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def run_block_similarity(run_id: str) -> list:
+    """Per-block CKA of the run's models to its retrained model (empty without a retrain)."""
+    from unlearn_core.cka import per_block_similarity
+
+    models = run_models(run_id)
+    if "retrain" not in models:
+        return []
+    record = workspace().get(run_id)
+    split = run_split(run_id)
+    return per_block_similarity(models["original"], models["unlearned"], models["retrain"],
+                                dataset(record.dataset), split.forget_train, split.remain_train)
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def run_panels(run_id: str, max_points: int = 2000, seed: int = 0) -> dict:
     """The t-SNE decision-region panels of the run's models (the default ones are saved with it)."""
