@@ -7,9 +7,11 @@ far" panel in the sidebar; every page is a thin script that reads widgets, calls
 
 import streamlit as st
 
-from unlearn_core.ui import widgets
+from unlearn_core.ui import state, widgets
 
 st.set_page_config(page_title="Unlearning Studio", page_icon=":material/auto_fix_high:", layout="wide")
+state.restore_from_url()  # a browser reload keeps the selection and the run in progress
+state.write_url()  # page links drop the query parameters: put them back on every run
 
 home = st.Page(widgets.HOME.path, title=widgets.HOME.title, icon=widgets.HOME.icon, default=True)
 steps = [st.Page(page.path, title=page.title, icon=page.icon) for page in widgets.STEPS]

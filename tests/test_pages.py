@@ -520,3 +520,23 @@ def test_unlearn_page_takes_up_only_a_run_of_its_own_selection(workspace_home):
         assert at.session_state["us.unlearn_run_id"] == theirs.id
     finally:
         ws.set_status(theirs.id, "cancelled")
+
+
+def test_a_reload_keeps_the_selection_and_the_run_in_the_url(workspace_home):
+    """The selection is mirrored into the query parameters, and a new session (a browser reload)
+    that opens such an address starts where the old one was (issue 14, item 4)."""
+    at = _app("pages/2_forget_set.py", **DIGITS)
+    at.text_input(key="fs_text").set_value('label == "3"')
+    at.button(key="fs_apply_text").click().run()
+    assert at.query_params == {"data": "digits", "forget": 'label == "3"', "model": ModelChoice("shipped").key}
+
+    reloaded = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    reloaded.query_params.update(at.query_params)
+    reloaded.run()
+    assert not reloaded.exception, [e.value for e in reloaded.exception]
+    assert reloaded.session_state["us.dataset"] == "digits"
+    assert reloaded.session_state["us.model"] == ModelChoice("shipped")
+    assert reloaded.session_state["us.criteria"] == 'label == "3"'
+    reloaded.switch_page("pages/2_forget_set.py").run()
+    assert int(_metric(reloaded, "Forget (training)").replace(",", "")) == 146
+    assert reloaded.query_params["forget"] == 'label == "3"'  # put back after the page switch

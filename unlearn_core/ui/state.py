@@ -152,6 +152,7 @@ def set_dataset(ref: str, label: str = "") -> bool:
         clear_widgets(DATASET_WIDGET_PREFIXES)
     ss[_DATASET] = ref
     ss[_DATASET_LABEL] = label or ref
+    write_url()
     return changed
 
 
@@ -160,26 +161,74 @@ def clear_dataset() -> None:
     for key in (_DATASET, _DATASET_LABEL, _MODEL, _CRITERIA, _RUN, _TRAIN_RUN, _UNLEARN_RUN):
         ss.pop(key, None)
     clear_widgets(DATASET_WIDGET_PREFIXES)
+    write_url()
 
 
 def set_model(choice: ModelChoice | None) -> None:
     st.session_state[_MODEL] = choice
+    write_url()
 
 
 def set_criteria(text: str) -> None:
     st.session_state[_CRITERIA] = (text or "").strip()
+    write_url()
 
 
 def set_run(run_id: str | None) -> None:
     st.session_state[_RUN] = run_id
+    write_url()
 
 
 def set_train_run(run_id: str | None) -> None:
     st.session_state[_TRAIN_RUN] = run_id
+    write_url()
 
 
 def set_unlearn_run(run_id: str | None) -> None:
     st.session_state[_UNLEARN_RUN] = run_id
+    write_url()
+
+
+# --- the selection in the URL, so a browser reload keeps the place -----------------------------
+#: Query parameter -> session key. Why the URL: a reload (or a bookmark) starts a new session
+#: that knows nothing; the address bar is the one thing the browser keeps.
+URL_KEYS = {"data": _DATASET, "model": _MODEL, "forget": _CRITERIA, "run": _RUN, "train": _TRAIN_RUN,
+            "unlearn": _UNLEARN_RUN}
+_RESTORED = _PREFIX + "restored_from_url"
+
+
+def write_url() -> None:
+    """Mirror the selection into the page's query parameters (empty ones are left out)."""
+    ss = st.session_state
+    wanted = {}
+    for param, key in URL_KEYS.items():
+        value = ss.get(key)
+        if isinstance(value, ModelChoice):
+            value = value.key
+        if value:
+            wanted[param] = str(value)
+    if dict(st.query_params) != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def restore_from_url() -> None:
+    """Once per session: take the selection from the query parameters if the session has none."""
+    ss = st.session_state
+    if ss.get(_RESTORED):
+        return
+    ss[_RESTORED] = True
+    params = dict(st.query_params)
+    if ss.get(_DATASET) or not params.get("data"):
+        return
+    from unlearn_core.data.builtin import BUILTIN_SETS
+    from unlearn_core.labels import dataset_name
+
+    ref = params["data"]
+    ss[_DATASET] = ref
+    ss[_DATASET_LABEL] = BUILTIN_SETS[ref].title if ref in BUILTIN_SETS else dataset_name(ref)
+    for param, key in URL_KEYS.items():
+        if param != "data" and params.get(param):
+            ss[key] = ModelChoice.from_key(params[param]) if key == _MODEL else params[param]
 
 
 def clear_widgets(prefixes: tuple[str, ...]) -> None:
