@@ -6,6 +6,7 @@ import streamlit as st
 from unlearn_core import plots
 from unlearn_core.data.builtin import BUILTIN_SETS
 from unlearn_core.data.catalog import describe_dataset
+from unlearn_core.data import loaders
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import ARCHITECTURES
 from unlearn_core.runs.requests import TrainRequest
@@ -51,14 +52,32 @@ if source == "builtin":
                  help="Built-in sets are generated on this computer; nothing is downloaded.")
 else:
     st.markdown(
-        "Upload a **ZIP of images with a CSV** (columns `file` = image file name and `label` = class; "
-        "every other column becomes metadata you can filter on; an optional `split` column says "
-        "`train` or `test`), or a **MedMNIST-style `.npz`** file."
+        "Upload a **ZIP of images with a CSV** (one row per image: its file name and its class, in "
+        "columns you pick below; every other column becomes metadata you can filter on; an optional "
+        "`split` column says `train` or `test`), or a **MedMNIST-style `.npz`** file. Images are "
+        "resized to 64 × 64 pixels."
     )
     up_cols = st.columns(2)
     upload = up_cols[0].file_uploader("Images (.zip or .npz)", type=["zip", "npz"], key="dm_upload")
     csv_upload = up_cols[1].file_uploader("CSV, only if it is not inside the ZIP", type=["csv"],
                                           key="dm_upload_csv")
+    columns = {}
+    if upload is not None and upload.name.lower().endswith(".zip"):
+        try:  # the CSV's own columns, with a guess preselected
+            raw, csv_name, _ = loaders.upload_csv(upload.getvalue(),
+                                                  csv_upload.getvalue() if csv_upload is not None else None)
+            names = loaders.csv_columns(raw, csv_name)
+            guess = loaders.guess_file_and_label_columns(names)
+            map_cols = st.columns(2)
+            columns["file_column"] = map_cols[0].selectbox(
+                "Column with the image file names", names, index=names.index(guess[0]), key="dm_file_column",
+                help=f"From {csv_name}. Each row names one image in the ZIP.")
+            columns["label_column"] = map_cols[1].selectbox(
+                "Column with the class", names, index=names.index(guess[1]), key="dm_label_column",
+                help="The diagnosis or class each image has; every other column becomes a filter "
+                     "on the Forget set page.")
+        except UserError as error:
+            widgets.show_error(error, f"{upload.name} could not be read")
     if st.button("Load these images", key="dm_load_upload", disabled=upload is None, type="primary"):
         try:
             with st.spinner("Reading the images…"):
@@ -66,6 +85,7 @@ else:
                     upload.name, upload.getvalue(),
                     csv_upload.getvalue() if csv_upload is not None else None,
                     csv_upload.name if csv_upload is not None else "",
+                    **columns,
                 )
                 cache.dataset(path)
             state.set_dataset(path, upload.name)

@@ -312,6 +312,11 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         expect(page.get_by_role("combobox", name="Method")).to_have_value(re.compile("PSG"))
         expect(epochs).to_have_value(PSG_EPOCHS, timeout=WAIT_MS)
         screenshot_of("unlearn.png")
+        # A browser reload is a new session: the address keeps the selection and the run.
+        assert "unlearn=" in page.url and "forget=" in page.url, page.url
+        page.reload()
+        expect(page.get_by_text("Unlearning finished")).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("vpf_mm ≥ 12 mm").first).to_be_visible()
 
         # Results: the score table and the three decision-region panels.
         page.get_by_role("link", name="See the results").click()

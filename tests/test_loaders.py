@@ -249,14 +249,30 @@ def test_corrupt_and_non_image_files_are_named(tmp_path):
     assert "img/benign_1.png" in message and "img/malignant_2.png" in message
 
 
-def test_missing_file_column_lists_columns_and_option(tmp_path):
+def test_missing_file_column_lists_columns_and_the_way_out(tmp_path):
     message = _error(tmp_path, _rows().rename(columns={"file": "filename"}), files=_files(_rows()))
-    assert "'file'" in message and "'filename'" in message and "file_column=" in message
+    assert "'file'" in message and "'filename'" in message and "pick the column" in message
+    assert "file_column=" not in message  # a Python argument is no advice on the dashboard
 
 
-def test_missing_label_column_lists_columns_and_option(tmp_path):
+def test_missing_label_column_lists_columns_and_the_way_out(tmp_path):
     message = _error(tmp_path, _rows().rename(columns={"label": "dx"}), files=_files(_rows()))
-    assert "'label'" in message and "'dx'" in message and "label_column=" in message
+    assert "'label'" in message and "'dx'" in message and "class labels" in message
+
+
+def test_a_clinical_csv_is_mapped_to_the_standard_columns():
+    from unlearn_core.data.loaders import csv_columns, guess_file_and_label_columns, with_standard_columns
+
+    raw = b"patient,filename,diagnosis,label\n7,a.png,glaucoma,x\n8,b.png,normal,y\n"
+    columns = csv_columns(raw, "eyes.csv")
+    assert columns == ["patient", "filename", "diagnosis", "label"]
+    assert guess_file_and_label_columns(["patient", "filename", "diagnosis"]) == ("filename", "diagnosis")
+    assert guess_file_and_label_columns(columns) == ("filename", "label")
+    mapped = pd.read_csv(io.BytesIO(with_standard_columns(raw, "eyes.csv", "filename", "diagnosis")))
+    assert list(mapped.columns) == ["patient", "file", "label", "original_label"]
+    assert list(mapped["label"]) == ["glaucoma", "normal"] and list(mapped["file"]) == ["a.png", "b.png"]
+    with pytest.raises(UserError, match="two different columns"):
+        with_standard_columns(raw, "eyes.csv", "filename", "filename")
 
 
 def test_rows_naming_absent_files(tmp_path):

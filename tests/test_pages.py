@@ -280,6 +280,33 @@ def test_an_uploaded_npz_is_stored_and_usable(workspace_home):
     assert _metric(at, "Forget (training)") == "30"
 
 
+def test_a_clinical_zip_is_stored_with_the_columns_the_user_picked(workspace_home):
+    """A CSV with `filename` and `diagnosis` (not `file`/`label`), inside a folder of the ZIP."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from unlearn_core.data.catalog import load_dataset
+    from unlearn_core.ui import cache
+
+    buffer = io.BytesIO()
+    rows = ["filename,diagnosis,site"]
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(40):
+            image = io.BytesIO()
+            Image.new("L", (12, 12), color=(i * 6) % 256).save(image, format="PNG")
+            archive.writestr(f"study/img/{i}.png", image.getvalue())
+            rows.append(f"img/{i}.png,{'glaucoma' if i % 2 else 'normal'},{'A' if i < 20 else 'B'}")
+        archive.writestr("study/labels.csv", "\n".join(rows) + "\n")
+    with pytest.raises(Exception, match="pick the column"):
+        cache.store_data_upload("eyes.zip", buffer.getvalue())
+    path = cache.store_data_upload("eyes.zip", buffer.getvalue(), file_column="filename", label_column="diagnosis")
+    data = load_dataset(path)
+    assert data.classes == ["glaucoma", "normal"] and len(data.metadata) == 40
+    assert "site" in data.metadata.columns
+
+
 @pytest.mark.parametrize("bad", ["/no/such/file.npz"])
 def test_a_missing_upload_is_a_message_not_a_crash(workspace_home, bad):
     at = _app("pages/1_data_model.py", us__dataset=bad, us__dataset_label="gone.npz")

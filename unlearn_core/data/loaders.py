@@ -225,12 +225,12 @@ def _parse_csv(raw: bytes, csv_name: str, file_column: str) -> pd.DataFrame:
 
 
 def _require_columns(table: pd.DataFrame, file_column: str, label_column: str) -> None:
-    for column, option in ((file_column, "file_column"), (label_column, "label_column")):
+    for column, what in ((file_column, "image file names"), (label_column, "class labels")):
         if column not in table.columns:
             raise UserError(
-                f"The CSV has no column {column!r}; its columns are {list(table.columns)}. "
-                f"Set {option}= to the column that holds the "
-                f"{'image file names' if option == 'file_column' else 'class labels'}."
+                f"The CSV has no column {column!r} for the {what}; its columns are {list(table.columns)}. "
+                f"On the dashboard, pick the column that holds the {what} after uploading; for the "
+                f"command line, name that column {column!r} in the CSV."
             )
     clash = [c for c in RESERVED_COLUMNS if c in table.columns
              and c not in (file_column, label_column, _SPLIT_COLUMN)]
@@ -462,6 +462,56 @@ def _check_options(image_size: int | None, channels: int | None = None) -> None:
         raise UserError(
             f"channels must be 1 (greyscale), 3 (colour) or automatic, got {channels!r}."
         )
+
+
+# --- public: which CSV columns hold the file names and the classes ----------------------------
+#: Words that suggest a column of image file names / of classes (lower case, tried in order).
+FILE_COLUMN_HINTS = ("file", "filename", "file_name", "image", "image_file", "path", "img", "name")
+LABEL_COLUMN_HINTS = ("label", "class", "diagnosis", "target", "category", "y", "dx", "grade")
+
+
+def upload_csv(images: ZipInput, csv: CsvInput = None) -> tuple[bytes, str, str]:
+    """An upload's CSV: its bytes, a name for messages, and its folder inside the ZIP."""
+    with _open_source(images) as source:
+        return _csv_bytes(csv, source)
+
+
+def csv_columns(raw: bytes, csv_name: str) -> list[str]:
+    """The CSV's column names, in order (for the dashboard's column pickers)."""
+    return [str(c) for c in _parse_csv(raw, csv_name, "").columns]
+
+
+def guess_file_and_label_columns(columns: list[str]) -> tuple[str, str]:
+    """The likeliest file-name and class columns (exact hint first, then a hint inside the name)."""
+    def guess(hints: tuple[str, ...], avoid: str | None = None) -> str:
+        lowered = {c: c.strip().lower() for c in columns if c != avoid}
+        for hint in hints:
+            for column, low in lowered.items():
+                if low == hint:
+                    return column
+        for hint in hints:
+            for column, low in lowered.items():
+                if hint in low:
+                    return column
+        rest = [c for c in columns if c != avoid]
+        return rest[0] if rest else columns[0]
+
+    file_column = guess(FILE_COLUMN_HINTS)
+    return file_column, guess(LABEL_COLUMN_HINTS, avoid=file_column)
+
+
+def with_standard_columns(raw: bytes, csv_name: str, file_column: str, label_column: str) -> bytes:
+    """The CSV with ``file_column``/``label_column`` renamed to ``file``/``label`` (what every
+    loader and the command line read); other columns named so are kept as ``original_…``."""
+    if file_column == label_column:
+        raise UserError("The image-file column and the class column must be two different columns.")
+    table = _parse_csv(raw, csv_name, file_column)
+    missing = [c for c in (file_column, label_column) if c not in table.columns]
+    if missing:
+        raise UserError(f"The CSV has no column {missing[0]!r}; its columns are {list(table.columns)}.")
+    chosen = {file_column: "file", label_column: "label"}
+    renamed = {c: chosen.get(c, f"original_{c}" if c in ("file", "label") else c) for c in table.columns}
+    return table.rename(columns=renamed).to_csv(index=False).encode("utf-8")
 
 
 # --- public: folder / ZIP + CSV ------------------------------------------------------------------

@@ -15,7 +15,7 @@ import hashlib
 import os
 import secrets
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -130,12 +130,15 @@ def _safe_name(name: str, default: str) -> str:
     return cleaned or default
 
 
-def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name: str = "") -> str:
+def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name: str = "",
+                      file_column: str = "file", label_column: str = "label") -> str:
     """Write an uploaded data file into the workspace, load it, and return the path ``--dataset`` takes.
 
     A ZIP with a separate CSV becomes one ZIP: the images plus the CSV at its root (any CSV
     the ZIP already had is left out so there is exactly one), because the command line takes
-    a single file. The folder name is the content hash, so the same upload is stored once.
+    a single file. When the user picked other columns for the file names and classes
+    (``file_column``, ``label_column``), the stored CSV has them renamed to ``file`` and
+    ``label``, in the CSV's own folder, so every later load reads it without options. The folder name is the content hash, so the same upload is stored once.
     The upload gets the command line's checks: headers first (a zip bomb or a forged
     ``.npz`` is refused before anything is written), then the full load; a refused upload
     leaves nothing behind, and a stored one is never half-written (temporary file, rename).
@@ -144,6 +147,13 @@ def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name
     from unlearn_core.data.loaders import check_upload
 
     check_upload(name, data)
+    csv_folder = ""
+    if (file_column, label_column) != ("file", "label") and name.lower().endswith(".zip"):
+        from unlearn_core.data.loaders import upload_csv, with_standard_columns
+
+        raw, found_name, csv_folder = upload_csv(data, csv)
+        csv = with_standard_columns(raw, found_name, file_column, label_column)
+        csv_name = csv_name or PurePosixPath(found_name).name
     digest = hashlib.sha256(data + (csv or b"")).hexdigest()[:16]
     folder = _uploads_dir(digest)
     target = folder / _safe_name(name, "upload.zip")
@@ -157,7 +167,7 @@ def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name
                 for info in source.members():  # bounded: checked against declared sizes
                     if not info.filename.lower().endswith(".csv"):
                         out.writestr(info, source.read(info))
-                out.writestr(_safe_name(csv_name, "labels.csv"), csv)
+                out.writestr(csv_folder + _safe_name(csv_name, "labels.csv"), csv)
         else:
             temporary.write_bytes(data)
         os.replace(temporary, target)
