@@ -120,9 +120,9 @@ retrain = cols[2].checkbox("Also train the retrain reference", key=widgets.stick
                                 "unlearned model is compared with. Reused when it exists already; "
                                 "otherwise it takes about as long as the original training.")
 
-if stop_text.stops_automatically(values):
-    stop_panel.show_stop_target(sel.dataset, sel.model.key, sel.criteria, split, int(seed),
-                                stop_text.checks_hold(values))
+# Where the run will stop is shown here, but estimated last (below): the estimate trains small
+# proxy models for some seconds, and the Start button must not wait for it.
+stop_slot = st.empty() if stop_text.stops_automatically(values) else None
 
 recipe = None
 if retrain:
@@ -156,3 +156,8 @@ if st.button("Start unlearning", key="ul_start", type="primary", icon=":material
         state.set_unlearn_run(started.id)
         state.set_run(started.id)
         st.rerun()
+
+if stop_slot is not None:
+    with stop_slot.container():
+        stop_panel.show_stop_target(sel.dataset, sel.model.key, sel.criteria, split, int(seed),
+                                    stop_text.checks_hold(values))
