@@ -324,10 +324,15 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         expect(page.get_by_role("heading", name="Scores")).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
         expect(page.get_by_role("heading", name="Decision regions")).to_be_visible(timeout=WAIT_MS)
+        # (the class name and the forget marker in one chart: the t-SNE panels, not the CKA lines)
         tsne = page.get_by_test_id("stPlotlyChart").filter(has_text="Retrained") \
-            .filter(has_text="Unlearned").filter(has_text="Original").filter(has_text="forget image")
+            .filter(has_text="Unlearned").filter(has_text="Original").filter(has_text="forget image") \
+            .filter(has_text="thyroid eye disease")
         expect(tsne).to_be_visible(timeout=WAIT_MS)
-        expect(page.get_by_text("The maps are an approximation")).to_be_visible()
+        expect(page.get_by_text("The maps are an approximation")).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_role("heading", name="Where the forgetting lives")).to_be_visible()
+        expect(page.get_by_text("An attacker can").or_(page.get_by_text("The forgotten images now look"))
+               .first).to_be_visible()  # the privacy verdict
         screenshot_of("results.png")
 
         # Compose and Runs: their headings and content.
