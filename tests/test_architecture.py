@@ -24,13 +24,14 @@ ROOMS = ("unlearn_core.methods", "unlearn_core.data", "unlearn_core.models", "un
 #: Layer of each node, bottom (0) to top; a node may import only nodes of its own layer or below.
 LAYERS = {
     0: ("unlearn_core", "unlearn_core.errors", "unlearn_core.files", "unlearn_core.device", "unlearn_core.labels",
-        "unlearn_core.plots"),
-    1: ("unlearn_core.metrics", "unlearn_core.progress", "unlearn_core.data", "unlearn_core.runs"),
+        "unlearn_core.plots", "unlearn_core.advice"),
+    1: ("unlearn_core.metrics", "unlearn_core.progress", "unlearn_core.data", "unlearn_core.runs",
+        "unlearn_core.privacy"),
     # the registry stores model files, so it sits beside models (whose weights format checks them)
     2: ("unlearn_core.models", "unlearn_core.runs.registry", "unlearn_core.runs.requests", "unlearn_core.runs.result",
-        "unlearn_core.runs.jobs", "unlearn_core.runs.recipe"),
+        "unlearn_core.runs.jobs", "unlearn_core.runs.recipe", "unlearn_core.runs.attach"),
     3: ("unlearn_core.training", "unlearn_core.evaluate", "unlearn_core.embedding", "unlearn_core.assets",
-        "unlearn_core.stop_target"),
+        "unlearn_core.stop_target", "unlearn_core.cka"),
     4: ("unlearn_core.methods", "unlearn_core.compose"),
     5: ("unlearn_core.pipeline", "unlearn_core.bench_large", "unlearn_core.runs.artifacts", "unlearn_core.preflight",
         "unlearn_core.bench_reference", "unlearn_core.bench_scenarios", "unlearn_core.bench_data",
