@@ -75,6 +75,18 @@ def digits_runs(workspace_home):
     return ids
 
 
+@pytest.fixture(autouse=True)
+def quick_stop_estimate(monkeypatch):
+    """The Unlearn page's stop estimate trains three small proxy models (tens of seconds on 2
+    cores); these tests are about the page, so a fixed estimate stands in. The estimate itself
+    is tested in test_stop_target.py, and the real-browser test runs the real one on the page."""
+    from unlearn_core.ui import stop_text
+
+    monkeypatch.setattr(stop_text, "estimate", lambda model, data, split, seed=0, device="cpu": {
+        "value": 0.0, "estimator": "proxy_retrain", "original_forget_acc": 1.0, "keep_case": False,
+        "explanation": "a stand-in estimate for page tests"})
+
+
 def _app(page: str | None = None, **session) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     for key, value in session.items():
