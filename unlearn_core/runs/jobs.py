@@ -201,16 +201,25 @@ def _terminate(pid: int, start_time: str, grace: float) -> None:
 # ---------------------------------------------------------------------- queue
 
 
+def _count_from_env(name: str) -> int | None:
+    """A whole number ≥ 1 from environment variable ``name``; None when it is unset or empty."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{name} must be a whole number of at least 1, not {text!r}.")
+    return value
+
+
 def job_limit(value: int | None = None) -> int:
     """The concurrency limit: ``value``, else ``$UNLEARN_STUDIO_MAX_JOBS``, else 1."""
     if value is None:
-        text = os.environ.get(MAX_JOBS_ENV, "").strip()
-        if not text:
-            return DEFAULT_MAX_JOBS
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
+        from_env = _count_from_env(MAX_JOBS_ENV)
+        return DEFAULT_MAX_JOBS if from_env is None else from_env
     if value < 1:
         raise UserError(f"{MAX_JOBS_ENV} must be a whole number of at least 1, not {value!r}.")
     return value
@@ -223,15 +232,9 @@ def job_threads() -> int:
     each page on a 2-core machine; one core kept free keeps the pages quick, at the cost of
     some run time.
     """
-    text = os.environ.get(JOB_THREADS_ENV, "").strip()
-    if text:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise UserError(f"{JOB_THREADS_ENV} must be a whole number of at least 1, not {text!r}.")
-        return value
+    from_env = _count_from_env(JOB_THREADS_ENV)
+    if from_env is not None:
+        return from_env
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - 1)
 
