@@ -14,6 +14,7 @@ Text grammar (keywords are case-insensitive; clauses are combined with ``and`` o
                 | value LT column LT value             12 <= vpf_mm < 14       (a range)
                 | value GT column GT value             14 >= vpf_mm >= 12      (same range)
                 | column ["not"] "in" "(" value ("," value)* [","] ")"
+                | column ["not"] "in" "[" value ("," value)* [","] "]"   (same; written with "(")
                 | "fraction" "(" number ["," ["seed" "="] integer] ")"
     OP         := "==" | "=" | "!=" | "<" | "<=" | ">" | ">="
     LT / GT    := "<" | "<="  /  ">" | ">="
@@ -31,6 +32,8 @@ Semantics:
     * A missing value (NaN/None) never matches any condition, not even ``!=`` or ``not in``:
       a sample whose measurement is unknown is never forgotten by accident.
     * The ``split`` column cannot be used: criteria always apply to train and test alike.
+    * ``sample_id`` names images one by one: ``sample_id in ("digits-00012", "digits-00040")``
+      is an explicit list (e.g. images picked on a map); it is described as "N listed images".
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ if TYPE_CHECKING:  # imported lazily: criteria are used by the dashboard before 
 Value = Union[int, float, str]
 
 LABEL_COLUMN = "label"
+SAMPLE_ID_COLUMN = "sample_id"
 SPLIT_COLUMN = "split"
 COMPARISON_OPS = ("==", "!=", "<", "<=", ">", ">=")
 ORDER_OPS = ("<", "<=", ">", ">=")
@@ -628,8 +632,10 @@ def _text_mask(clause: Clause, series: pd.Series) -> np.ndarray:
         )
     values = [clause.value] if isinstance(clause, Comparison) else list(clause.values)
     present = _present_values(series)
+    known = set(present)  # a set: a list of hundreds of sample ids is checked in one pass
     for value in values:
-        _check_text_value(column, series, value, present)
+        if not (isinstance(value, str) and value in known):
+            _check_text_value(column, series, value, present)
     hit = series.isin(values).to_numpy(dtype=bool)
     exclude = (isinstance(clause, Comparison) and clause.op == "!=") or (
         isinstance(clause, ValueSet) and clause.negate
@@ -778,6 +784,9 @@ def _describe_condition(clause: Clause, unit: str) -> str:
             return f"{column} {repr(clause.value)}" if clause.op == "==" else (
                 f"{column} other than {clause.value!r}")
         return f"{column} {_PRETTY_OPS[clause.op]} {_with_unit(clause.value, unit)}"
+    if column == SAMPLE_ID_COLUMN and len(clause.values) > 3:
+        listed = f"one of {len(clause.values)} listed sample ids"
+        return f"{column} not {listed}" if clause.negate else f"{column} {listed}"
     shown = " or ".join(_with_unit(v, unit) for v in clause.values)
     return f"{column} other than {shown}" if clause.negate else f"{column} {shown}"
 
@@ -896,7 +905,7 @@ def _read_number(text: str, start: int) -> tuple[_Token, int]:
 
 
 _SYMBOLS = {"==": "op", "!=": "op", "<=": "op", ">=": "op", "<": "op", ">": "op",
-            "=": "=", "(": "(", ")": ")", ",": ","}
+            "=": "=", "(": "(", ")": ")", "[": "[", "]": "]", ",": ","}
 _WRONG_SYMBOLS = {
     "&&": "write 'and' instead of '&&'", "&": "write 'and' instead of '&'",
     "||": "'or' is not supported; use 'in (...)' for alternatives of one column",
@@ -1062,14 +1071,16 @@ class _Parser:
         raise self.fail(f"Expected a value after {after}", token)
 
     def value_list(self, keyword: str) -> tuple[Value, ...]:
-        self.expect("(", f"Expected '(' after '{keyword}' (e.g. {keyword} (\"a\", \"b\"))")
-        values = [self.value(f"'{keyword} ('").value]
+        opening = "[" if self.peek().kind == "[" else "("
+        closing = {"(": ")", "[": "]"}[opening]
+        self.expect(opening, f"Expected '(' after '{keyword}' (e.g. {keyword} (\"a\", \"b\"))")
+        values = [self.value(f"'{keyword} {opening}'").value]
         while self.peek().kind == ",":
             self.take()
-            if self.peek().kind == ")":
+            if self.peek().kind == closing:
                 break
             values.append(self.value("','").value)
-        self.expect(")", f"Expected ',' or ')' in the list after '{keyword}'")
+        self.expect(closing, f"Expected ',' or '{closing}' in the list after '{keyword}'")
         return tuple(values)
 
     def fraction(self) -> Fraction:
