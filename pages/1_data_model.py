@@ -43,6 +43,33 @@ def _pick_builtin() -> None:
         state.select_builtin(name)
 
 
+RESIZE_SIZES = (16, 28, 32, 48, 64, 96, 128, 224)
+
+
+def _size_choice(upload, csv_upload, file_column: str) -> int | None:
+    """The resize the user chose (``None``: keep the native size), and what will happen, in words."""
+    if upload.name.lower().endswith(".npz"):
+        st.caption("The images keep the size of the arrays in the .npz file.")
+        return None
+    try:
+        width, height = cache.upload_image_size(upload.getvalue(),
+                                                csv_upload.getvalue() if csv_upload is not None else None,
+                                                file_column)
+    except UserError:
+        width = height = None  # the load itself says what is wrong
+    native = f"{width} × {height} pixels" if width else "their own size"
+    resize = st.checkbox("Resize the images", key="dm_resize",
+                         help="Smaller images make every run faster; larger ones keep fine detail. "
+                              "Non-square images must be resized (they are stretched to a square).")
+    if not resize:
+        st.caption(f"The images keep their native size: {native} (the first image in the CSV); all of them "
+                   "must have that size.")
+        return None
+    size = st.select_slider("Resize to (pixels a side)", RESIZE_SIZES, value=64, key="dm_resize_to")
+    st.caption(f"Every image will be resized from {native} to {size} × {size} pixels.")
+    return int(size)
+
+
 if source == "builtin":
     if "dm_builtin" not in ss or (is_builtin and ss["dm_builtin"] != sel.dataset):
         ss["dm_builtin"] = sel.dataset if is_builtin else None
@@ -54,8 +81,8 @@ else:
     st.markdown(
         "Upload a **ZIP of images with a CSV** (one row per image: its file name and its class, in "
         "columns you pick below; every other column becomes metadata you can filter on; an optional "
-        "`split` column says `train` or `test`), or a **MedMNIST-style `.npz`** file. Images are "
-        "resized to 64 × 64 pixels."
+        "`split` column says `train` or `test`), or a **MedMNIST-style `.npz`** file. Images keep "
+        "their own size unless you choose to resize them."
     )
     up_cols = st.columns(2)
     upload = up_cols[0].file_uploader("Images (.zip or .npz)", type=["zip", "npz"], key="dm_upload")
@@ -78,6 +105,9 @@ else:
                      "on the Forget set page.")
         except UserError as error:
             widgets.show_error(error, f"{upload.name} could not be read")
+    image_size = None
+    if upload is not None:
+        image_size = _size_choice(upload, csv_upload, columns.get("file_column", "file"))
     if st.button("Load these images", key="dm_load_upload", disabled=upload is None, type="primary"):
         try:
             with st.spinner("Reading the images…"):
@@ -85,7 +115,7 @@ else:
                     upload.name, upload.getvalue(),
                     csv_upload.getvalue() if csv_upload is not None else None,
                     csv_upload.name if csv_upload is not None else "",
-                    **columns,
+                    **columns, image_size=image_size,
                 )
                 cache.dataset(path)
             state.set_dataset(path, upload.name)

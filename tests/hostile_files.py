@@ -125,8 +125,9 @@ def zip_huge_image() -> bytes:
 
 
 def zip_too_many_pixels() -> bytes:
-    """A ZIP whose CSV lists 100,000 images: at 64 px that is 1.1 GiB of pixels once decoded."""
-    return raw_zip([stored("labels.csv", _csv(100_000))])
+    """A ZIP whose CSV lists 100,000 images of 64 px (the first one is there and sets the native
+    size): 1.1 GiB of pixels once decoded."""
+    return raw_zip([stored("labels.csv", _csv(100_000)), stored("img0.png", png_header_only(64, 64))])
 
 
 def npz_header_huge() -> bytes:

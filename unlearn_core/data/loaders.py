@@ -16,9 +16,10 @@ before any ImageSet exists.
 Choices a caller should know about:
 
 * Images are decoded with Pillow, EXIF-rotated, converted to 8-bit ``L`` or ``RGB`` (alpha is
-  dropped; 16-bit greyscale is scaled by 1/257) and resized straight to a square with
-  :data:`RESAMPLE` (bilinear, which Pillow antialiases when shrinking). Non-square images are
-  stretched, not cropped, so nothing near the border is lost.
+  dropped; 16-bit greyscale is scaled by 1/257). They keep their native size (every image must
+  then have the same square size) unless ``image_size`` asks to resize them: straight to a
+  square with :data:`RESAMPLE` (bilinear, which Pillow antialiases when shrinking); non-square
+  images are stretched, not cropped, so nothing near the border is lost.
 * Automatic channels: 1 when every image is greyscale (a greyscale mode, or RGB whose three
   channels are identical after resizing, as X-rays exported as RGB are), else 3.
 * ZIPs are never extracted to disk; members are read into memory one at a time through
@@ -69,6 +70,8 @@ __all__ = [
     "RESAMPLE",
     "check_upload",
     "load_image_folder",
+    "first_image_size",
+    "resized_image_file",
     "load_npz",
     "load_user_data",
 ]
@@ -297,10 +300,10 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img.convert("L" if set(img.getbands()) <= _GREY_BANDS else "RGB")
 
 
-def _decode(raw: bytes, size: int) -> np.ndarray:
-    """Decode, orient, resize.
+def _decode(raw: bytes, size: int | None) -> np.ndarray:
+    """Decode, orient, resize (``size=None``: keep the native size).
 
-    Returns ``[S, S]`` for greyscale (including RGB whose channels are equal) else ``[S, S, 3]``.
+    Returns ``[H, W]`` for greyscale (including RGB whose channels are equal) else ``[H, W, 3]``.
     """
     try:
         opened = Image.open(io.BytesIO(raw))  # reads the header only
@@ -309,7 +312,9 @@ def _decode(raw: bytes, size: int) -> np.ndarray:
         raise _TooLarge(f"{int(count.group(1)):,} pixels" if count else "too many pixels") from None
     with opened as img:
         _check_dimensions(img)  # from the header: nothing is decoded yet
-        img = _to_8bit(ImageOps.exif_transpose(img)).resize((size, size), RESAMPLE)
+        img = _to_8bit(ImageOps.exif_transpose(img))
+        if size is not None:
+            img = img.resize((size, size), RESAMPLE)
     pixels = np.asarray(img)
     if pixels.ndim == 3 and (pixels[..., 0] == pixels[..., 1]).all() and (
             pixels[..., 1] == pixels[..., 2]).all():
@@ -339,13 +344,20 @@ def _check_decoded_size(rows: int, size: int, channels: int | None) -> None:
 
 
 def _read_images(source: _Source, members: list[str], size: int,
-                 channels: int | None) -> torch.Tensor:
-    """Decode every listed file; report all unreadable ones at once rather than the first."""
-    decoded, failed, huge = [], [], []
+                 channels: int | None, resize: bool = True) -> torch.Tensor:
+    """Decode every listed file; report all unreadable ones at once rather than the first.
+
+    ``resize=False``: every image must already be ``size`` × ``size`` (its native size); the
+    ones that are not are listed in one message that says how to resize them.
+    """
+    decoded, failed, huge, odd = [], [], [], []
     for member in members:
         raw = source.read(member)  # a damaged or forged member is a UserError of its own
         try:
-            decoded.append(_decode(raw, size))
+            pixels = _decode(raw, size if resize else None)
+            if pixels.shape[:2] != (size, size):
+                odd.append(f"{member} ({pixels.shape[1]}x{pixels.shape[0]})")
+            decoded.append(pixels)
         except _TooLarge as exc:
             huge.append(f"{member} ({exc})")
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
@@ -362,7 +374,70 @@ def _read_images(source: _Source, members: list[str], size: int,
             f"{len(failed)} file(s) could not be read as images: {_few(failed)}. Replace them "
             "with valid PNG/JPEG/TIFF/BMP files or remove their rows from the CSV."
         )
+    if odd:
+        raise UserError(_size_message(members[0], size, odd))
     return _stack(decoded, channels)
+
+
+def _size_message(first: str, size: int, odd: list[str]) -> str:
+    return (f"The images are not all one square size: the first, {first}, is {size}x{size} pixels, but "
+            f"{len(odd)} differ: {_few(odd)}. Choose a size to resize them all to (\"Resize the images\" on "
+            "the Data & model page, or image_size=...); non-square images are then stretched to a square.")
+
+
+def _native_size(source: _Source, members: list[str]) -> int:
+    """The side of the first listed image, decoded alone (every image must then share it).
+
+    A non-square first image is refused here with the way out (resize), before the rest decode.
+    """
+    first = members[0]
+    try:
+        pixels = _decode(source.read(first), None)
+    except _TooLarge as exc:
+        raise UserError(f"{first} is larger than {MAX_IMAGE_PIXELS:,} pixels ({exc}), the most this studio "
+                        "decodes. It was not decoded; shrink it (a few hundred pixels a side is plenty) or "
+                        "remove its row from the CSV.") from None
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise UserError(f"{first} could not be read as an image ({type(exc).__name__}). Replace it "
+                        "with a valid PNG/JPEG/TIFF/BMP file or remove its row from the CSV.") from None
+    height, width = pixels.shape[:2]
+    if height != width:
+        raise UserError(f"{first} is {width}x{height} pixels, not square. Choose a size to resize the images "
+                        "to (\"Resize the images\" on the Data & model page, or image_size=...); they are "
+                        "stretched to a square.")
+    return int(height)
+
+
+def first_image_size(images: ZipInput, csv: CsvInput = None, file_column: str = "file") -> tuple[int, int]:
+    """``(width, height)`` of the first image the CSV lists, decoded alone: what the page says
+    about the size an upload will keep before it is loaded."""
+    with _open_source(images) as source:
+        raw, csv_name, csv_dir = _csv_bytes(csv, source)
+        table = _parse_csv(raw, csv_name, file_column)
+        if file_column not in table.columns or table.empty:
+            raise UserError(f"The CSV {csv_name} has no column {file_column!r} or no rows.")
+        first = _resolve(_file_names(table, file_column)[:1], source, csv_dir)[0]
+        try:
+            pixels = _decode(source.read(first), None)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+            raise UserError(f"{first} could not be read as an image ({type(exc).__name__}).") from None
+    return int(pixels.shape[1]), int(pixels.shape[0])
+
+
+def resized_image_file(raw: bytes, size: int) -> bytes:
+    """One image file's bytes as a ``size`` × ``size`` PNG (lossless), resized like the loader does.
+
+    Why: a stored upload the user chose to resize holds the resized images, so every later load
+    of it (the command line, a background job) reads the same pixels without options.
+    """
+    pixels = _decode(raw, size)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
 
 
 def _stack(decoded: list[np.ndarray], channels: int | None) -> torch.Tensor:
@@ -521,7 +596,7 @@ def load_image_folder(
     *,
     file_column: str = "file",
     label_column: str = "label",
-    image_size: int = 64,
+    image_size: int | None = None,
     channels: int | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -536,7 +611,8 @@ def load_image_folder(
             to its single top-level folder).
         file_column, label_column: CSV columns holding the file name and the class. Labels may
             be names or numbers; classes are the sorted unique values (numbers numerically).
-        image_size: side of the square every image is resized to (see :data:`RESAMPLE`).
+        image_size: side of the square every image is resized to (see :data:`RESAMPLE`);
+            ``None`` keeps the native size, which every image must then share (square).
         channels: 1 or 3; ``None`` = 1 if every image is greyscale, else 3.
         test_fraction, seed: the stratified split made when the CSV has no ``split`` column.
         name: ImageSet name; defaults to the folder or ZIP file stem.
@@ -559,9 +635,11 @@ def load_image_folder(
                  else _auto_split(codes, test_fraction, seed))
         # Decoding is the slow part (and costs memory), so every check on the CSV alone comes first.
         _check_classes(codes, np.asarray(split), classes)
-        _check_decoded_size(len(names), image_size, channels)
+        # The native size is the first image's (decoded alone); the memory check needs it.
+        size = image_size if image_size is not None else _native_size(source, _resolve(names[:1], source, csv_dir))
+        _check_decoded_size(len(names), size, channels)
         members = _resolve(names, source, csv_dir)
-        pixels = _read_images(source, members, image_size, channels)
+        pixels = _read_images(source, members, size, channels, resize=image_size is not None)
         description = f"{len(names)} images from the user's {source.description}."
     metadata = pd.concat([pd.DataFrame({"sample_id": names, "label": codes, "split": split}),
                           table[extra].reset_index(drop=True)], axis=1)

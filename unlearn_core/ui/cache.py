@@ -131,14 +131,17 @@ def _safe_name(name: str, default: str) -> str:
 
 
 def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name: str = "",
-                      file_column: str = "file", label_column: str = "label") -> str:
+                      file_column: str = "file", label_column: str = "label", image_size: int | None = None) -> str:
     """Write an uploaded data file into the workspace, load it, and return the path ``--dataset`` takes.
 
     A ZIP with a separate CSV becomes one ZIP: the images plus the CSV at its root (any CSV
     the ZIP already had is left out so there is exactly one), because the command line takes
     a single file. When the user picked other columns for the file names and classes
     (``file_column``, ``label_column``), the stored CSV has them renamed to ``file`` and
-    ``label``, in the CSV's own folder, so every later load reads it without options. The folder name is the content hash, so the same upload is stored once.
+    ``label``, in the CSV's own folder, so every later load reads it without options. Images keep
+    their native size; when the user chose to resize (``image_size``, ZIPs only), the stored ZIP
+    holds the resized images (lossless PNG), so every later load reads the same pixels without
+    options. The folder name is the content hash, so the same upload is stored once.
     The upload gets the command line's checks: headers first (a zip bomb or a forged
     ``.npz`` is refused before anything is written), then the full load; a refused upload
     leaves nothing behind, and a stored one is never half-written (temporary file, rename).
@@ -154,7 +157,8 @@ def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name
         raw, found_name, csv_folder = upload_csv(data, csv)
         csv = with_standard_columns(raw, found_name, file_column, label_column)
         csv_name = csv_name or PurePosixPath(found_name).name
-    digest = hashlib.sha256(data + (csv or b"")).hexdigest()[:16]
+    resize = image_size is not None and name.lower().endswith(".zip")
+    digest = hashlib.sha256(data + (csv or b"") + (f"|{image_size}".encode() if resize else b"")).hexdigest()[:16]
     folder = _uploads_dir(digest)
     target = folder / _safe_name(name, "upload.zip")
     if target.exists():
@@ -162,12 +166,21 @@ def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name
     folder.mkdir(parents=True, exist_ok=True)
     temporary = folder / f".{target.name}.{secrets.token_hex(3)}.tmp"
     try:
-        if csv is not None and target.suffix.lower() == ".zip":
+        if (csv is not None or resize) and target.suffix.lower() == ".zip":
+            from unlearn_core.data.loaders import resized_image_file
+
             with BoundedZip(data) as source, zipfile.ZipFile(temporary, "w") as out:
                 for info in source.members():  # bounded: checked against declared sizes
-                    if not info.filename.lower().endswith(".csv"):
-                        out.writestr(info, source.read(info))
-                out.writestr(csv_folder + _safe_name(csv_name, "labels.csv"), csv)
+                    is_csv = info.filename.lower().endswith(".csv")
+                    if is_csv and csv is not None:
+                        continue
+                    raw = source.read(info)
+                    if resize and not is_csv and not info.is_dir():
+                        with contextlib.suppress(Exception):  # not an image: the load names it
+                            raw = resized_image_file(raw, image_size)
+                    out.writestr(info, raw)
+                if csv is not None:
+                    out.writestr(csv_folder + _safe_name(csv_name, "labels.csv"), csv)
         else:
             temporary.write_bytes(data)
         os.replace(temporary, target)
@@ -179,6 +192,14 @@ def store_data_upload(name: str, data: bytes, csv: bytes | None = None, csv_name
             folder.rmdir()
         raise
     return str(target)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def upload_image_size(data: bytes, csv: bytes | None = None, file_column: str = "file") -> tuple[int, int]:
+    """``(width, height)`` of an uploaded ZIP's first listed image (what the page says it keeps)."""
+    from unlearn_core.data.loaders import first_image_size
+
+    return first_image_size(data, csv, file_column)
 
 
 def store_weights_upload(name: str, data: bytes) -> str:
