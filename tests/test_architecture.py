@@ -29,7 +29,7 @@ LAYERS = {
         "unlearn_core.privacy"),
     # the registry stores model files, so it sits beside models (whose weights format checks them)
     2: ("unlearn_core.models", "unlearn_core.runs.registry", "unlearn_core.runs.requests", "unlearn_core.runs.result",
-        "unlearn_core.runs.jobs", "unlearn_core.runs.recipe", "unlearn_core.runs.attach"),
+        "unlearn_core.runs.jobs", "unlearn_core.runs.recipe", "unlearn_core.runs.attach", "unlearn_core.map_selection"),
     3: ("unlearn_core.training", "unlearn_core.evaluate", "unlearn_core.embedding", "unlearn_core.assets",
         "unlearn_core.stop_target", "unlearn_core.cka"),
     4: ("unlearn_core.methods", "unlearn_core.compose"),
