@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from unlearn_core.errors import UserError
@@ -59,6 +60,15 @@ class ProgressEvent:
         eta_seconds: estimated seconds left, if the routine can tell.
         message: one short human sentence (``"searching boundary samples"``).
         metrics: live numbers to plot, e.g. ``{"forget_acc": 0.41, "remain_acc": 0.97}``.
+
+    Set by :class:`OverallReporter` (one bar over every stage of a run; ``None`` otherwise):
+        stage, stages: 1-based stage of the whole run and their count; ``stage_text`` names it.
+        stage_fraction: the routine's own completion of this stage (``None``: it reports none).
+        elapsed: seconds since the run's first stage began; ``emitted``: Unix time of the event.
+        stage_end: the overall fraction at which this stage is expected to end.
+        later_seconds: expected seconds of the stages after this one.
+    With these, a page can move the bar and count the ETA down between events
+    (:func:`unlearn_core.run_estimate.live_progress`).
     """
 
     phase: str
@@ -70,6 +80,14 @@ class ProgressEvent:
     eta_seconds: float | None = None
     message: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    stage: int | None = None
+    stages: int | None = None
+    stage_text: str = ""
+    stage_fraction: float | None = None
+    elapsed: float | None = None
+    emitted: float | None = None
+    stage_end: float | None = None
+    later_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.fraction is not None:
@@ -276,6 +294,107 @@ def format_event(event: ProgressEvent, width: int = 24) -> str:
     if event.message:
         parts.append(event.message)
     return " ".join(parts)
+
+
+#: The stage of a whole run each phase belongs to; every other phase (a method's name) is unlearning.
+STAGE_OF_PHASE = {"retrain": "retrain", "stop_target": "stop_target", "evaluate": "evaluate"}
+UNLEARN_STAGE = "unlearn"
+#: How far the observed pace may rescale the later stages' expected seconds (slower or faster).
+PACE_LIMITS = (0.25, 4.0)
+
+
+def stage_of(phase: str) -> str | None:
+    """The stage a phase belongs to (``None`` for ``done``)."""
+    if phase == "done":
+        return None
+    return STAGE_OF_PHASE.get(phase, UNLEARN_STAGE)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One planned stage of a run: its key (see :func:`stage_of`), its name in words, and the
+    seconds it is expected to take (:mod:`unlearn_core.run_estimate` plans them)."""
+
+    key: str
+    text: str
+    seconds: float
+
+
+class OverallReporter:
+    """One bar and one ETA over every stage of a run (reference, stop target, unlearning, scoring).
+
+    Each routine reports its own phase from 0 to 1 (training restarts at 0, so does the
+    method); this wraps the run's reporter and rewrites each event's ``fraction`` and
+    ``eta_seconds`` into the whole run's, adding the stage (``2 of 4``) and its name. The
+    fraction is time-based: elapsed / (elapsed + what is left), where what is left is the
+    current stage's remainder (from its own fraction when it reports one, else its expected
+    seconds) plus the later stages' expected seconds, rescaled by how the finished stages went
+    against their estimates. It never goes back.
+    """
+
+    def __init__(self, inner: ProgressCallback, stages: Sequence[Stage],
+                 clock: Callable[[], float] = time.time, started: float | None = None) -> None:
+        self.inner = inner
+        self.stages = list(stages)
+        self.clock = clock
+        self._run_started = started
+        self._index: int | None = None
+        self._stage_started = 0.0
+        self._actual: dict[int, float] = {}
+        self._last_fraction = 0.0
+
+    def _find(self, phase: str) -> int | None:
+        key = stage_of(phase)
+        return next((i for i, stage in enumerate(self.stages) if stage.key == key), None)
+
+    def _pace(self) -> float:
+        """Actual / expected seconds of the finished stages (1 before any finished)."""
+        expected = sum(self.stages[i].seconds for i in self._actual)
+        if expected <= 0:
+            return 1.0
+        low, high = PACE_LIMITS
+        return min(high, max(low, sum(self._actual.values()) / expected))
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = self.clock()
+        if self._run_started is None:
+            self._run_started = now
+        index = self._find(event.phase)
+        if index is None:
+            if event.phase == "done":
+                event = replace(event, fraction=1.0, eta_seconds=0.0, emitted=now)
+            self.inner(event)
+            return
+        if index != self._index:
+            if self._index is not None:
+                self._actual[self._index] = now - self._stage_started
+            for skipped in range(0 if self._index is None else self._index + 1, index):
+                self._actual.setdefault(skipped, 0.0)  # planned but not run (e.g. no stop estimate)
+            self._index, self._stage_started = index, now
+        pace = self._pace()
+        in_stage = event.fraction
+        spent = now - self._stage_started
+        if in_stage is not None and in_stage >= 1.0:
+            left_here = 0.0
+        elif in_stage is not None and in_stage > 0.0 and spent > 0.0:
+            left_here = spent / in_stage * (1.0 - in_stage)
+        else:
+            left_here = max(self.stages[index].seconds * pace - spent, 0.0)
+        later = sum(stage.seconds for stage in self.stages[index + 1:]) * pace
+        elapsed = now - self._run_started
+        total = elapsed + left_here + later
+        fraction = max(self._last_fraction, elapsed / total if total > 0 else 0.0)
+        self._last_fraction = fraction
+        stage_end = max(fraction, (elapsed + left_here) / total if total > 0 else 1.0)
+        self.inner(replace(
+            event, fraction=fraction, eta_seconds=left_here + later, stage=index + 1, stages=len(self.stages),
+            stage_text=self.stages[index].text, stage_fraction=in_stage, elapsed=elapsed, emitted=now,
+            stage_end=min(1.0, stage_end), later_seconds=later))
+
+    def flush(self) -> None:
+        flush = getattr(self.inner, "flush", None)
+        if flush is not None:
+            flush()
 
 
 class CancelToken:
