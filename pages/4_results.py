@@ -1,18 +1,22 @@
 """Step 4 · Results: did the model forget, what did it keep, and how close is it to retraining?"""
 
+import functools
 import math
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from unlearn_core import advice, plots, privacy
+from unlearn_core import advice, map_selection, plots, privacy
+from unlearn_core.data.builtin import BUILTIN_SETS
 from unlearn_core.errors import UserError
 from unlearn_core.labels import METRIC_DEFINITIONS, METRIC_SHORT, MODEL_SHORT, NOTHING_SAVED, dataset_name
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import cache, state, stop_text, widgets
 
 MAX_POINTS = 2000
+#: Session key of the images selected on the map: {"run": run id, "pick": map_selection.MapPick}.
+PICK_KEY = "rs_map_pick"
 ACCURACIES = [(key, METRIC_SHORT[key]) for key in
               ("forget_train_acc", "remain_train_acc", "forget_test_acc", "remain_test_acc", "test_acc")]
 ATTACKS = [(key, METRIC_SHORT[key]) for key in ("mia_loss_lr", "mia_svc_efficacy", "mia_membership_auc")]
@@ -210,35 +214,96 @@ except UserError as error:
 first = next(iter(panels.values()))
 meta = data.metadata.iloc[first.indices]
 hover = dict(zip(first.indices.tolist(), plots.hover_text(meta, data.classes, data.units)))
-fig = plots.tsne_panels(panels, data.classes, hover=hover,
-                        titles=MODEL_SHORT)
-event = st.plotly_chart(fig, key="rs_tsne", on_select="rerun", selection_mode=("points", "box", "lasso"))
-st.caption("The maps are an approximation: t-SNE keeps neighbours together but distorts distances, and "
-           "the background is a vote of nearby points, not the model's exact boundary. Click or lasso "
-           "points to see their images.")
+stored = st.session_state.get(PICK_KEY) or {}
+pick = stored.get("pick") if stored.get("run") == run_id else None
+fig = plots.tsne_panels(panels, data.classes, hover=hover, titles=MODEL_SHORT,
+                        selected=pick.indices if pick else None)
 
-points = []
-selection = getattr(event, "selection", None) or {}
-for point in (selection.get("points", []) if isinstance(selection, dict) else getattr(selection, "points", [])):
-    value = point.get("customdata")
-    if isinstance(value, list):
-        value = value[0] if value else None
-    if value is not None:
-        points.append(int(value))
-if points:
-    chosen = np.array(sorted(set(points)))[:48]
-    st.markdown(f"**{len(set(points))} selected image(s)**" + (" (first 48 shown)" if len(set(points)) > 48 else ""))
+
+def _on_map_select(run: str, owners: list) -> None:
+    """A click, box or lasso on the map: remember its images (the chart forgets them when the
+    figure changes to show the highlight)."""
+    new = map_selection.pick_from_event(st.session_state.get("rs_tsne"), owners)
+    st.session_state[PICK_KEY] = {"run": run, "pick": new} if new else None
+
+
+st.plotly_chart(fig, key="rs_tsne", on_select=functools.partial(_on_map_select, run_id, plots.trace_panels(fig, list(panels))),
+                selection_mode=("points", "box", "lasso"))
+st.caption("**Click a point** to select it, or pick **Lasso Select** in the chart's toolbar (top right) and draw "
+           "around points; the same images light up in all three panels, and their pictures and predictions "
+           "appear below. The maps are an approximation: t-SNE keeps neighbours together but distorts "
+           "distances, and the background is a vote of nearby points, not the model's exact boundary.")
+
+
+def _forget_on_forget_page(text: str, how: str) -> None:
+    """Make ``text`` the session's forget criteria (on the run's data set) and open the Forget set page."""
+    if state.selection().dataset != record.dataset:
+        if record.dataset in BUILTIN_SETS:
+            state.select_builtin(record.dataset)
+        else:
+            state.set_dataset(record.dataset, dataset_name(record.dataset))
+    state.set_criteria(text)
+    state.flash(f"Forget set drawn on the Results map ({how}): `{text if len(text) < 200 else text[:200] + '…'}`. "
+                "Check the counts below, then go on to Unlearn.", "success")
+    st.switch_page(widgets.FORGET.path)
+
+
+if pick:
+    chosen = np.array(pick.indices)[:48]
+    st.markdown(f"**{len(pick)} selected image(s)**, highlighted in every panel"
+                + (" (first 48 shown)" if len(pick) > 48 else ""))
     chosen_meta = data.metadata.iloc[chosen]
     st.plotly_chart(plots.image_grid(
         data.images[chosen].numpy(), hover=plots.hover_text(chosen_meta, data.classes, data.units),
         captions=[data.classes[int(i)] for i in chosen_meta["label"]], columns=12, tile_px=72),
         key="rs_selected_images")
-    predictions = {f"{MODEL_SHORT.get(name, name)} predicts": [
-        data.classes[int(by_index[i])] if i in by_index else "–" for i in chosen.tolist()]
-        for name, by_index in ((name, dict(zip(p.indices.tolist(), p.predicted.tolist())))
-                               for name, p in panels.items())}
-    st.dataframe(chosen_meta.assign(label=[data.classes[int(i)] for i in chosen_meta["label"]], **predictions),
+    st.dataframe(map_selection.prediction_table(data.metadata, chosen, panels, data.classes,
+                                                forget_rows=first.indices[np.asarray(first.is_forget, dtype=bool)]),
                  hide_index=True, width="stretch")
+    st.button("Clear the selection", key="rs_clear_pick", icon=":material/deselect:",
+              on_click=lambda: st.session_state.pop(PICK_KEY, None))
+
+    # --- a forget set drawn on the map -------------------------------------------------------------
+    st.markdown("##### Forget these images?")
+    if pick.panel != "original":
+        st.info("To turn a selection into a forget set, draw it on the **Original** panel: the map of the model "
+                "in use today.", icon=":material/info:")
+    else:
+        proposal = map_selection.criterion_for(data.metadata, first.indices, pick.indices, data.classes)
+        picked_train = int((data.metadata["split"].iloc[list(pick.indices)] == "train").sum())
+        if proposal.kind == map_selection.EXACT:
+            counts = map_selection.forget_counts(proposal.criteria, data.metadata, data.classes)
+            st.markdown(f"Among the {proposal.shown} test images on the map, this condition picks exactly the "
+                        f"{proposal.picked} you selected:")
+            st.code(proposal.text, language=None, wrap_lines=True)
+            st.markdown(f"As a forget set it is a rule for every image: it picks **{counts['train']} training images** "
+                        f"(the model forgets these) and {counts['test']} test images (to check the forgetting).")
+            if st.button("Forget these images", key="rs_forget_pick", type="primary", icon=":material/filter_alt:"):
+                _forget_on_forget_page(proposal.text, "a condition that picks exactly the selection")
+        elif picked_train and proposal.fits_text_limit:
+            st.markdown("No simple condition on the metadata picks exactly these images, so the forget set lists "
+                        f"them by id; {picked_train} of them are training images, which the model will forget:")
+            st.code(proposal.text, language=None, wrap_lines=True)
+            if st.button("Forget these images", key="rs_forget_pick", type="primary", icon=":material/filter_alt:"):
+                _forget_on_forget_page(proposal.text, "the selected images by id")
+        else:
+            st.info(f"No simple condition on the metadata picks exactly these {proposal.picked} images among the "
+                    f"{proposal.shown} on the map. They are test images (the map shows held-out images) and a "
+                    "forget set is made of training images, so a list of their ids would forget nothing.",
+                    icon=":material/info:")
+            closest = map_selection.closest_criterion(data.metadata, first.indices, pick.indices, data.classes)
+            if closest is not None:
+                counts = map_selection.forget_counts(closest.criteria, data.metadata, data.classes)
+                st.markdown(f"The closest condition picks {closest.matched} of your {closest.picked} images and "
+                            f"{closest.others} other(s) on the map; as a forget set it picks **{counts['train']} "
+                            "training images**:")
+                st.code(closest.text, language=None, wrap_lines=True)
+                if st.button("Forget with the closest condition", key="rs_forget_closest",
+                             icon=":material/filter_alt:"):
+                    _forget_on_forget_page(closest.text, "the condition closest to the selection")
+            else:
+                st.caption("Draw around a group that shares a class or a metadata value (for example the stars "
+                           "of one class) to get a condition.")
 
 widgets.next_step(widgets.COMPOSE, "optionally blend runs to trade forgetting against accuracy, or go to "
                   "**Runs** to download the model and a report.")

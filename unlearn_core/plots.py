@@ -531,6 +531,7 @@ def tsne_panels(
     hover: Mapping[int, str] | None = None,
     titles: Mapping[str, str] | None = None,
     height: int = 460,
+    selected: Sequence[int] | None = None,
 ) -> go.Figure:
     """Side-by-side 2-D maps of the same test images under each model.
 
@@ -540,10 +541,19 @@ def tsne_panels(
     in the *true* class's colour (on a larger marker) marks a misclassified image; the background shows the class a
     k-NN vote over the model's predictions gives each place (an approximation of the model's
     decision regions in 2-D). ``hover`` maps an image's row index to its hover text; each
-    point's ``customdata`` is that row index (for selections).
+    point's ``customdata`` is that row index (for selections; :func:`trace_panels` tells
+    which panel a selected point's trace is in).
+
+    ``selected`` (row indices) are highlighted in *every* panel and the other points dimmed,
+    so a selection made on one panel shows where the same images lie under the other models.
+
+    Clicking a point selects it: the layout keeps a drag mode other than lasso/box (Streamlit
+    turns click-selection off while the lasso or box tool is active); the lasso is one click
+    away in the chart's toolbar.
     """
     names = list(panels)
     k = len(classes)
+    chosen = None if selected is None or len(selected) == 0 else np.unique(np.asarray(selected, dtype=np.int64))
     scale, outline_scale = [], []
     for c in range(k):
         scale += [[c / k, _light(class_color(c))], [(c + 1) / k, _light(class_color(c))]]
@@ -586,10 +596,13 @@ def tsne_panels(
                                     cmax=k - 0.5, width=1.5)
                     else:
                         line = dict(color="white", width=0.8 if is_forget else 0.4)
+                    highlight = {} if chosen is None else dict(
+                        selectedpoints=linked_points(indices[sel], chosen),
+                        selected=dict(marker=dict(opacity=1.0)), unselected=dict(marker=dict(opacity=0.15)))
                     traces.append(go.Scatter(
                         x=coords[sel, 0], y=coords[sel, 1], mode="markers", xaxis=xref, yaxis=yref,
                         name=str(classes[cls]), legendgroup=f"class{cls}", showlegend=False,
-                        customdata=indices[sel],
+                        customdata=indices[sel], **highlight,
                         hovertext=texts, hoverinfo="text" if texts is not None else "x+y",
                         marker=dict(symbol="star" if is_forget else "circle", size=(19 if is_wrong else 14) if is_forget else (8 if is_wrong else 7),
                                     color=class_color(cls), line=line),
@@ -604,9 +617,26 @@ def tsne_panels(
     for symbol, label in (("star", "forget image"), ("circle", "kept image")):
         traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=label, legendgroup=symbol,
                                  marker=dict(symbol=symbol, size=11, color="#555")))
-    return _figure(traces, "", height, plot_bgcolor="white", dragmode="lasso", clickmode="event+select",
+    # "zoom", not "lasso": Streamlit switches click-selection off while the lasso/box tool is on
+    return _figure(traces, "", height, plot_bgcolor="white", dragmode="zoom", clickmode="event+select",
                    legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
                    margin=dict(l=10, r=10, t=30, b=10), annotations=annotations, **layout_axes)
+
+
+def trace_panels(fig: go.Figure, names: Sequence[str]) -> list[str | None]:
+    """The panel name of each trace of a :func:`tsne_panels` figure (by its x axis: ``x``,
+    ``x2``, ...), so a selection event's ``curve_number`` tells where it was drawn."""
+    found = []
+    for trace in fig.data:
+        axis = getattr(trace, "xaxis", None) or "x"
+        position = int(axis[1:] or 1) - 1
+        found.append(names[position] if 0 <= position < len(names) else None)
+    return found
+
+
+def linked_points(trace_rows: np.ndarray, selected: np.ndarray) -> list[int]:
+    """Positions within one trace whose image row is selected (plotly's ``selectedpoints``)."""
+    return np.flatnonzero(np.isin(np.asarray(trace_rows), selected)).tolist()
 
 
 def tradeoff(candidates: Sequence[Mapping], original: Mapping | None = None, retrain: Mapping | None = None,
