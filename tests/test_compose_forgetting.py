@@ -1,5 +1,6 @@
 """Composition keeps what its inputs forgot (issue 10, item 7): a candidate that forgets less
-than every input is flagged, and never saved silently as "closest to retrain"."""
+than every input is flagged, and never saved silently as "closest to retrain" (since issue 15,
+nothing is saved silently at all: see test_compose_defaults.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from unlearn_core.compose import FORGET_TOLERANCE, forgetting_lost
-from unlearn_core.runs.workflows import choose
+from unlearn_core.runs.workflows import choose, suggest
 
 INPUTS = [{"forget_train_acc": 0.05, "forget_test_acc": 0.10}, {"forget_train_acc": 0.30, "forget_test_acc": 0.20}]
 
@@ -36,13 +37,17 @@ def _summary(label, distance, lost=False, forget=0.1, remain=0.9):
             "metrics": {"forget_test_acc": forget, "remain_test_acc": remain}}
 
 
-def test_the_automatic_choice_skips_flagged_candidates():
+def test_nothing_is_chosen_without_a_name_and_the_suggestion_skips_flagged_candidates():
     summaries = [_summary("α=0", 0.01, lost=True), _summary("α=1", 0.20)]
-    assert choose(summaries, None)["label"] == "α=1"  # not the closer one: it undid forgetting
-    no_retrain = [_summary("a", None, lost=True, forget=0.0, remain=1.0), _summary("b", None, forget=0.5)]
-    assert choose(no_retrain, None)["label"] == "b"
-    assert choose([_summary("α=0", 0.01, lost=True)], None) is None  # nothing is saved
+    assert choose(summaries, None) is None  # no automatic save
     assert choose(summaries, "α=0")["label"] == "α=0"  # asked for by name: saved
+    label, why = suggest(summaries)
+    assert label == "α=1" and "closest to the retrained model" in why  # not the closer one: it undid forgetting
+    no_retrain = [_summary("a", None, lost=True, forget=0.0, remain=1.0), _summary("b", None, forget=0.5)]
+    assert suggest(no_retrain) is None  # without a retrained model nothing is called "closest" to it
+    assert suggest([_summary("α=0", 0.01, lost=True)]) is None
+    beaten = [{**_summary("α=0.5", 0.05), "beaten_by": "run-a"}, _summary("α=1", 0.20)]
+    assert suggest(beaten)[0] == "α=1"
 
 
 # ---------------------------------------------------------------------- the workflow
@@ -97,7 +102,7 @@ def test_composition_that_undoes_forgetting_saves_nothing(digits_setup):
         export_bytes(ws, summary["run_id"], "weights")
 
 
-def test_composition_saves_the_best_candidate_that_keeps_forgetting(digits_setup):
+def test_composition_saves_the_candidate_asked_for(digits_setup):
     from unlearn_core.runs import workflows
     from unlearn_core.runs.registry import WEIGHTS_NAME
     from unlearn_core.runs.requests import ComposeRequest
@@ -105,10 +110,10 @@ def test_composition_saves_the_best_candidate_that_keeps_forgetting(digits_setup
 
     ws, run_id = digits_setup
     summary = workflows.compose(ComposeRequest(runs=(run_id,), strategy="task_sum", scales=(0.0, 1.0),
-                                               recalibrate=False), ws)
+                                               recalibrate=False, select="scale=1"), ws)
     result = RunResult.from_dict(summary["result"])
     flags = {c["label"]: c["forgetting_lost"] for c in result.candidates}
     assert sorted(flags.values()) == [False, True]
-    assert result.chosen is not None and not flags[result.chosen]
+    assert result.chosen == "scale=1" and not flags[result.chosen]
     assert result.unlearned["forget_train_acc"] == pytest.approx(0.0)
     assert ws.artifact_path(summary["run_id"], WEIGHTS_NAME).is_file()

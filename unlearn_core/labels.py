@@ -142,11 +142,12 @@ METRIC_DEFINITIONS: dict[str, str] = {
     ),
 }
 
-#: Why a composition saved no model (every candidate forgets less than its input runs).
-NOTHING_SAVED = ("No candidate was saved: every one forgets less than the runs it was made from (its "
-                 "forget accuracy is higher than all of theirs), so none is a fair \"closest to retrain\". "
-                 "Look at the candidates and save one by name if you still want it, or compose without "
-                 "recalibration (BatchNorm statistics can hold part of the forgetting).")
+#: Why a composition has no model of its own: it saves one only when the user picks a candidate.
+NOTHING_SAVED = ("No candidate is saved yet: a composition keeps every candidate and saves a model only when "
+                 "you pick one (on the Compose page, or `python -m unlearn_core save-candidate RUN LABEL`).")
+#: The dashboard's name for "no preset": the method's own defaults (the Unlearn page's picker and
+#: the report show the same words).
+NO_PRESET = "(the method's defaults)"
 
 
 def dataset_name(dataset: str) -> str:

@@ -623,6 +623,67 @@ def tsne_panels(
                    margin=dict(l=10, r=10, t=30, b=10), annotations=annotations, **layout_axes)
 
 
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and value != value
+
+
+#: Where a point's label may go, in the order tried (plotly ``textposition`` names).
+LABEL_PLACES = ("top center", "bottom center", "middle right", "middle left",
+                "top right", "top left", "bottom right", "bottom left")
+#: The trade-off chart's plotting area, label size and marker radius in pixels, for placing labels.
+_PLOT_PX, _CHAR_PX, _LINE_PX, _MARKER_PX = (620.0, 300.0), 7.0, 15.0, 8.0
+
+
+def _label_box(px: float, py: float, text: str, place: str) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) in pixels of ``text`` placed at ``place`` of the point (px, py)."""
+    w, h, m = _CHAR_PX * len(text), _LINE_PX, _MARKER_PX
+    vertical, horizontal = place.split()
+    if horizontal == "center":
+        left = px - w / 2
+    else:
+        left = px + m * (1 if vertical == "middle" else 0.5) if horizontal == "right" else \
+            px - w - m * (1 if vertical == "middle" else 0.5)
+    bottom = {"top": py + m, "bottom": py - m - h, "middle": py - h / 2}[vertical]
+    return left, bottom, left + w, bottom + h
+
+
+def _overlap(a, b) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _padded_range(values: Sequence[float], pad: float = 0.08) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    span = max(high - low, 0.05)
+    return low - pad * span, high + pad * span
+
+
+def place_labels(points: Sequence[tuple[float, float]], texts: Sequence[str],
+                 x_range: tuple[float, float], y_range: tuple[float, float]) -> list[str]:
+    """A ``textposition`` for each labelled point so that labels overlap neither each other nor
+    the markers (greedy, in the given order; the least overlapping place when none is free).
+
+    Why: sweep candidates sit close together and α = 0/1 coincide with the runs composed, so
+    fixed positions put labels on top of each other.
+    """
+    (x0, x1), (y0, y1) = x_range, y_range
+    width, height = _PLOT_PX
+    pixels = [((x - x0) / (x1 - x0) * width, (y - y0) / (y1 - y0) * height) for x, y in points]
+    m = _MARKER_PX
+    taken = [(px - m, py - m, px + m, py + m) for px, py in pixels]
+    places = []
+    for (px, py), text in zip(pixels, texts):
+        def cost(place: str) -> float:
+            box = _label_box(px, py, text, place)
+            outside = (max(0.0, -box[0]) + max(0.0, box[2] - width) + max(0.0, -box[1])
+                       + max(0.0, box[3] - height)) * _LINE_PX
+            return sum(_overlap(box, other) for other in taken) + outside
+
+        best = min(LABEL_PLACES, key=lambda place: (cost(place) > 0, cost(place), LABEL_PLACES.index(place)))
+        places.append(best)
+        taken.append(_label_box(px, py, text, best))
+    return places
+
+
 def trace_panels(fig: go.Figure, names: Sequence[str]) -> list[str | None]:
     """The panel name of each trace of a :func:`tsne_panels` figure (by its x axis: ``x``,
     ``x2``, ...), so a selection event's ``curve_number`` tells where it was drawn."""
@@ -642,40 +703,64 @@ def linked_points(trace_rows: np.ndarray, selected: np.ndarray) -> list[int]:
 def tradeoff(candidates: Sequence[Mapping], original: Mapping | None = None, retrain: Mapping | None = None,
              x: str = "remain_test_acc", y: str = "forget_test_acc",
              title: str = "Forgetting vs what is kept", highlight: str | None = None,
-             parents: Sequence[Mapping] = ()) -> go.Figure:
+             parents: Sequence[Mapping] = (), saved: Sequence[str] = ()) -> go.Figure:
     """Scatter of candidates (``{"label", "metrics"}``) with the original and retrain points,
     and the ``parents`` (the runs composed, same shape) so a user sees whether composing
     improved on them or undid their forgetting.
 
     x = remain test accuracy (higher is better), y = forget test accuracy (ideal: the retrain
-    model's). Candidates of a sweep are joined by a line in the given order; their labels
-    alternate above and below the points so neighbours do not overlap.
+    model's). Candidates of a sweep are joined by a line in the given order. The candidates
+    whose labels are in ``saved`` (or ``highlight``) are ringed. Labels are placed so they do
+    not overlap (:func:`place_labels`; the axes' ranges are fixed to match).
     """
-    fig = go.Figure()
+    saved = tuple(saved) + ((highlight,) if highlight is not None else ())
     xs = [c["metrics"].get(x) for c in candidates]
     ys = [c["metrics"].get(y) for c in candidates]
+    fixed = [(name, block, symbol) for name, block, symbol in
+             (("original", original, "square"), ("retrain", retrain, "diamond")) if block]
+    # every labelled point, references and parents first (fewer, and the ones to compare with)
+    labelled = ([(block.get(x), block.get(y), MODEL_SHORT[name]) for name, block, _ in fixed]
+                + [(p["metrics"].get(x), p["metrics"].get(y), p["label"]) for p in parents]
+                + [(cx, cy, c["label"]) for c, cx, cy in zip(candidates, xs, ys)])
+    known = [(px, py, t) for px, py, t in labelled if px is not None and py is not None
+             and not (_is_nan(px) or _is_nan(py))]
+    x_range = _padded_range([p[0] for p in known] or [0.0, 1.0], 0.15)
+    y_range = _padded_range([p[1] for p in known] or [0.0, 1.0], 0.15)
+    places = dict(zip(range(len(known)), place_labels([(p[0], p[1]) for p in known], [p[2] for p in known],
+                                                      x_range, y_range)))
+    place_of, number = [], 0
+    for px, py, _ in labelled:
+        if px is not None and py is not None and not (_is_nan(px) or _is_nan(py)):
+            place_of.append(places[number])
+            number += 1
+        else:
+            place_of.append("top center")
+    n_fixed, n_parents = len(fixed), len(parents)
+    fig = go.Figure()
     fig.add_scatter(x=xs, y=ys, mode="lines+markers+text", text=[c["label"] for c in candidates],
-                    textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(candidates))],
+                    textposition=place_of[n_fixed + n_parents:],
                     name="candidates", marker=dict(size=10, color=FORGET_COLOR),
                     line=dict(color=FORGET_LIGHT),
                     hovertemplate="%{text}<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
-    if highlight is not None:
-        for c, cx, cy in zip(candidates, xs, ys):
-            if c["label"] == highlight:
-                fig.add_scatter(x=[cx], y=[cy], mode="markers", name="saved", hoverinfo="skip",
-                                marker=dict(size=22, symbol="circle-open", color=FORGET_COLOR, line=dict(width=3)))
+    ringed = [(cx, cy) for c, cx, cy in zip(candidates, xs, ys) if c["label"] in saved]
+    if ringed:
+        fig.add_scatter(x=[p[0] for p in ringed], y=[p[1] for p in ringed], mode="markers", name="saved",
+                        hoverinfo="skip",
+                        marker=dict(size=22, symbol="circle-open", color=FORGET_COLOR, line=dict(width=3)))
     if parents:
         fig.add_scatter(x=[p["metrics"].get(x) for p in parents], y=[p["metrics"].get(y) for p in parents],
-                        mode="markers+text", text=[p["label"] for p in parents], textposition="middle right",
+                        mode="markers+text", text=[p["label"] for p in parents],
+                        textposition=place_of[n_fixed:n_fixed + n_parents],
                         name="runs composed", marker=dict(size=13, symbol="triangle-up", color="#555"),
                         hovertemplate="%{text}<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
-    for name, block, symbol in (("original", original, "square"), ("retrain", retrain, "diamond")):
-        if block:
-            shown = MODEL_SHORT[name]
-            fig.add_scatter(x=[block.get(x)], y=[block.get(y)], mode="markers+text", text=[shown],
-                            textposition="bottom center", name=shown,
-                            marker=dict(size=14, symbol=symbol, color=MODEL_COLORS[name]),
-                            hovertemplate=shown + "<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
-    fig.update_layout(xaxis=dict(title="remain test accuracy (higher is better)", tickformat=".1%"),
-                      yaxis=dict(title="forget test accuracy (closer to retrain is better)", tickformat=".0%"))
+    for number, (name, block, symbol) in enumerate(fixed):
+        shown = MODEL_SHORT[name]
+        fig.add_scatter(x=[block.get(x)], y=[block.get(y)], mode="markers+text", text=[shown],
+                        textposition=place_of[number], name=shown,
+                        marker=dict(size=14, symbol=symbol, color=MODEL_COLORS[name]),
+                        hovertemplate=shown + "<br>remain %{x:.1%} · forget %{y:.1%}<extra></extra>")
+    fig.update_layout(xaxis=dict(title="remain test accuracy (higher is better)", tickformat=".1%",
+                                 range=list(x_range)),
+                      yaxis=dict(title="forget test accuracy (closer to retrain is better)", tickformat=".0%",
+                                 range=list(y_range)))
     return _layout(fig, title, 420)

@@ -292,7 +292,15 @@ class TrainRequest(_Request):
 
 @dataclass(frozen=True)
 class ComposeRequest(_Request):
-    """Merge recorded runs into candidate models, score them, and save one (``select``)."""
+    """Merge recorded runs into candidate models and score them; save one only when asked.
+
+    Without ``select`` the run keeps every candidate's weights as its own artifacts and saves
+    none as its model: the user picks one afterwards (:class:`SaveCandidateRequest`, no
+    recomputation). ``select`` saves that candidate as this run's model in one go.
+    ``recalibrate`` is off by default so that an interpolation's α = 0 and α = 1 are exactly
+    the input runs (re-estimating BatchNorm statistics on kept images can undo forgetting
+    that a method such as PSG keeps in them).
+    """
 
     runs: tuple[str, ...]
     strategy: str = "interpolate"
@@ -301,7 +309,7 @@ class ComposeRequest(_Request):
     blocks: dict[str, int] = field(default_factory=dict)
     repair_epochs: int = 0
     repair_head_only: bool = False
-    recalibrate: bool = True
+    recalibrate: bool = False
     select: str | None = None
     seed: int = 0
     label: str = ""
@@ -321,8 +329,8 @@ class ComposeRequest(_Request):
             argv += ["--repair-epochs", str(self.repair_epochs)]
         if self.repair_head_only:
             argv.append("--repair-head-only")
-        if not self.recalibrate:
-            argv.append("--no-recalibrate")
+        if self.recalibrate:
+            argv.append("--recalibrate")
         if self.select is not None:
             argv += ["--select", self.select]
         return argv + _seed_device_label(self.seed, "auto", self.label)
@@ -339,9 +347,14 @@ class ComposeRequest(_Request):
                             help="blockwise: which run (0-based) each block comes from, e.g. head=1")
         parser.add_argument("--repair-epochs", type=int, default=0, help="Adam fine-tuning epochs on D_r afterwards")
         parser.add_argument("--repair-head-only", action="store_true", help="repair only the classifier head")
-        parser.add_argument("--no-recalibrate", action="store_true", help="keep BatchNorm statistics as merged")
-        parser.add_argument("--select", default=None,
-                            help="label of the candidate to save (default: closest to retrain, else best R − F)")
+        parser.add_argument("--recalibrate", action="store_true",
+                            help="re-estimate BatchNorm statistics on the kept training images (off by default: "
+                                 "it can undo forgetting kept in those statistics, e.g. PSG's)")
+        parser.add_argument("--no-recalibrate", action="store_true",
+                            help="keep BatchNorm statistics as merged (the default; kept for old commands)")
+        parser.add_argument("--select", default=None, metavar="LABEL",
+                            help="label of the candidate to save as this run's model (default: save none; "
+                                 "every candidate is kept and `save-candidate` saves one later)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--label", default="", help="a name for the saved composition run")
 
@@ -351,7 +364,8 @@ class ComposeRequest(_Request):
                    alphas=tuple(args.alpha) if args.alpha else None,
                    scales=tuple(args.scale) if args.scale else None, blocks=parse_blocks(args.blocks),
                    repair_epochs=args.repair_epochs, repair_head_only=args.repair_head_only,
-                   recalibrate=not args.no_recalibrate, select=args.select, seed=args.seed, label=args.label)
+                   recalibrate=bool(args.recalibrate) and not args.no_recalibrate, select=args.select,
+                   seed=args.seed, label=args.label)
 
     def with_select(self, label: str) -> ComposeRequest:
         """The same composition, saving candidate ``label`` instead."""
@@ -359,6 +373,36 @@ class ComposeRequest(_Request):
 
     def record_fields(self) -> dict[str, Any]:
         return {"method": self.strategy, "seed": self.seed, "label": self.label, "parents": list(self.runs)}
+
+
+@dataclass(frozen=True)
+class SaveCandidateRequest(_Request):
+    """Save candidate ``candidate`` (its label) of finished composition ``run`` as a new run.
+
+    The composition kept every candidate's weights, so this copies the one picked (no
+    recomputation) into a new ``compose`` run whose command is the composition's with
+    ``--select``, which rebuilds the same model from scratch.
+    """
+
+    run: str
+    candidate: str
+    label: str = ""
+
+    command: ClassVar[str] = "save-candidate"
+    kind: ClassVar[str] = "compose"
+
+    def to_argv(self) -> list[str]:
+        return [self.command, self.run, self.candidate] + (["--label", self.label] if self.label else [])
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run", metavar="RUN_ID", help="a finished composition run")
+        parser.add_argument("candidate", metavar="LABEL", help="the candidate's label, e.g. 'α=0.5'")
+        parser.add_argument("--label", default="", help="a name for the saved run")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SaveCandidateRequest:
+        return cls(run=args.run, candidate=args.candidate, label=args.label)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING, Any
 from unlearn_core.errors import UserError
 from unlearn_core.runs import artifacts
 from unlearn_core.runs.jobs import RunContext, command_run
-from unlearn_core.runs.registry import RunRecord, Workspace, cli_command, recipe_hash
-from unlearn_core.runs.requests import ComposeRequest, DemoModelsRequest, TrainRequest, UnlearnRequest
+from unlearn_core.runs.registry import RunRecord, Workspace, cli_command, command_argv, recipe_hash
+from unlearn_core.runs.requests import (
+    ComposeRequest,
+    DemoModelsRequest,
+    SaveCandidateRequest,
+    TrainRequest,
+    UnlearnRequest,
+)
 from unlearn_core.runs.result import Comparison, RunResult, Timing
 
 if TYPE_CHECKING:
@@ -112,6 +118,16 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
                 recipe = None
         retrain_model = retrain_seconds = None
         retrain_run: dict[str, Any] | None = None
+        if context is not None:  # one bar over the whole run, its stages planned like the page's estimate
+            from unlearn_core.progress import OverallReporter
+
+            try:
+                estimate = unlearn_estimate(context.workspace, request, data, model, recipe)
+            except Exception as error:  # noqa: BLE001 - an estimate must never cost the run
+                context.log(f"no time estimate: {type(error).__name__}: {error}")
+            else:
+                context.log(f"estimate: {estimate.text()}")
+                on_progress = OverallReporter(on_progress, estimate.stages())
         if request.retrain and context is not None:
             retrain_model, retrain_seconds, retrain_run = _reuse_or_train_retrain(
                 context.workspace, data, model, request, on_progress, should_stop, recipe)
@@ -142,6 +158,60 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
     return summary
 
 
+def unlearn_estimate(workspace: Workspace, request: UnlearnRequest, data: ImageSet, model: Classifier,
+                     recipe: OriginalRecipe | None = None, split=None, stop_seconds: float | None = None):
+    """How long ``request`` will take, stage by stage (:class:`~unlearn_core.run_estimate.RunEstimate`).
+
+    The same plan the run follows: the retrain reference only when it will be trained (not
+    reused), the stop estimate when the method stops automatically, unlearning, scoring.
+    Rates come from the workspace's recorded runs. ``split`` saves re-splitting when the caller
+    has it; ``stop_seconds`` is the stop estimate's own time when it was measured already.
+    """
+    from unlearn_core.methods.base import get_method
+    from unlearn_core.pipeline import original_recipe, retrain_recipe
+    from unlearn_core.run_estimate import RunPlan, estimate_run
+
+    split = split if split is not None else artifacts.criteria_split(data, request.forget)
+    method = get_method(request.method)
+    overrides = {"seed": request.seed, "device": request.device, **dict(request.overrides)}
+    config = method.make_config(overrides, preset=request.preset)
+    retrain_images, reused = 0, False
+    if request.retrain:
+        try:
+            recipe = recipe or original_recipe(data.name, request.weights, request.recipe)
+            found = _recorded_reference(workspace, data, model, request, recipe)[1]
+        except UserError:  # no recipe yet: the page asks for it; count the demo-sized training
+            recipe, found = None, None
+        if found is not None:
+            reused = True
+        else:
+            epochs = (retrain_recipe(data, model, request.seed, request.device, recipe.recipe).epochs
+                      if recipe is not None else 8)
+            retrain_images = epochs * len(split.remain_train)
+    sizes = split.sizes()
+    plan = RunPlan(dataset=request.dataset, method=request.method,
+                   image_pixels=data.channels * data.image_size * data.image_size,
+                   forget_images=sizes["forget_train"], remain_images=sizes["remain_train"],
+                   scored_images=sum(sizes.values()), retrain_images=retrain_images, retrain_reused=reused,
+                   stop_target=getattr(config, "stop_at", None) == "auto",
+                   models_scored=3 if request.retrain else 2, method_title=method.title)
+    return estimate_run(plan, workspace.list_runs(), stop_seconds=stop_seconds)
+
+
+def _recorded_reference(workspace: Workspace, data: ImageSet, model: Classifier, request: UnlearnRequest,
+                        recipe: OriginalRecipe) -> tuple[Any, RunRecord | None]:
+    """The retrain config for ``request`` and a recorded reference made the same way (or None)."""
+    from unlearn_core.data.criteria import ForgetCriteria
+    from unlearn_core.pipeline import retrain_recipe
+
+    criteria = ForgetCriteria.parse(request.forget)
+    config = retrain_recipe(data, model, request.seed, request.device, recipe.recipe)
+    found = workspace.find_reusable("retrain", dataset_fingerprint=data.fingerprint(),
+                                    criteria_text=criteria.to_text(), seed=request.seed,
+                                    recipe_hash=recipe_hash(config.recipe_key()))
+    return config, found
+
+
 def _reuse_or_train_retrain(workspace: Workspace, data: ImageSet, model: Classifier, request: UnlearnRequest,
                             on_progress, should_stop,
                             recipe: OriginalRecipe) -> tuple[Classifier, float | None, dict[str, Any]]:
@@ -154,13 +224,11 @@ def _reuse_or_train_retrain(workspace: Workspace, data: ImageSet, model: Classif
     from unlearn_core.evaluate import evaluate_model
     from unlearn_core.models.architectures import build_model
     from unlearn_core.models.weights import load_state_into, state_hash
-    from unlearn_core.pipeline import retrain_recipe, train_retrain
+    from unlearn_core.pipeline import train_retrain
 
     criteria = ForgetCriteria.parse(request.forget)
-    config = retrain_recipe(data, model, request.seed, request.device, recipe.recipe)
+    config, found = _recorded_reference(workspace, data, model, request, recipe)
     key = recipe_hash(config.recipe_key())
-    found = workspace.find_reusable("retrain", dataset_fingerprint=data.fingerprint(),
-                                    criteria_text=criteria.to_text(), seed=request.seed, recipe_hash=key)
     if found is not None:
         retrained = load_state_into(build_model(model.spec), workspace.load_weights(found.id)).eval()
         return retrained, RunResult.of(found).timing.retrain, {"id": found.id, "reused": True}
@@ -239,8 +307,15 @@ def train(request: TrainRequest, workspace: Workspace | None = None, run_id: str
 # ---------------------------------------------------------------------- compose
 
 def compose(request: ComposeRequest, workspace: Workspace, run_id: str | None = None) -> dict:
-    """Load the runs, build and score the candidates, save the chosen one as this run."""
-    from unlearn_core.compose import CompositionConfig, compose_candidates, union_split
+    """Load the runs, build and score the candidates, keep each one's weights; save one if asked.
+
+    Every candidate's weights become an artifact of this run (``candidate-N.safetensors``,
+    named in its summary as ``weights``), so picking one later (:func:`save_candidate`) copies
+    it instead of composing again. A model is saved as this run's own only for
+    ``request.select``; otherwise nothing is chosen. Each candidate is also compared with the
+    runs composed (``beaten_by`` / ``same_as``, see :func:`unlearn_core.compose.compare_with_parents`).
+    """
+    from unlearn_core.compose import CompositionConfig, compare_with_parents, compose_candidates, union_split
     from unlearn_core.evaluate import compare_blocks, evaluate_model
 
     config = CompositionConfig(
@@ -277,26 +352,35 @@ def compose(request: ComposeRequest, workspace: Workspace, run_id: str | None = 
             forget_splits=None if same_criteria else splits, base_hashes=[r.base_model_hash for r in records],
             names=list(request.runs))
         original_block = evaluate_model(original, data, split, seed=config.seed)
+        # the inputs' own scores are on the same sets only when they forgot the same images
+        parent_blocks = {r.id: RunResult.of(r).unlearned for r in records} if same_criteria else {}
+        parent_blocks = {name: block for name, block in parent_blocks.items() if block}
+        metadata = artifacts.model_metadata  # the same header as any run's model file
+        recipe = artifacts.recorded_run_recipe(workspace, first.id)
+        criteria_text = " | ".join(r.criteria_text for r in records)
         summaries = []
-        for candidate in candidates:
+        for number, candidate in enumerate(candidates):
             summary = candidate.summary()
             summary.update(compare_blocks(original_block, candidate.metrics, retrain_block))
+            summary.update(compare_with_parents(candidate.metrics, parent_blocks, retrain_block))
+            summary["weights"] = candidate_file(number)
+            workspace.save_weights(context.run_id, candidate.model.state_dict(), metadata(
+                candidate.model, first.dataset_fingerprint, first.base_model_hash, f"compose:{config.strategy}",
+                criteria_text, recipe), name=summary["weights"])
             summaries.append(summary)
         chosen = choose(summaries, request.select)
         blocks = {"original": original_block}
-        if chosen is not None:  # None: every candidate forgets less than its inputs; nothing is saved
+        if chosen is not None:  # only a candidate asked for by name is saved as this run's model
             model = next(c.model for c in candidates if c.label == chosen["label"])
-            workspace.save_weights(context.run_id, model.state_dict(), artifacts.model_metadata(
+            workspace.save_weights(context.run_id, model.state_dict(), metadata(
                 model, first.dataset_fingerprint, first.base_model_hash, f"compose:{config.strategy}",
-                " | ".join(r.criteria_text for r in records), artifacts.recorded_run_recipe(workspace, first.id)))
+                criteria_text, recipe))
             blocks["unlearned"] = chosen["metrics"]
         if retrain_block is not None:
             blocks["retrain"] = retrain_block
         result = RunResult(
             blocks=blocks, sizes=split.sizes(), candidates=summaries, chosen=chosen["label"] if chosen else None,
-            comparison=Comparison(**{k: (chosen or {}).get(k) for k in ("distance_to_retrain",
-                                                                        "original_distance_to_retrain",
-                                                                        "avg_gap", "collapsed")}),
+            comparison=_comparison(chosen or {}),
             criteria_description=" | ".join(dict.fromkeys(
                 RunResult.of(r).criteria_description or r.criteria_text for r in records)))
         context.finish(metrics=result.to_dict())
@@ -305,21 +389,89 @@ def compose(request: ComposeRequest, workspace: Workspace, run_id: str | None = 
                 "result": result.to_dict()}
 
 
-def choose(summaries: list[dict], select: str | None) -> dict | None:
-    """The candidate to save: ``select``, else the closest to retrain, else the best R − F.
+def candidate_file(number: int) -> str:
+    """The artifact name of a composition's candidate ``number`` (0-based)."""
+    return f"candidate-{number}.safetensors"
 
-    The automatic choice skips candidates flagged ``forgetting_lost`` (they forget less than
-    every input run); when every candidate is flagged it returns ``None`` and nothing is saved,
-    so a model that undid forgetting is only ever saved by name (``select``).
+
+def _comparison(summary: dict) -> Comparison:
+    return Comparison(**{k: summary.get(k) for k in ("distance_to_retrain", "original_distance_to_retrain",
+                                                      "avg_gap", "collapsed")})
+
+
+def choose(summaries: list[dict], select: str | None) -> dict | None:
+    """The candidate named ``select``, else ``None``: a composition saves a model only when asked.
+
+    Why no automatic choice: an automatic "closest to the retrained model" pick was saved
+    without the user seeing it, and was not always what its name said (see :func:`suggest`).
     """
-    if select is not None:
-        for summary in summaries:
-            if summary["label"] == select:
-                return summary
-        raise UserError(f"No candidate {select!r}; candidates: {', '.join(s['label'] for s in summaries)}.")
-    summaries = [s for s in summaries if not s.get("forgetting_lost")]
-    if not summaries:
+    if select is None:
         return None
-    if all(s.get("distance_to_retrain") is not None for s in summaries):
-        return min(summaries, key=lambda s: s["distance_to_retrain"])
-    return max(summaries, key=lambda s: s["metrics"]["remain_test_acc"] - s["metrics"]["forget_test_acc"])
+    for summary in summaries:
+        if summary["label"] == select:
+            return summary
+    raise UserError(f"No candidate {select!r}; candidates: {', '.join(s['label'] for s in summaries)}.")
+
+
+def suggest(summaries: list[dict]) -> tuple[str, str] | None:
+    """A candidate to preselect and why, in words, or ``None``: nothing is saved by it.
+
+    The one closest to the retrained model among those that keep their inputs' forgetting
+    (``forgetting_lost`` unset) and are not worse than an input run; without a retrained model,
+    none (no honest single score), and none when every candidate is flagged.
+    """
+    fair = [s for s in summaries if not s.get("forgetting_lost") and not s.get("beaten_by")]
+    if not fair or not all(s.get("distance_to_retrain") is not None for s in fair):
+        return None
+    best = min(fair, key=lambda s: s["distance_to_retrain"])
+    return best["label"], (f"closest to the retrained model (distance {best['distance_to_retrain']:.3f}) among "
+                           "the candidates that keep their inputs' forgetting and are not worse than an input run")
+
+
+def save_candidate(request: SaveCandidateRequest, workspace: Workspace) -> dict:
+    """Save a composition's candidate as a new run from the weights the composition kept.
+
+    Nothing is recomputed: the candidate's file is copied (its content hash checked) and its
+    recorded scores become the new run's. The new run's command is the composition's with
+    ``--select``, which rebuilds the same model; its parents are the composition's inputs and
+    the composition itself. Saving the same candidate twice returns the run saved first.
+    """
+    record = workspace.get(request.run)
+    if record.kind != "compose" or record.status != "done":
+        raise UserError(f"Run {record.id} is a {record.status} {record.kind} run; save candidates of a finished "
+                        "composition.")
+    result = RunResult.of(record)
+    summary = next((c for c in result.candidates if c.get("label") == request.candidate), None)
+    if summary is None:
+        raise UserError(f"Composition {record.id} has no candidate {request.candidate!r}; candidates: "
+                        f"{', '.join(c.get('label', '?') for c in result.candidates) or 'none'}.")
+    compose_request = ComposeRequest.from_argv(command_argv(record.command)).with_select(request.candidate)
+    name = summary.get("weights")
+    if not name or not workspace.artifact_path(record.id, name).is_file():
+        raise UserError(f"Composition {record.id} did not keep the weights of {request.candidate!r} (it was "
+                        "made by an older version, or its files were removed); build it again with "
+                        f"`{compose_request.command_text}`.")
+    for other in workspace.list_runs(kind="compose", status="done"):
+        if record.id in other.parents and RunResult.of(other).chosen == request.candidate:
+            return {"run_id": other.id, "composition": record.id, "candidate": request.candidate, "new": False,
+                    "result": RunResult.of(other).to_dict()}
+    state, metadata = workspace.load_weights(record.id, name), workspace.weights_metadata(record.id, name)
+    saved = RunResult(
+        blocks={**{k: v for k, v in result.blocks.items() if k != "unlearned"}, "unlearned": summary["metrics"]},
+        comparison=_comparison(summary), sizes=result.sizes, criteria_description=result.criteria_description,
+        candidates=result.candidates, chosen=request.candidate)
+    new = workspace.create_run(
+        "compose", status="running", dataset=record.dataset, dataset_fingerprint=record.dataset_fingerprint,
+        base_model_hash=record.base_model_hash, base_weights=record.base_weights, base_arch=record.base_arch,
+        retrain_run=record.retrain_run, criteria_text=record.criteria_text, criteria=record.criteria,
+        method=record.method, config=record.config, seed=record.seed, device=record.device,
+        label=request.label or f"{record.label or 'composition ' + record.id} · {request.candidate}",
+        command=cli_command(compose_request.to_argv()), parents=[*record.parents, record.id])
+    try:
+        workspace.save_weights(new.id, state, metadata)
+        workspace.set_status(new.id, "done", metrics=saved.to_dict())
+    except BaseException:  # never leave a half-saved run behind
+        workspace.delete(new.id, force=True)
+        raise
+    return {"run_id": new.id, "composition": record.id, "candidate": request.candidate, "new": True,
+            "result": saved.to_dict()}

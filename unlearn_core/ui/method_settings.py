@@ -17,12 +17,12 @@ from typing import Any
 
 import streamlit as st
 
+from unlearn_core.labels import NO_PRESET  # noqa: F401 - the picker's "no preset" (the report's too)
 from unlearn_core.ui.widgets import sticky
 
 #: Settings every method shares; the page shows device and seed on their own.
 COMMON = ("seed", "device", "amp", "channels_last", "batch_size")
 ADVANCED = ("amp", "channels_last", "batch_size")
-NO_PRESET = "(the method's defaults)"
 
 #: Plain labels of method settings, keyed by field name; ``(method, name)`` keys override a
 #: name whose meaning differs in one method. Names not listed are humanized (see :func:`label`).
