@@ -14,6 +14,15 @@ shipped model's weights, labelled as such) and the run reuses it. With ``UPDATE_
 nothing is seeded and the run trains the real reference, so the published screenshots show real
 numbers (slow: allow several minutes).
 
+After the walk-through, the same server serves shorter checks (issue 14), each in fresh browser
+contexts: a Fine-tune run started from the Unlearn page keeps its method after it is cancelled and
+Start runs it again; another session (a second browser context) sees that run only as "another
+run in progress", without a Cancel button; a reload mid-run finds the same page and progress;
+an uploaded ZIP whose CSV says ``filename``/``diagnosis`` loads after the guessed columns are
+accepted and is shown by its file name. The run they watch is a Fine-tune of 500 passes on the
+digits demo: far longer than the checks (minutes even on a quiet machine), so "mid-run" holds
+without sleeps, and it is cancelled once they are done.
+
 Needs ``/usr/bin/chromium`` (``.ci/run`` installs it) and the ``playwright`` package; never run
 ``playwright install``. Skipped only when the browser is absent.
 """
@@ -360,3 +369,240 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         assert path.stat().st_size > 10_000, path
     assert [p.name for p in shots] == ["home.png", "data_model.png", "forget_set.png", "unlearn.png",
                                        "results.png", "compose.png", "runs.png"]
+
+
+# --- issue 14: runs keep their method, their owner and their place; users' own CSVs ------------
+DIGITS_TITLE = "Handwritten digits (real, UCI)"
+FINETUNE_TITLE = "Fine-tune (FT)"
+LONG_EPOCHS = "500"                                # the most Fine-tune allows: minutes, cancelled early
+ESTIMATE_WAIT_MS = 600_000                         # PSG's stop estimate on a busy 2-core machine
+RUN_ID = re.compile(r"\(run (\d{8}-\d{6}-[0-9a-f]+)\)")
+
+
+def _new_page(browser):
+    context = browser.new_context(viewport={"width": WIDTH, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    return context, context.new_page()
+
+
+def _on_failure(pages: dict, studio, tmp_path: Path) -> None:
+    for name, page in pages.items():
+        try:
+            page.screenshot(path=str(tmp_path / f"failure_{name}.png"))
+            print(f"screenshot at failure: {tmp_path / f'failure_{name}.png'}")
+        except Exception:  # noqa: BLE001 - the report below matters more than the picture
+            pass
+    print(f"--- streamlit log ---\n{_log_tail(studio['log'])}")
+
+
+def choose(page, box: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``box``."""
+    from playwright.sync_api import expect
+
+    combobox = page.get_by_role("combobox", name=box, exact=True)
+    combobox.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(combobox).to_have_value(option, timeout=WAIT_MS)
+
+
+def _panel(page, title: str):
+    """The progress panel's heading line of a run (``**Unlearning with …** (run `id`) · …``)."""
+    return page.get_by_text(re.compile(rf"Unlearning with {re.escape(title)}.*\(run \d"))
+
+
+def _running_epoch(page) -> int:
+    """Wait until the run reports a pass (it is really running) and return that pass's number."""
+    from playwright.sync_api import expect
+
+    bar = page.get_by_test_id("stProgress")
+    expect(bar).to_contain_text(re.compile(r"epoch \d+/" + LONG_EPOCHS), timeout=RUN_WAIT_MS)
+    return int(re.search(r"epoch (\d+)/", bar.inner_text()).group(1))
+
+
+def _start_and_watch(page) -> str:
+    """Press Start; the panel that replaces the controls must name Fine-tune. Returns the run id."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Start unlearning").click()
+    heading = _panel(page, FINETUNE_TITLE)
+    expect(heading).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    return RUN_ID.search(heading.inner_text().replace("`", "")).group(1)
+
+
+def _cancel(page, run_id: str) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text(f"Unlearning was cancelled (run {run_id})")).to_be_visible(timeout=WAIT_MS)
+
+
+def _shows_finetune(page, epochs: str) -> None:
+    """The controls below show Fine-tune with its settings, and so does the command Start runs."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("combobox", name="Method", exact=True)).to_have_value(FINETUNE_TITLE, timeout=WAIT_MS)
+    expect(page.get_by_role("spinbutton", name="Passes over the kept images", exact=True)).to_have_value(epochs)
+    command = page.get_by_test_id("stCode").filter(has_text="python -m unlearn_core unlearn")
+    if not command.is_visible():
+        page.get_by_text("The same from the command line").click()
+    expect(command).to_contain_text("--method finetune", timeout=WAIT_MS)
+    expect(command).to_contain_text(f"epochs={epochs}")
+
+
+def test_a_run_keeps_its_method_its_session_and_its_place(studio, browser, tmp_path):
+    """Issue 14, items 2-4: Fine-tune started from the Unlearn page on the digits demo.
+
+    Item 3 (runs belong to their session): a second browser context, on digits with another
+    forget set, opens the Unlearn page while the run goes: it names the run as "another run in
+    progress" and shows its own Start button, no progress panel and no Cancel button.
+    Item 2 (what is shown is what will run): after Cancel the Method box still says Fine-tune with
+    the run's settings, and Start starts Fine-tune again.
+    Item 4 (a reload keeps the place): reloading mid-run shows the Unlearn page with the same run's
+    panel, at the same pass or a later one.
+    """
+    from playwright.sync_api import expect
+
+    context, page = _new_page(browser)
+    other_context, other = _new_page(browser)
+    started = time.monotonic()
+    timings: list[str] = []
+
+    def mark(what: str) -> None:
+        timings.append(f"{what}: {time.monotonic() - started:.0f} s")
+
+    try:
+        # The digits demo, then the Unlearn page: Fine-tune, a long run, no retrain reference.
+        page.goto(studio["url"])
+        expect(page.get_by_role("heading", name="Unlearning Studio")).to_be_visible(timeout=WAIT_MS)
+        choose(page, "Demo", DIGITS_TITLE)
+        page.get_by_role("button", name="Load the demo").click()
+        expect(page.get_by_text("Demo loaded: data set, model and forget set are selected.")) \
+            .to_be_visible(timeout=WAIT_MS)
+        go_to(page, "3 · Unlearn", "Unlearn")
+        expect(page.get_by_role("button", name="Start unlearning")).to_be_visible(timeout=WAIT_MS)
+        # PSG, the default, estimates its stop first (the page's script is busy until then).
+        expect(page.get_by_text("Will stop near").or_(page.get_by_text("could not be estimated")).first) \
+            .to_be_visible(timeout=ESTIMATE_WAIT_MS)
+        mark("Unlearn page with its estimate")
+        choose(page, "Method", FINETUNE_TITLE)
+        epochs = page.get_by_role("spinbutton", name="Passes over the kept images", exact=True)
+        epochs.fill(LONG_EPOCHS)
+        epochs.press("Enter")
+        retrain = page.get_by_role("checkbox", name="Also train the retrain reference")
+        retrain.uncheck(force=True)
+        expect(retrain).not_to_be_checked()
+        settle(page)
+        _shows_finetune(page, LONG_EPOCHS)
+
+        first = _start_and_watch(page)
+        assert f"unlearn={first}" in page.url, page.url
+        _running_epoch(page)
+        mark("run started")
+
+        # Another session (digits, forget the 4s) while the run goes: named, not taken over.
+        other.goto(studio["url"] + "/unlearn?data=digits&model=shipped%7C%7C%7C&forget=label+%3D%3D+%224%22")
+        expect(other.get_by_role("heading", name="Unlearn", exact=True)).to_be_visible(timeout=WAIT_MS)
+        expect(other.get_by_role("button", name="Start unlearning")).to_be_visible(timeout=WAIT_MS)
+        notice = other.get_by_text(re.compile(r"Another run is in progress: .*digits.*\(run " + first))
+        expect(notice).to_be_visible(timeout=WAIT_MS)
+        expect(other.get_by_text('label == "4"').first).to_be_visible()  # its own selection, restored
+        expect(other.get_by_role("button", name="Cancel")).to_have_count(0)
+        expect(other.get_by_text("Unlearning with")).to_have_count(0)
+        expect(other.get_by_test_id("stProgress")).to_have_count(0)
+        other_context.close()  # its PSG estimate may still be computing: nothing waits for it
+        mark("other session checked")
+
+        # The run is still this session's: Cancel it; the box still says Fine-tune, and Start runs it.
+        expect(_panel(page, FINETUNE_TITLE)).to_be_visible()
+        _cancel(page, first)
+        _shows_finetune(page, LONG_EPOCHS)
+        second = _start_and_watch(page)
+        assert second != first
+        mark("cancelled and started again")
+
+        # A reload mid-run: the same page, the same run, its progress where it was or further.
+        before = _running_epoch(page)
+        path = page.url.split("?")[0]
+        page.reload()
+        expect(page.get_by_role("heading", name="Unlearn", exact=True)).to_be_visible(timeout=WAIT_MS)
+        assert page.url.split("?")[0] == path, (path, page.url)
+        expect(_panel(page, FINETUNE_TITLE)).to_contain_text(second, timeout=WAIT_MS)
+        after = _running_epoch(page)
+        assert after >= before, (before, after)
+        expect(page.get_by_text('label == "3"').first).to_be_visible()  # the selection came back too
+        _cancel(page, second)
+        mark("reloaded mid-run and cancelled")
+    except Exception:
+        _on_failure({"first": page, "other": other}, studio, tmp_path)
+        raise
+    finally:
+        print("runs test, time at each step: " + "; ".join(timings))
+        for ctx in (other_context, context):
+            try:
+                ctx.close()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+
+
+def _clinic_zip(path: Path, per_class: int = 8, size: int = 16) -> Path:
+    """A ZIP of small PNGs and a clinical-style CSV: ``filename``, ``diagnosis``, ``site``."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["filename,diagnosis,site"]
+    with zipfile.ZipFile(path, "w") as archive:
+        for k, diagnosis in enumerate(("normal", "glaucoma")):
+            for i in range(per_class):
+                pixels = rng.integers(0, 90, (size, size), dtype=np.uint8) + np.uint8(120 * k)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+                name = f"scans/{diagnosis}_{i:02d}.png"
+                archive.writestr(name, buffer.getvalue())
+                rows.append(f"{name},{diagnosis},{'harbour' if i % 2 else 'hill'}")
+        archive.writestr("patients.csv", "\n".join(rows) + "\n")
+    return path
+
+
+def test_uploaded_csv_columns_are_picked_on_the_page(studio, browser, tmp_path):
+    """Issue 14, item 5: a CSV with ``filename`` and ``diagnosis`` columns (not ``file``/``label``)
+    loads once the page's guessed columns are accepted, and the data set is shown by its file name
+    (also after a reload), never by the workspace's internal path."""
+    from playwright.sync_api import expect
+
+    upload = _clinic_zip(tmp_path / "clinic_scans.zip")
+    context, page = _new_page(browser)
+    try:
+        page.goto(studio["url"])
+        go_to(page, "1 · Data & model", "Data & model")
+        page.get_by_text("Upload my own images").click()
+        uploader = page.get_by_test_id("stFileUploader").filter(has_text="Images (.zip or .npz)")
+        uploader.locator("input[type=file]").set_input_files(str(upload))
+        expect(page.get_by_role("combobox", name="Column with the image file names")) \
+            .to_have_value("filename", timeout=WAIT_MS)
+        expect(page.get_by_role("combobox", name="Column with the class")).to_have_value("diagnosis")
+        settle(page)
+        page.get_by_role("button", name="Load these images").click()
+        expect(page.get_by_text("Loaded clinic_scans.zip.")).to_be_visible(timeout=WAIT_MS)
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar.get_by_text("clinic_scans.zip")).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("Training images")).to_be_visible(timeout=WAIT_MS)
+        classes = page.get_by_test_id("stMetric").filter(has_text="Classes")
+        expect(classes.get_by_test_id("stMetricValue")).to_have_text("2")
+        settle(page)
+        assert "uploads/" not in page.locator("body").inner_text()
+
+        page.reload()  # a new session: the data set comes back from the address, by its file name
+        expect(page.get_by_role("heading", name="Data & model", exact=True)).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_test_id("stSidebar").get_by_text("clinic_scans.zip")).to_be_visible(timeout=WAIT_MS)
+        settle(page)
+        assert "uploads/" not in page.locator("body").inner_text()
+    except Exception:
+        _on_failure({"upload": page}, studio, tmp_path)
+        raise
+    finally:
+        context.close()
