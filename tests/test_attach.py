@@ -28,6 +28,8 @@ def test_another_tabs_run_is_named_but_never_taken_up():
     assert found.mine is None and found.others == (theirs,)
     line = describe_other(theirs)
     assert "b" in line and 'label == "7"' in line and "Runs" in line
+    upload = describe_other(_run("u", dataset="/ws/uploads/abc123/clinic_scans.zip"))
+    assert "on clinic_scans.zip" in upload and "uploads" not in upload  # by its file name, not the path
 
 
 def test_a_composition_is_taken_up_only_for_the_same_input_runs():

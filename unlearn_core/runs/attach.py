@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from unlearn_core.data.criteria import ForgetCriteria
 from unlearn_core.errors import UserError
+from unlearn_core.labels import dataset_name
 from unlearn_core.runs.registry import RunRecord
 
 
@@ -60,7 +61,7 @@ def compose_runs_in_progress(records: Iterable[RunRecord], parents: Iterable[str
 def describe_other(record: RunRecord) -> str:
     """One line naming a run in progress that is not this page's (no way to cancel it here)."""
     what = record.label or record.method or record.kind
-    on = f" on {record.dataset}" if record.dataset else ""
+    on = f" on {dataset_name(record.dataset)}" if record.dataset else ""  # an upload by its file name
     forgetting = f", forgetting {record.criteria_text}" if record.criteria_text else ""
     return (f"Another run is in progress: {what}{on}{forgetting} (run {record.id}, {record.status}). "
             "It was started elsewhere (another tab or another selection); open it from 6 · Runs & export.")
