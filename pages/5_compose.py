@@ -7,9 +7,9 @@ import streamlit as st
 from unlearn_core import plots
 from unlearn_core.errors import UserError
 from unlearn_core.labels import NOTHING_SAVED
-from unlearn_core.runs import attach
-from unlearn_core.runs.registry import command_argv
-from unlearn_core.runs.requests import STRATEGY_RUNS, ComposeRequest
+from unlearn_core.compose import parents_warning
+from unlearn_core.runs import attach, workflows
+from unlearn_core.runs.requests import STRATEGY_RUNS, ComposeRequest, SaveCandidateRequest
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import background, cache, state, widgets
 
@@ -47,6 +47,11 @@ groups: dict[tuple, list[str]] = {}
 for r in done:
     groups.setdefault((r.dataset, r.base_model_hash), []).append(r.id)
 start_run = sel.run_id if sel.run_id in by_id else done[0].id
+if sel.run_id and sel.run_id not in by_id:  # a saved composition is selected: stay with its inputs
+    try:
+        start_run = next((p for p in workspace.get(sel.run_id).parents if p in by_id), start_run)
+    except UserError:
+        pass
 group_key = (by_id[start_run].dataset, by_id[start_run].base_model_hash)
 candidates_ids = groups[group_key]
 
@@ -70,9 +75,12 @@ scales = "1"
 if strategy == "task_sum":
     scales = cols[0].text_input("Scales", scales, key="cp_scales",
                                 help="Original + scale × the sum of what each run changed; one candidate per scale.")
-recalibrate = cols[1].checkbox("Recalibrate BatchNorm on kept images", True, key="cp_bn",
-                               help="Mixed weights no longer match their stored normalization statistics; "
-                                    "re-estimating them on the kept training images usually helps.")
+recalibrate = cols[1].checkbox("Recalibrate BatchNorm on kept images", False, key="cp_bn",
+                               help="Off by default, so that α = 0 and α = 1 are exactly the two runs. Mixed "
+                                    "weights no longer match their stored normalization statistics, and "
+                                    "re-estimating them on the kept training images can help a blend; but it "
+                                    "also changes the endpoints and can undo forgetting that a method keeps "
+                                    "in those statistics (PSG's, for example).")
 repair = cols[2].number_input("Repair epochs", 0, 50, 0, key="cp_repair",
                               help="Short fine-tuning on the kept images after composing (0 = none; the "
                                    "reference uses 5).")
@@ -164,28 +172,43 @@ found = result.candidates
 if not found:
     st.info("This composition recorded no candidate scores.", icon=":material/info:")
     st.stop()
-chosen = result.chosen
 parents = []
 for parent_id in record.parents:
     try:
         parent = workspace.get(parent_id)
     except UserError:  # deleted since: nothing to plot
         continue
-    block = RunResult.of(parent).unlearned if parent.status == "done" else None
+    block = RunResult.of(parent).unlearned if parent.status == "done" and parent.kind != "compose" else None
     if block:
-        parents.append({"label": f"{parent.method} {parent.id[-4:]}", "metrics": block})
-st.plotly_chart(plots.tradeoff(found, result.original, result.retrain, highlight=chosen, parents=parents),
+        parents.append({"label": f"{parent.method} {parent.id[-4:]}", "metrics": block, "id": parent.id})
+parent_names = {p["id"]: p["label"] for p in parents}
+saved_runs = [r for r in workspace.list_runs(kind="compose", status="done") if record.id in r.parents]
+saved_labels = {RunResult.of(r).chosen: r.id for r in saved_runs}
+if result.chosen is not None:  # a composition asked for one candidate by name (`--select`)
+    saved_labels.setdefault(result.chosen, record.id)
+st.plotly_chart(plots.tradeoff(found, result.original, result.retrain, saved=tuple(saved_labels), parents=parents),
                 key="cp_tradeoff")
 st.caption("Right is better (more kept accuracy); for forgetting, closer to the retrained model is better. "
-           "The saved candidate is ringed; triangles are the runs composed, so you can see whether "
-           "combining them improved on them.")
+           "Triangles are the runs composed, so you can see whether combining them improved on them"
+           + ("; ringed candidates are saved as runs." if saved_labels else "."))
+
+
+def _versus(candidate: dict) -> str:
+    if candidate.get("beaten_by"):
+        return f"worse than {parent_names.get(candidate['beaten_by'], candidate['beaten_by'])}"
+    if candidate.get("same_as"):
+        return f"same as {parent_names.get(candidate['same_as'], candidate['same_as'])}"
+    return "—"
+
+
 st.dataframe([{"candidate": c.get("label"),
                "forget acc. (test)": c.get("metrics", {}).get("forget_test_acc"),
                "remain acc. (test)": c.get("metrics", {}).get("remain_test_acc"),
                "membership AUC": c.get("metrics", {}).get("mia_membership_auc"),
                "distance to retrain": c.get("distance_to_retrain"),
-               "collapsed": c.get("collapsed"),
-               "forgets less than its inputs": bool(c.get("forgetting_lost"))} for c in found],
+               "vs the runs composed": _versus(c),
+               "forgets less than its inputs": bool(c.get("forgetting_lost")),
+               "saved as run": saved_labels.get(c.get("label"), "—")} for c in found],
              hide_index=True, width="stretch",
              column_config={"forget acc. (test)": st.column_config.NumberColumn(format="percent"),
                             "remain acc. (test)": st.column_config.NumberColumn(format="percent"),
@@ -195,26 +218,33 @@ for candidate in found:
     if candidate.get("forgetting_lost"):
         st.warning(f"**{candidate.get('label')}**: {candidate.get('forgetting_note') or 'forgets less than its inputs.'}",
                    icon=":material/warning:")
-if chosen is None:
-    st.warning(NOTHING_SAVED, icon=":material/warning:")
+no_gain = parents_warning(found)
+if no_gain:
+    st.warning(no_gain, icon=":material/warning:")
+
+st.subheader("Save a candidate")
+if saved_labels:
+    st.success("Saved from this composition: " + ", ".join(f"**{label}** as run `{run}`"
+                                                             for label, run in saved_labels.items()) + ".",
+               icon=":material/check_circle:")
 else:
-    st.success(f"Saved candidate **{chosen}** as run `{record.id}` "
-               + ("(the one closest to the retrained model" if result.retrain else "(best kept minus forget accuracy")
-               + (", among those that keep their inputs' forgetting)." if any(c.get("forgetting_lost") for c in found)
-                  else ")."), icon=":material/check_circle:")
-    state.set_run(record.id)
-others = [c["label"] for c in found if c.get("label") != chosen]
-if others:
-    cols = st.columns([2, 1], vertical_alignment="bottom")
-    pick = cols[0].selectbox("Save a candidate" if chosen is None else "Save another candidate instead", others,
-                             key="cp_pick")
-    if cols[1].button("Save it as a new run", key="cp_save", icon=":material/save:"):
-        try:
-            again = ComposeRequest.from_argv(command_argv(record.command)).with_select(pick)
-            started = background.start(again, dataset=record.dataset, base_model_hash=record.base_model_hash)
-            st.session_state[run_key] = started.id
-            st.rerun()
-        except UserError as error:
-            widgets.show_error(error, "Could not save that candidate")
-widgets.next_step(widgets.RESULTS, "look at the saved composition like any run, or go to **Runs** to download it.",
-                  "See its results")
+    st.info(NOTHING_SAVED.replace("(on the Compose page, or ", "(below, or "), icon=":material/info:")
+labels = [c["label"] for c in found]
+suggestion = workflows.suggest(found)
+cols = st.columns([2, 1], vertical_alignment="bottom")
+pick = cols[0].selectbox("Candidate to save", labels, key="cp_pick",
+                         index=labels.index(suggestion[0]) if suggestion else 0,
+                         help="Saving copies the candidate already built (no recomputation) into a new run "
+                              "you can open on Results and download from Runs.")
+if suggestion:
+    st.caption(f"Preselected: **{suggestion[0]}**, {suggestion[1]}. Nothing is saved until you click.")
+if cols[1].button("Save this candidate as a run", key="cp_save", icon=":material/save:", type="primary"):
+    try:
+        saved = workflows.save_candidate(SaveCandidateRequest(run=record.id, candidate=pick), workspace)
+        state.set_run(saved["run_id"])
+        st.rerun()
+    except UserError as error:
+        widgets.show_error(error, "Could not save that candidate")
+if saved_labels:
+    widgets.next_step(widgets.RESULTS, "look at a saved composition like any run, or go to **Runs** to download it.",
+                      "See its results")

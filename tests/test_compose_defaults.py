@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,3 +309,82 @@ def test_the_chart_plots_the_parents_and_its_labels_do_not_overlap():
     overlaps = [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
                 if plots._overlap(box_a, box_b) > 0]
     assert overlaps == []
+
+
+# ---------------------------------------------------------------------- the Compose page
+
+def _fresh_copy(ws, summary) -> str:
+    """A new finished composition with the same candidates (files copied, nothing recomputed),
+    so the page test starts with nothing saved whatever the tests above saved."""
+    record = ws.get(summary["run_id"])
+    copy_ = ws.create_run("compose", status="running", dataset=record.dataset,
+                          dataset_fingerprint=record.dataset_fingerprint, base_model_hash=record.base_model_hash,
+                          criteria_text=record.criteria_text, method=record.method, config=record.config,
+                          retrain_run=record.retrain_run, command=record.command, parents=record.parents)
+    for candidate in summary["result"]["candidates"]:
+        ws.save_weights(copy_.id, ws.load_weights(record.id, candidate["weights"]),
+                        ws.weights_metadata(record.id, candidate["weights"]), name=candidate["weights"])
+    ws.set_status(copy_.id, "done", metrics=record.metrics)
+    return copy_.id
+
+
+def test_compose_page_defaults_parents_and_saving_a_picked_candidate(composed, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    import unlearn_core.compose as compose_module
+    from unlearn_core.runs import jobs
+    from unlearn_core.runs.result import RunResult
+    from unlearn_core.ui.state import ModelChoice
+
+    ws, parents, summary, compose_seconds = composed
+    monkeypatch.setenv("UNLEARN_STUDIO_HOME", str(ws.path))
+    composition = _fresh_copy(ws, summary)
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    for key, value in {"us.dataset": "digits", "us.dataset_label": "Handwritten digits",
+                       "us.model": ModelChoice("shipped"), "us.run_id": parents[0]}.items():
+        at.session_state[key] = value
+    at.switch_page("pages/5_compose.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    # the defaults reproduce the endpoints: no recalibration, on the page and in the command
+    assert at.checkbox(key="cp_bn").label == "Recalibrate BatchNorm on kept images"
+    assert at.checkbox(key="cp_bn").value is False
+    command = at.code[0].value
+    assert "--alpha 0 0.25 0.5 0.75 1" in command and "recalibrate" not in command
+
+    # a finished composition: the runs composed are on the chart, nothing is saved
+    at.session_state["cp__run"] = composition
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [chart] = at.get("plotly_chart")
+    traces = {t.get("name"): t for t in json.loads(chart.proto.spec)["data"]}
+    assert set(traces["runs composed"]["text"]) == {f"psg {parents[0][-4:]}", f"finetune {parents[1][-4:]}"}
+    assert "saved" not in traces  # no ringed candidate
+    assert not [r for r in ws.list_runs(kind="compose") if composition in r.parents]
+    assert any("No candidate is saved yet" in i.value for i in at.info), [i.value for i in at.info]
+    assert not any("closest to the retrained model" in s.value for s in at.success)
+    pick = at.selectbox(key="cp_pick")
+    assert pick.label == "Candidate to save" and pick.options == ["α=0", "α=0.5", "α=1"]
+    assert at.button(key="cp_save").label == "Save this candidate as a run"
+
+    # saving copies the built candidate: no composition, no background job
+    def refuse(*args, **kwargs):
+        raise AssertionError("saving must not compose again or start a job")
+
+    monkeypatch.setattr(compose_module, "compose_candidates", refuse)
+    monkeypatch.setattr(jobs, "submit", refuse)
+    pick.set_value("α=0.5")
+    started = time.perf_counter()
+    at.button(key="cp_save").click().run()
+    seconds = time.perf_counter() - started
+    assert not at.exception, [e.value for e in at.exception]
+    [saved] = [r for r in ws.list_runs(kind="compose") if composition in r.parents]
+    assert RunResult.of(saved).chosen == "α=0.5" and saved.status == "done"
+    assert at.session_state["us.run_id"] == saved.id
+    assert any("**α=0.5** as run" in s.value and saved.id in s.value for s in at.success)
+    [chart] = at.get("plotly_chart")
+    assert "saved" in {t.get("name") for t in json.loads(chart.proto.spec)["data"]}
+    print(f"save from the page: {seconds:.2f} s (whole page rerun); composing took {compose_seconds:.1f} s")
+    assert seconds < 10
