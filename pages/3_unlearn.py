@@ -113,6 +113,7 @@ cols = st.columns(3)
 device = cols[0].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=widgets.sticky("ul_device", "auto"),
                            help=f"auto uses a GPU when there is one. {gpu_note}")
 cols[0].caption(gpu_note)
+cols[0].caption(background.threads_note())
 seed = cols[1].number_input("Seed", 0, 2**31 - 1, step=1, key=widgets.sticky("ul_seed", 0),
                             help="Same seed, same result.")
 retrain = cols[2].checkbox("Also train the retrain reference", key=widgets.sticky("ul_retrain", True),
@@ -146,6 +147,10 @@ request = sel.unlearn_request(method_name, settings, retrain=retrain, seed=int(s
                               recipe=recipe)
 with st.expander("The same from the command line"):
     st.code(request.command_text, language="bash", wrap_lines=True)
+
+background.show_estimate(request, sel, data, split,
+                         stop_panel.measured_seconds(sel.dataset, sel.model.key, sel.criteria, int(seed))
+                         if stop_slot is not None else None)
 
 if st.button("Start unlearning", key="ul_start", type="primary", icon=":material/play_arrow:"):
     try:

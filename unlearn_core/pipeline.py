@@ -18,10 +18,12 @@ from unlearn_core.assets import DEMO_RECIPES
 from unlearn_core.data.criteria import ForgetCriteria, ForgetSplit, split_sets
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.errors import UserError
-from unlearn_core.evaluate import compare_blocks, evaluate_model
+from unlearn_core.evaluate import compare_blocks, split_outputs
 from unlearn_core.methods.base import UnlearnData, UnlearnResult, get_method
+from unlearn_core.metrics import metric_block
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.weights import file_metadata, state_hash
+from unlearn_core.progress import ProgressEvent
 from unlearn_core.runs.recipe import EXAMPLE, Recipe
 from unlearn_core.runs.requests import UnlearnRequest
 from unlearn_core.runs.result import RECIPE_SOURCE_WORDS, Comparison, RunResult, Timing
@@ -166,7 +168,8 @@ def run_unlearning(
                         should_stop=should_stop)
     if train_config is not None and retrain_model is None:
         retrain_model, retrain_seconds = train_retrain(data, split, train_config, on_progress, should_stop)
-    scored = build_result(data, split, criteria, request, model, result, retrain_model, retrain_seconds)
+    scored = build_result(data, split, criteria, request, model, result, retrain_model, retrain_seconds,
+                          on_progress=on_progress)
     if retrain_model is not None and train_config is not None and recipe is not None:
         scored.retrain_recipe = recipe_of_config(train_config).to_text()
         scored.retrain_recipe_source = recipe.source
@@ -176,13 +179,17 @@ def run_unlearning(
 
 def build_result(data: ImageSet, split: ForgetSplit, criteria: ForgetCriteria, request: UnlearnRequest,
                  original: Classifier, result: UnlearnResult, retrain_model: Classifier | None,
-                 retrain_seconds: float | None) -> RunResult:
-    """Score original / unlearned / retrain on the four sets and compare them."""
+                 retrain_seconds: float | None, on_progress=None) -> RunResult:
+    """Score original / unlearned / retrain on the four sets and compare them.
+
+    Progress (phase ``evaluate``) is reported per model and step: its predictions on the four
+    sets, then its metrics (accuracies and the membership-inference attacks).
+    """
     started = time.perf_counter()
-    blocks = {"original": evaluate_model(original, data, split, seed=request.seed),
-              "unlearned": evaluate_model(result.model, data, split, seed=request.seed)}
+    models = {"original": original, "unlearned": result.model}
     if retrain_model is not None:
-        blocks["retrain"] = evaluate_model(retrain_model, data, split, seed=request.seed)
+        models["retrain"] = retrain_model
+    blocks = score_models(models, data, split, request.seed, on_progress)
     comparison = Comparison(**compare_blocks(blocks["original"], blocks["unlearned"], blocks.get("retrain")))
     diagnostics = _plain(result.diagnostics)
     forget_classes = Counter(data.classes[i] for i in data.labels.numpy()[split.forget_train])
@@ -190,6 +197,31 @@ def build_result(data: ImageSet, split: ForgetSplit, criteria: ForgetCriteria, r
         blocks=blocks, comparison=comparison, sizes=split.sizes(), forget_classes=dict(forget_classes),
         diagnostics=diagnostics, criteria_description=criteria.describe(data.classes, data.units),
         timing=Timing(unlearn=result.seconds, retrain=retrain_seconds, evaluate=time.perf_counter() - started))
+
+
+#: How the scoring steps are named in the progress line.
+_SCORED_AS = {"original": "the original model", "unlearned": "the unlearned model", "retrain": "the retrain reference"}
+
+
+def score_models(models: dict[str, Classifier], data: ImageSet, split: ForgetSplit, seed: int,
+                 on_progress=None) -> dict[str, dict]:
+    """:func:`~unlearn_core.evaluate.evaluate_model` for each model, reporting each step."""
+    steps = 2 * len(models)
+
+    def report(done: int, message: str) -> None:
+        if on_progress is not None:
+            on_progress(ProgressEvent(phase="evaluate", step=min(done + 1, steps), steps=steps,
+                                      fraction=done / steps, message=message))
+
+    blocks = {}
+    for index, (name, model) in enumerate(models.items()):
+        who = _SCORED_AS.get(name, name)
+        report(2 * index, f"scoring {who}: predictions on the four sets")
+        outputs = split_outputs(model, data, split)
+        report(2 * index + 1, f"scoring {who}: accuracies and membership-inference attacks")
+        blocks[name] = metric_block(outputs, data.num_classes, seed=seed)
+    report(steps, "scoring done")
+    return blocks
 
 
 def _plain(value: Any) -> Any:

@@ -329,7 +329,9 @@ class OverallReporter:
     fraction is time-based: elapsed / (elapsed + what is left), where what is left is the
     current stage's remainder (from its own fraction when it reports one, else its expected
     seconds) plus the later stages' expected seconds, rescaled by how the finished stages went
-    against their estimates. It never goes back.
+    against their estimates. Within a stage the bar also moves with the routine's own fraction
+    over the stage's planned share (a method whose fraction counts its most passes, and which
+    stops early, would otherwise hold the time-based bar still). It never goes back.
     """
 
     def __init__(self, inner: ProgressCallback, stages: Sequence[Stage],
@@ -340,6 +342,8 @@ class OverallReporter:
         self._run_started = started
         self._index: int | None = None
         self._stage_started = 0.0
+        self._stage_from = 0.0
+        self._stage_share = 0.0
         self._actual: dict[int, float] = {}
         self._last_fraction = 0.0
 
@@ -371,6 +375,12 @@ class OverallReporter:
             for skipped in range(0 if self._index is None else self._index + 1, index):
                 self._actual.setdefault(skipped, 0.0)  # planned but not run (e.g. no stop estimate)
             self._index, self._stage_started = index, now
+            pace = self._pace()
+            elapsed = now - self._run_started
+            here = self.stages[index].seconds * pace
+            planned = elapsed + here + sum(stage.seconds for stage in self.stages[index + 1:]) * pace
+            self._stage_from = max(self._last_fraction, elapsed / planned if planned > 0 else 0.0)
+            self._stage_share = max(0.0, min(1.0 - self._stage_from, here / planned if planned > 0 else 0.0))
         pace = self._pace()
         in_stage = event.fraction
         spent = now - self._stage_started
@@ -383,7 +393,9 @@ class OverallReporter:
         later = sum(stage.seconds for stage in self.stages[index + 1:]) * pace
         elapsed = now - self._run_started
         total = elapsed + left_here + later
-        fraction = max(self._last_fraction, elapsed / total if total > 0 else 0.0)
+        by_time = elapsed / total if total > 0 else 0.0
+        by_share = self._stage_from + (in_stage or 0.0) * self._stage_share
+        fraction = min(1.0, max(self._last_fraction, by_time, by_share))
         self._last_fraction = fraction
         stage_end = max(fraction, (elapsed + left_here) / total if total > 0 else 1.0)
         self.inner(replace(

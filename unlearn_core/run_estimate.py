@@ -41,12 +41,13 @@ if TYPE_CHECKING:
     from unlearn_core.runs.registry import RunRecord
 
 #: First-time guess (nothing recorded yet): seconds for one forward of one 64 × 64 RGB image
-#: through the small CNN on a CPU; a training image (forward + backward) costs about three.
+#: through the small CNN on a busy 2-core CPU; a training image (forward + backward) costs about
+#: three (issue 14 measured 4.5 min for the oculoplastic reference, about 17 ms an image).
 #: Rough on purpose: the first recorded run replaces it.
-FALLBACK_FORWARD_S = 0.004
+FALLBACK_FORWARD_S = 0.005
 FALLBACK_PIXELS = 3 * 64 * 64
 #: Tiny images do not get proportionally cheaper (per-batch and per-layer costs stay).
-MIN_SCALE = 0.1
+MIN_SCALE = 0.33
 #: First-time guess of the method's work: images forwarded plus back-propagated per forget image.
 FALLBACK_WORK_PER_FORGET = 30.0
 #: The stop estimate trains PROXY_REPEATS proxies of PROXY_EPOCHS epochs on at most
@@ -275,6 +276,10 @@ def basis_text(rates: Rates, stop_measured: bool = False) -> str:
 
 # ---------------------------------------------------------------------- while it runs
 
+#: The most the bar reaches by the clock alone: full only when the run says it is done.
+LIVE_CAP = 0.99
+
+
 @dataclass(frozen=True)
 class LiveProgress:
     """What the progress panel shows now: the bar, the time left, and the line under the bar."""
@@ -304,8 +309,8 @@ def live_progress(event: Mapping[str, Any], now: float, details: str = "") -> Li
 
     Between events the bar moves on with the time (never past the current stage's expected end)
     and the ETA counts down (never below the later stages'); when the current stage has run past
-    its estimate the text says so instead of "about 0 s left". ``details`` (epoch, step…) follows
-    the stage's name.
+    its estimate the text says so instead of "about 0 s left". ``details`` (``epoch 3/10 · step
+    4/40``) follows the stage's name.
     """
     fraction = float(event.get("fraction") or 0.0)
     eta = _number(event.get("eta_seconds"))
@@ -317,12 +322,12 @@ def live_progress(event: Mapping[str, Any], now: float, details: str = "") -> Li
         total = elapsed + eta
         stage_end = _number(event.get("stage_end")) or 1.0
         if total > 0:
-            fraction = max(fraction, min(stage_end, (elapsed + waited) / total))
+            fraction = max(fraction, min(stage_end, LIVE_CAP, (elapsed + waited) / total))
         later = _number(event.get("later_seconds")) or 0.0
         left_here = eta - later - waited
         overdue = left_here < 1.0 and event.get("stage_fraction") is None or left_here < -1.0
         eta = later + max(left_here, 0.0)
-    parts = [label + (f" {details}" if details else "")]
+    parts = [label, *([details] if details else [])]
     if overdue:
         parts.append("this step takes longer than estimated")
         if eta and eta >= 1.0:

@@ -163,7 +163,8 @@ def train_passes(
     stop_rule, stop_batches = None, None
     if getattr(config, "stop_at", "passes") != "passes":  # decided on the original, before any update
         stop_rule = make_stop_rule(config, model, data, device,
-                                   lambda indices: load_pixels(data, indices, device, config.channels_last))
+                                   lambda indices: load_pixels(data, indices, device, config.channels_last),
+                                   hooks)
         stop_batches = cycle_batches(data.forget_indices, config.batch_size, make_generator(config.seed + 2))
     train_mode = train_mode or (lambda module: module.train())
     monitor = LiveMonitor(data, device, hooks.cost, seed=config.seed)

@@ -383,6 +383,12 @@ class RunHooks:
         if self._should_stop is not None and self._should_stop():
             raise Cancelled(f"{self.phase} cancelled")
 
+    def announce(self, phase: str, message: str) -> None:
+        """Say that a step without progress of its own begins (``stop_target``); the method's
+        next :meth:`progress` event returns to its own phase."""
+        if self._on_progress is not None:
+            self._on_progress(ProgressEvent(phase=phase, message=message))
+
     def progress(self, *, epoch: int, epochs: int, step: int, steps: int, message: str = "",
                  metrics: Mapping[str, float] | None = None) -> None:
         if self._on_progress is None:

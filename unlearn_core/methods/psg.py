@@ -325,7 +325,7 @@ class PSG(UnlearnMethod):
         remain_batches = (cycle_batches(data.remain_indices, config.remain_batch_size, make_generator(config.seed + 1))
                           if config.phi > 0 or config.bn_policy == "remain_stats" else None)
         stop_rule = make_stop_rule(config, model, data, device,
-                                   lambda indices: load_pixels(data, indices, device, config.channels_last))
+                                   lambda indices: load_pixels(data, indices, device, config.channels_last), hooks)
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
         forget = data.forget_indices

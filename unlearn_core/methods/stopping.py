@@ -166,16 +166,20 @@ def unseen_indices(data, min_count: int = 32) -> np.ndarray:
     return np.sort(test[np.isin(labels[test], classes)])
 
 
-def make_stop_rule(config, model: nn.Module, data, device: torch.device, load_pixels) -> StopRule:
+def make_stop_rule(config, model: nn.Module, data, device: torch.device, load_pixels, hooks=None) -> StopRule:
     """The :class:`StopRule` a config asks for (``stop_at``, ``target_forget_acc``, ``seed``).
 
     ``model`` must still be the original (the estimate is about it); ``load_pixels(indices)``
-    returns ``(pixels, labels)`` on ``device``.
+    returns ``(pixels, labels)`` on ``device``. ``hooks`` (the method's
+    :class:`~unlearn_core.methods.base.RunHooks`) announce the estimate as a stage of its own,
+    so the run's one progress bar names it instead of sitting still.
     """
     if config.stop_at == "passes":
         return StopRule()
     if config.stop_at == "target":
         return AccuracyStop(config.target_forget_acc)
+    if hooks is not None:
+        hooks.announce("stop_target", "training small proxy models on the kept images to estimate where to stop")
     target = estimate_stop_target(model, data, device, seed=config.seed)
     if not target.keep_case:
         return AccuracyStop(target.value, target)

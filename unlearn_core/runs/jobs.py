@@ -352,6 +352,18 @@ def rerun(workspace: Workspace, run_id: str, max_jobs: int | None = None) -> Run
     return submit(workspace, argv, original.kind, max_jobs, parents=parents, **fields)
 
 
+def runs_ahead(workspace: Workspace, run_id: str) -> list[RunRecord]:
+    """What a queued run waits for: the runs running now, then those queued before it (oldest first).
+
+    Why: "waiting for another run" leaves the user guessing which; the page names these.
+    """
+    record = workspace.get(run_id)
+    running = sorted(workspace.list_runs(status="running"), key=lambda r: (r.created_at, r.id))
+    earlier = [r for r in workspace.list_runs(status="queued")
+               if r.id != run_id and (r.created_at, r.id) < (record.created_at, record.id)]
+    return [*running, *sorted(earlier, key=lambda r: (r.created_at, r.id))]
+
+
 def _age_seconds(iso_time: str | None) -> float:
     if not iso_time:
         return float("inf")
@@ -566,6 +578,6 @@ def add_run_id_argument(parser: argparse.ArgumentParser) -> None:
 __all__ = [
     "CANCEL_GRACE_S", "DEFAULT_MAX_JOBS", "MAX_JOBS_ENV", "RunContext", "add_run_id_argument",
     "cancel", "command_run", "job_command", "job_limit", "open_run", "poll_queue",
-    "process_alive", "process_start_time", "reconcile", "rerun", "run_context", "start_job",
+    "process_alive", "process_start_time", "reconcile", "rerun", "run_context", "runs_ahead", "start_job",
     "submit",
 ]

@@ -51,17 +51,85 @@ def phase_text(phase: str | None) -> str:
     return PHASES.get(phase, f"Unlearning ({phase})")
 
 
-def describe_event(event: dict) -> str:
-    """``Training · epoch 3/8 · step 12/40 · about 20 s left`` from a progress event."""
-    parts = [phase_text(event.get("phase"))]
+def _details(event: dict) -> list[str]:
+    parts = []
     if event.get("epoch") and event.get("epochs"):
         parts.append(f"epoch {event['epoch']}/{event['epochs']}")
     if event.get("step") and event.get("steps"):
         parts.append(f"step {event['step']}/{event['steps']}")
+    return parts
+
+
+def describe_event(event: dict) -> str:
+    """``Training · epoch 3/8 · step 12/40 · about 20 s left`` from a progress event."""
+    parts = [phase_text(event.get("phase")), *_details(event)]
     eta = _eta(event.get("eta_seconds"))
     if eta:
         parts.append(eta)
     return " · ".join(parts)
+
+
+def progress_line(record, event: dict, now: float, ahead: list | None = None) -> tuple[float, str]:
+    """The bar's fraction and the line under it, for an active run at time ``now``.
+
+    Queued: which run it waits for (``ahead``, see :func:`unlearn_core.runs.jobs.runs_ahead`).
+    A run with stages (one bar over the whole run): the stage as text, ``Training the retrain
+    reference (1 of 4)… · epoch 3/10 · about 2 min 05 s left``, moving on between events.
+    """
+    from unlearn_core.run_estimate import live_progress
+
+    if record.status == "queued":
+        return 0.0, waiting_text(ahead or [])
+    if not event:
+        return 0.0, "Starting (loading data and model)…"
+    if event.get("stage"):
+        live = live_progress(event, now, " · ".join(_details(event)))
+        return live.fraction, live.text
+    return float(event.get("fraction") or 0.0), describe_event(event)
+
+
+_KIND_WORDS = {"train": "training a model", "retrain": "training a retrain reference", "compose": "composing runs"}
+
+
+def describe_run(record) -> str:
+    """``run `20261202-1201-ab12` (unlearning with PSG boundary unlearning on digits)``."""
+    from pathlib import Path
+
+    if record.kind == "unlearn":
+        from unlearn_core.methods import METHODS  # imports every method module
+
+        title = METHODS[record.method].title if record.method in METHODS else record.method or "a method"
+        what = f"unlearning with {title}"
+    else:
+        what = _KIND_WORDS.get(record.kind, record.kind)
+    on = f" on {Path(record.dataset).name}" if record.dataset else ""
+    return f"run `{record.id}` ({what}{on})"
+
+
+def waiting_text(ahead: list) -> str:
+    """``Queued: waiting for run `…` (…) to finish…``, naming the run it waits for."""
+    if not ahead:
+        return "Queued: it starts as soon as a slot is free…"
+    text = f"Queued: waiting for {describe_run(ahead[0])} to finish"
+    if len(ahead) > 1:
+        more = len(ahead) - 1
+        text += f", then {more} more run{'s' if more > 1 else ''} queued before this one"
+    return text + "…"
+
+
+def elapsed_text(record, now: float) -> str:
+    """`` · queued for 12 s`` while queued, `` · running for 1 min 05 s`` once it started."""
+    from datetime import datetime
+
+    from unlearn_core.run_estimate import duration
+
+    if record.status == "queued":
+        since, word = record.created_at, "queued"
+    else:
+        since, word = record.started_at, "running"
+    if not since:
+        return ""
+    return f" · {word} for {duration(max(0.0, now - datetime.fromisoformat(since).timestamp()))}"
 
 
 def progress_panel(run_id: str, what: str, key: str, show_curves: bool = True) -> None:
@@ -81,20 +149,12 @@ def progress_panel(run_id: str, what: str, key: str, show_curves: bool = True) -
         if not record.is_active:
             st.rerun(scope="app")
         event = record.progress or {}
-        fraction = float(event.get("fraction") or 0.0)
-        if record.status == "queued":
-            text = "Waiting for another run to finish…"
-        else:
-            text = describe_event(event) if event else "Starting (loading data and model)…"
-        started = record.started_at or record.created_at
-        elapsed = ""
-        if started:
-            from datetime import datetime
-
-            elapsed = f" · running for {int(time.time() - datetime.fromisoformat(started).timestamp())} s"
-        st.markdown(f"**{what}** (run `{run_id}`){elapsed}")
+        now = time.time()
+        ahead = jobs.runs_ahead(workspace, run_id) if record.status == "queued" else None
+        fraction, text = progress_line(record, event, now, ahead)
+        st.markdown(f"**{what}** (run `{run_id}`){elapsed_text(record, now)}")
         st.progress(fraction, text=text)
-        if event.get("message"):
+        if event.get("message") and record.status != "queued":
             st.caption(event["message"])
         if show_curves:
             events = [e for e in workspace.progress_events(run_id)
@@ -109,6 +169,34 @@ def progress_panel(run_id: str, what: str, key: str, show_curves: bool = True) -
             st.rerun(scope="app")
 
     panel()
+
+
+def show_estimate(request, sel, data, split, stop_seconds: float | None = None) -> None:
+    """Before Start: how long the whole run should take, and what that rests on."""
+    from unlearn_core.runs import workflows
+
+    try:
+        estimate = workflows.unlearn_estimate(cache.workspace(), request, data, cache.model(sel.dataset, sel.model.key),
+                                              split=split, stop_seconds=stop_seconds)
+    except UserError as error:
+        st.caption(f"How long the run takes could not be estimated: {error}")
+        return
+    st.info(estimate.text(), icon=":material/schedule:")
+
+
+def threads_note() -> str:
+    """Which share of the CPU a background run takes, and where to change it."""
+    import os
+
+    from unlearn_core.runs import jobs
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        threads = jobs.job_threads()
+    except UserError as error:
+        return str(error)
+    return (f"Background runs use {threads} of this computer's {cores} CPU cores, so the dashboard stays "
+            f"responsive. To change it, start the studio with {jobs.JOB_THREADS_ENV}=N (docs/performance.md).")
 
 
 def finished_message(record, what: str) -> None:

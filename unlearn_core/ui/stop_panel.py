@@ -30,3 +30,11 @@ def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: i
     target = known[key]
     st.info(stop_text.before_run_text(target, holds), icon=":material/flag:")
     return target
+
+
+def measured_seconds(dataset: str, model_key: str, criteria: str, seed: int) -> float | None:
+    """How long this session's stop estimate for the same model, forget set and seed took
+    (the run repeats it), or ``None`` when it has not been made yet."""
+    target = st.session_state.get(_SESSION_KEY, {}).get(f"{dataset}|{model_key}|{criteria}|{seed}")
+    seconds = target.get("seconds") if isinstance(target, dict) else None
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else None
