@@ -64,6 +64,16 @@ def test_each_event_names_its_stage_and_counts_the_whole_run_down():
     assert seen[7].eta_seconds < seen[6].eta_seconds < seen[2].eta_seconds
 
 
+def test_a_method_slower_than_planned_still_moves_the_bar_with_its_own_passes():
+    """PSG's own fraction counts its most passes; when the time-based figure would stall, the
+    bar moves with the method's fraction over the stage's planned share."""
+    seen = _drive([(0, "retrain", 0.0), (100, "retrain", 1.0), (101, "psg", 0.01), (111, "psg", 0.02),
+                   (121, "psg", 0.03), (131, "psg", 0.04)])
+    fractions = [e.fraction for e in seen[2:]]
+    assert all(later > earlier for earlier, later in zip(fractions, fractions[1:])), fractions
+    assert fractions[-1] < 1.0
+
+
 def test_a_slow_first_stage_rescales_the_later_ones():
     slow = _drive([(0, "retrain", 0.0), (200, "retrain", 1.0), (201, "stop_target", None)])
     assert slow[-1].eta_seconds == pytest.approx(2 * 50.0, rel=0.05)  # 2x slower than planned
