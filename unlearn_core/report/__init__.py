@@ -50,7 +50,7 @@ from typing import Any
 
 from unlearn_core import __version__, plots
 from unlearn_core.errors import UserError
-from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, NOTHING_SAVED, SETS
+from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, NO_PRESET, NOTHING_SAVED, SETS
 # One palette with the dashboard: roles never share a colour with a class.
 from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR, MODEL_COLORS
 from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT
@@ -116,6 +116,20 @@ def _gap(key: str, value: Any, reference: Any) -> str:
     if key in _PERCENT:
         return f"{100 * diff:+.1f}\u00a0pts"
     return f"{diff:+.3f}"
+
+
+def _setting(value: Any) -> str:
+    """A setting's value for people: "—" when unset, numbers in their shortest form, the rest as
+    recorded (lists and mappings as JSON)."""
+    if value is None or _is_nan(value):
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if _is_number(value):
+        return f"{value:g}" if isinstance(value, float) else f"{value:,}"
+    if isinstance(value, (list, tuple, dict)):
+        return _e(json.dumps(value, default=str))
+    return _e(value)
 
 
 def _seconds(value: Any) -> str:
@@ -206,6 +220,11 @@ def _preset(record: RunRecord) -> str | None:
     with contextlib.suppress(UserError):
         return UnlearnRequest.from_argv(command_argv(record.command)).preset
     return None
+
+
+def _preset_name(preset: str | None) -> str:
+    """The preset as the Unlearn page's picker names it (``NO_PRESET`` for none)."""
+    return preset or NO_PRESET
 
 
 def _builtin_classes(dataset: str, count: int) -> list[str] | None:
@@ -497,8 +516,9 @@ def _method_section(record: RunRecord, result: RunResult) -> str:
         parts.append("<p>No method recorded.</p>")
     preset = _preset(record)
     if preset or record.kind == "unlearn":
-        preset_text = _e(preset) if preset else "none (the defaults plus the settings below)"
-        parts.append(f"<p>Preset: {preset_text}</p>")
+        parts.append(f"<p>Preset: <strong>{_e(_preset_name(preset))}</strong>"
+                     + ("" if preset else " <span class=\"small\">(no named preset: the method's defaults, "
+                                          "with the changes marked below)</span>") + "</p>")
     config = record.config
     if config:
         fields = {}
@@ -511,9 +531,9 @@ def _method_section(record: RunRecord, result: RunResult) -> str:
             changed = info is not None and value != default
             rows.append((
                 f'<span class="mono">{_e(key)}</span>',
-                f'<span class="mono">{_e(json.dumps(value, default=str))}</span>'
+                f'<span class="mono">{_setting(value)}</span>'
                 + (' <span class="small">(changed)</span>' if changed else ""),
-                f'<span class="mono">{_e(json.dumps(default, default=str))}</span>' if info else "—",
+                f'<span class="mono">{_setting(default)}</span>' if info else "—",
                 _e(getattr(info, "help", "")),
             ))
         parts.append("<h3>Full configuration</h3>"
@@ -666,9 +686,44 @@ def _history_table(history: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------- figures
+#: Accuracy ticks of the report's charts, written out: a page viewed without the dashboard's theme
+#: must still show the numbers, not a bare "%" clipped at the edge.
+PERCENT_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def _readable(fig, *, percent_y: bool = True, legend_below: bool = False):
+    """Axes that show their numbers and whole labels: written-out % ticks, margins that grow to
+    fit the tick labels (``automargin``), and the legend in a row of its own between the title
+    and the chart, so it covers neither the title, the bars nor the category labels
+    (``legend_below``: under the x axis' title instead, for long entries on a chart without
+    category labels)."""
+    if percent_y:
+        fig.update_yaxes(tickmode="array", tickvals=list(PERCENT_TICKS),
+                         ticktext=[f"{100 * v:.0f} %" for v in PERCENT_TICKS])
+    fig.update_yaxes(automargin=True, gridcolor="#eee", title_standoff=8)
+    fig.update_xaxes(automargin=True, title_standoff=8)
+    if legend_below:
+        fig.update_layout(margin=dict(l=70, r=20, t=60, b=30), plot_bgcolor="white",
+                          legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0))
+    else:
+        fig.update_layout(margin=dict(l=70, r=20, t=90, b=30), plot_bgcolor="white",
+                          legend=dict(orientation="h", yanchor="bottom", y=1.03, xanchor="left", x=0))
+    return fig
+
+
+def _wrapped(label: str) -> str:
+    """``D_f<br>Forget (training)`` → ``D_f<br>Forget<br>(training)``: narrow enough for a phone."""
+    return label.replace(" (", "<br>(")
+
+
 def _accuracy_figure(blocks: Mapping[str, dict]):
     fig = plots.set_accuracy(blocks, title="Accuracy of each model on each set")
-    return fig if fig.data else None
+    if not fig.data:
+        return None
+    for trace in fig.data:
+        trace.x = [_wrapped(str(x)) for x in trace.x]
+    fig.update_xaxes(tickangle=0)
+    return _readable(fig)
 
 
 def _per_class_figure(per_class: Mapping[str, list], classes: Sequence[str]):
@@ -679,15 +734,17 @@ def _per_class_figure(per_class: Mapping[str, list], classes: Sequence[str]):
     fig = plots.per_class_accuracy(accuracies, [_e(c) for c in classes], title="Test accuracy per class")
     for trace in fig.data:
         trace.name = MODEL_TITLES.get(trace.name, trace.name)
-    fig.update_layout(plot_bgcolor="white", margin=dict(t=70), legend=dict(y=1.04))
-    fig.update_yaxes(gridcolor="#eee")
-    return fig
+    return _readable(fig)
 
 
 def _history_figure(history: list[dict], blocks: Mapping[str, dict]):
     fig = plots.epoch_history(history, (blocks.get("retrain") or {}).get("forget_train_acc"),
                               title="Forgetting and remaining, per epoch")
-    return fig if fig.data else None
+    if not fig.data:
+        return None
+    fig.update_yaxes(tickmode="array", tickvals=list(PERCENT_TICKS),
+                     ticktext=[f"{100 * v:.0f} %" for v in PERCENT_TICKS], secondary_y=False)
+    return _readable(fig, percent_y=False)
 
 
 # ------------------------------------------------------------------------------- embedding
@@ -938,7 +995,7 @@ def _comparison_rows(records: Sequence[RunRecord], columns: Sequence[dict]) -> l
                       for r in records]),
         ("Forget criteria", [f"<code>{_e(r.criteria_text or '—')}</code>" for r in records]),
         ("Method", [f"<strong>{_e(r.method or '—')}</strong>"
-                    + (f" · preset {_e(_preset(r))}" if _preset(r) else "")
+                    + (f" · preset {_e(_preset_name(_preset(r)))}" if r.kind == "unlearn" else "")
                     for r in records]),
         ("Settings changed from the defaults", [c["changed"] for c in columns]),
         ("Images to forget (D_f) / keep (D_r)",
@@ -984,7 +1041,7 @@ def _comparison_column(record: RunRecord, workspace: Workspace) -> dict[str, Any
     changed = []
     with contextlib.suppress(Exception):
         defaults = {f.name: f.default for f in method.fields()} if method is not None else {}
-        changed = [f"{_e(k)}={_e(json.dumps(v, default=str))}" for k, v in (record.config or {}).items()
+        changed = [f"{_e(k)}={_setting(v)}" for k, v in (record.config or {}).items()
                    if k in defaults and v != defaults[k]]
     sha = "—"
     with contextlib.suppress(UserError, ValueError, OSError):
@@ -1039,15 +1096,19 @@ def _comparison_figure(records: Sequence[RunRecord], info: Sequence[dict]):
         return None
     low, high = min(xs), max(xs)
     pad = max(0.01, 0.2 * (high - low))
+    x_range, y_range = (low - pad, min(1.0 + pad / 2, high + pad)), (-0.05, 1.08)
+    labelled = [t for t in fig.data if t.text]
+    places = plots.place_labels([(t.x[0], t.y[0]) for t in labelled], [t.text[0] for t in labelled],
+                                x_range, y_range)
+    for trace, place in zip(labelled, places):
+        trace.textposition = place
     title = "Forgetting vs what remains (closer to the retrained model's diamond is better)"
     fig.update_layout(title=dict(text=title, x=0),
                       xaxis=dict(title="accuracy on other test images T_r (higher is better)", tickformat=".1%",
-                                 range=[low - pad, min(1.0 + pad / 2, high + pad)], gridcolor="#eee"),
-                      yaxis=dict(title="accuracy on forget-like test images T_f", tickformat=".0%",
-                                 range=[-0.05, 1.08], gridcolor="#eee"),
-                      height=440, margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
-    return fig
+                                 range=list(x_range), gridcolor="#eee"),
+                      yaxis=dict(title="accuracy on forget-like test images T_f", range=list(y_range)),
+                      height=480)
+    return _readable(fig, legend_below=True)
 
 
 def _short(text: str, limit: int = 32) -> str:
