@@ -8,6 +8,9 @@ from unlearn_core.advice import WEAK_ORIGINAL_ACC, collapse_advice, weak_origina
 def test_collapse_advice_names_the_settings_and_their_values():
     text = collapse_advice("psg", {"lr": 0.002, "epochs": 16, "phi": 10.0})
     assert "lr, now 0.002" in text and "epochs, now 16" in text and "phi, now 10" in text
+    # and by how much: each names the value to try
+    assert "lr, now 0.002 → 0.001" in text and "epochs, now 16 → 8" in text and "phi, now 10 → 20" in text
+    assert "epochs" not in collapse_advice("finetune", {"lr": 0.01, "epochs": 1})  # one pass cannot be halved
     assert "phi" not in collapse_advice("finetune", {"lr": 0.01, "epochs": 5, "phi": 1.0})
     assert "learning rate" in collapse_advice("custom", {})
 

@@ -135,3 +135,10 @@ def test_report_charts_drawn_in_a_browser_show_numbers_and_whole_labels(ws, tmp_
         assert inside(chart["legend"], chart["svg"])
         assert not overlap(chart["legend"], chart["title"])
         assert not any(overlap(chart["legend"], t) for t in chart["xticks"])
+
+
+def test_a_collapse_in_the_report_names_the_settings_to_change(ws):
+    record = _unlearn_run(ws, collapsed=True)  # psg, lr 0.02, 3 epochs
+    page = report.render_run_report(record, ws, charts=False)
+    assert "Do not deploy this model. Try: halve the learning rate (lr, now 0.02 → 0.01)" in page
+    assert "epochs, now 3 → 1" in page

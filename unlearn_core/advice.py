@@ -18,15 +18,19 @@ WEAK_ORIGINAL_ACC = 0.7
 def collapse_advice(method: str, config: dict[str, Any]) -> str:
     """Which settings to change, with their current values, after a run collapsed."""
     steps = []
-    if "lr" in config:
-        steps.append(f"halve the learning rate (lr, now {config['lr']:g})")
-    if "epochs" in config:
-        steps.append(f"use fewer passes (epochs, now {config['epochs']})")
-    if method == "psg" and "phi" in config:
-        steps.append(f"weigh the kept images more (phi, now {config['phi']:g})")
+    if _number(config.get("lr")):
+        steps.append(f"halve the learning rate (lr, now {config['lr']:g} → {config['lr'] / 2:g})")
+    if _number(config.get("epochs")) and config["epochs"] > 1:
+        steps.append(f"use half as many passes (epochs, now {config['epochs']} → {max(1, config['epochs'] // 2)})")
+    if method == "psg" and _number(config.get("phi")):
+        steps.append(f"weigh the kept images twice as much (phi, now {config['phi']:g} → {2 * config['phi']:g})")
     if not steps:
         return "Run it again with a smaller learning rate or fewer passes."
     return "Try: " + "; or ".join(steps) + ". Change one at a time on the Unlearn page."
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def weak_original_warning(test_acc: float | None) -> str | None:

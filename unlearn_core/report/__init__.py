@@ -48,7 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from unlearn_core import __version__, plots
+from unlearn_core import __version__, advice, plots
 from unlearn_core.errors import UserError
 from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, NO_PRESET, NOTHING_SAVED, SETS
 # One palette with the dashboard: roles never share a colour with a class.
@@ -566,7 +566,8 @@ def _results_section(record: RunRecord, workspace: Workspace, result: RunResult,
                      f'<span class="mono">{_e(record.retrain_run)}</span>.</p>')
     if result.comparison.collapsed:
         parts.append(_note(f"<strong>Collapsed:</strong> {_e(_definition('collapsed')[1])} "
-                           "Do not deploy this model.", "error"))
+                           f"Do not deploy this model. {_e(advice.collapse_advice(record.method, record.config or {}))}",
+                           "error"))
     parts.append("<h3>Each model on each set</h3>" + _metric_table(blocks))
     parts.append(fig.html(_accuracy_figure, blocks))
     parts.append(_overall_table(result))
