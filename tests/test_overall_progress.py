@@ -89,6 +89,11 @@ def test_between_events_the_bar_moves_and_the_eta_counts_down():
     assert "left" in first.text
 
 
+def test_the_last_step_says_finishing_not_about_0_s_left():
+    event = _drive(RUN[:9])[-1].to_dict()  # scoring reported 100 %
+    assert live_progress(event, event["emitted"]).text == "Scoring the models (4 of 4)… · finishing"
+
+
 def test_a_stage_past_its_estimate_says_so_instead_of_about_0_s_left():
     event = _drive(RUN[:8])[-1].to_dict()  # scoring at 50 %
     stuck = live_progress(event, event["emitted"] + 120)

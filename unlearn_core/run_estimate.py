@@ -333,5 +333,5 @@ def live_progress(event: Mapping[str, Any], now: float, details: str = "") -> Li
         if eta and eta >= 1.0:
             parts.append(f"then about {duration(eta)}")
     elif eta is not None:
-        parts.append(left_text(eta))
+        parts.append(left_text(eta) if eta >= 1.0 else "finishing")
     return LiveProgress(min(1.0, max(0.0, fraction)), eta, " · ".join(parts), overdue)
