@@ -294,9 +294,10 @@ if pick:
             closest = map_selection.closest_criterion(data.metadata, first.indices, pick.indices, data.classes)
             if closest is not None:
                 counts = map_selection.forget_counts(closest.criteria, data.metadata, data.classes)
+                others = f"{closest.others} other image" + ("" if closest.others == 1 else "s")
                 st.markdown(f"The closest condition picks {closest.matched} of your {closest.picked} images and "
-                            f"{closest.others} other(s) on the map; as a forget set it picks **{counts['train']} "
-                            "training images**:")
+                            f"{others} on the map; as a forget set it picks **{counts['train']} training images** "
+                            f"(and {counts['test']} test images):")
                 st.code(closest.text, language=None, wrap_lines=True)
                 if st.button("Forget with the closest condition", key="rs_forget_closest",
                              icon=":material/filter_alt:"):

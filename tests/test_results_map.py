@@ -216,6 +216,16 @@ def test_results_page_map_to_forget_set(digits_runs):
     data = load_builtin("digits")
     split = Workspace().load_json(run_id, "split.json")
     threes = sorted(split["forget_test"])  # the forgotten class's test images, all on the map
+    # a lasso that misses one 3 and catches one other digit: no exact condition, and the test
+    # images' ids would forget nothing, so the closest condition is offered instead
+    near = tuple(sorted(threes[1:] + sorted(split["remain_test"])[:1]))
+    at.session_state["rs_map_pick"] = {"run": run_id, "pick": ms.MapPick(near, "original")}
+    at.run()
+    assert any("a list of their ids would forget nothing" in i.value for i in at.info)
+    assert any(c.value == 'label == "3"' for c in at.code)
+    assert [b.label for b in at.button if b.key == "rs_forget_closest"] == ["Forget with the closest condition"]
+    assert not [b for b in at.button if b.key == "rs_forget_pick"]
+
     at.session_state["rs_map_pick"] = {"run": run_id, "pick": ms.MapPick(tuple(threes), "original")}
     at.run()
     assert not at.exception, [e.value for e in at.exception]
