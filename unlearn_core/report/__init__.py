@@ -565,9 +565,9 @@ def _results_section(record: RunRecord, workspace: Workspace, result: RunResult,
         parts.append(f"<p>The retrained reference was {how} run "
                      f'<span class="mono">{_e(record.retrain_run)}</span>.</p>')
     if result.comparison.collapsed:
+        what_to_do = advice.collapse_advice(record.method, record.config or {})
         parts.append(_note(f"<strong>Collapsed:</strong> {_e(_definition('collapsed')[1])} "
-                           f"Do not deploy this model. {_e(advice.collapse_advice(record.method, record.config or {}))}",
-                           "error"))
+                           f"Do not deploy this model. {_e(what_to_do)}", "error"))
     parts.append("<h3>Each model on each set</h3>" + _metric_table(blocks))
     parts.append(fig.html(_accuracy_figure, blocks))
     parts.append(_overall_table(result))
