@@ -287,10 +287,11 @@ if pick:
             if st.button("Forget these images", key="rs_forget_pick", type="primary", icon=":material/filter_alt:"):
                 _forget_on_forget_page(proposal.text, "the selected images by id")
         else:
+            why = ("They are test images (the map shows held-out images) and a forget set is made of training "
+                   "images, so a list of their ids would forget nothing." if not picked_train else
+                   "They are too many to list by id in the criteria text; draw a smaller group.")
             st.info(f"No simple condition on the metadata picks exactly these {proposal.picked} images among the "
-                    f"{proposal.shown} on the map. They are test images (the map shows held-out images) and a "
-                    "forget set is made of training images, so a list of their ids would forget nothing.",
-                    icon=":material/info:")
+                    f"{proposal.shown} on the map. {why}", icon=":material/info:")
             closest = map_selection.closest_criterion(data.metadata, first.indices, pick.indices, data.classes)
             if closest is not None:
                 counts = map_selection.forget_counts(closest.criteria, data.metadata, data.classes)

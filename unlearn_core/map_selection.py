@@ -41,8 +41,9 @@ from unlearn_core.labels import MODEL_SHORT
 MIN_FOR_NUMERIC = 5
 #: At most this many values in one ``column in (...)`` condition.
 MAX_VALUES = 3
-#: A near miss is offered only when it overlaps the selection at least this much (Jaccard).
-MIN_OVERLAP = 0.5
+#: A near miss is offered only when it overlaps the selection at least this much (Jaccard:
+#: shared / either); a random half of the map can reach 0.5 with a threshold on any column.
+MIN_OVERLAP = 2 / 3
 
 EXACT, CLOSEST, IDS = "exact", "closest", "ids"
 
