@@ -75,3 +75,34 @@ def test_a_stored_upload_keeps_the_chosen_size_for_every_later_load(tmp_path, mo
     assert native != resized
     assert load_dataset(native).image_size == 32
     assert load_dataset(resized).image_size == 16
+
+
+def test_data_page_says_the_size_kept_or_the_resize_and_loads_that_size(tmp_path, monkeypatch):
+    """Data & model: a 32x32 upload is announced and loaded at 32x32; ticking 'Resize the images'
+    says from what to what, and the loaded set has the chosen size."""
+    pytest.importorskip("streamlit")
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from unlearn_core.data.catalog import load_dataset
+
+    monkeypatch.setenv("UNLEARN_STUDIO_HOME", str(tmp_path))
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    at = AppTest.from_file(app, default_timeout=180)
+    at.session_state["dm_source"] = "upload"
+    at.switch_page("pages/1_data_model.py").run()
+    at.get("file_uploader")[0].upload("clinic32.zip", _zip([(32, 32)] * 6), "application/zip")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c.value for c in at.caption]
+    assert ("The images keep their native size: 32 × 32 pixels (the first image in the CSV); all of them must "
+            "have that size.") in captions
+    at.button(key="dm_load_upload").click().run()
+    assert load_dataset(at.session_state["us.dataset"]).image_size == 32
+    at.checkbox(key="dm_resize").check().run()
+    at.select_slider(key="dm_resize_to").set_value(16).run()
+    assert "Every image will be resized from 32 × 32 pixels to 16 × 16 pixels." in [c.value for c in at.caption]
+    at.button(key="dm_load_upload").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert load_dataset(at.session_state["us.dataset"]).image_size == 16
