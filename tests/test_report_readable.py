@@ -8,6 +8,7 @@ the drawn labels.
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -142,3 +143,25 @@ def test_a_collapse_in_the_report_names_the_settings_to_change(ws):
     page = report.render_run_report(record, ws, charts=False)
     assert "Do not deploy this model. Try: halve the learning rate (lr, now 0.02 → 0.01)" in page
     assert "epochs, now 3 → 1" in page
+
+
+def test_a_compositions_report_lists_its_candidates_with_the_runs_composed(ws):
+    from unlearn_core.labels import NOTHING_SAVED
+    from unlearn_core.runs.result import RunResult
+
+    parent = _unlearn_run(ws)
+    block = RunResult.of(parent)
+    candidates = [{"label": "α=0", "metrics": block.unlearned, "distance_to_retrain": 0.2433, "same_as": parent.id},
+                  {"label": "α=1", "metrics": {**block.unlearned, "remain_test_acc": 0.5}, "distance_to_retrain": None,
+                   "beaten_by": parent.id, "forgetting_lost": True}]
+    record = ws.create_run("compose", status="running", dataset="oculoplastic", method="interpolate",
+                           parents=[parent.id])
+    ws.set_status(record.id, "done", metrics=RunResult(blocks={"original": block.original}, candidates=candidates,
+                                                       chosen=None).to_dict())
+    page = report.render_run_report(ws.get(record.id), ws)
+    label = f"psg {parent.id[-4:]}"
+    assert "<h3>Candidates</h3>" in page and f"same as {label}" in page and f"worse than {label}" in page
+    assert "0.243" in page and "None" not in re.sub(r"<script.*?</script>", "", page, flags=re.S)
+    assert "No candidate improves on the runs it was made from" in page
+    assert f"<strong>{html.escape(NOTHING_SAVED)}</strong>" in page  # said plainly, not as an error
+    assert '"runs composed"' in page  # the chart's trace of the parents

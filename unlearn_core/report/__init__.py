@@ -395,7 +395,7 @@ def _summary(record: RunRecord, result: RunResult) -> str:
                 text += f"; a model retrained without them gets {_fmt(key, ret.get(key))}"
             items.append(text + ".")
     if record.kind == "compose" and result.candidates and result.chosen is None:
-        items.append(f'<strong style="color:#c62828">{_e(NOTHING_SAVED)}</strong>')
+        items.append(f"<strong>{_e(NOTHING_SAVED)}</strong>")
     reference = result.reference()
     if reference is not None:
         items.append(_e(reference.sentence()))
@@ -573,6 +573,8 @@ def _results_section(record: RunRecord, workspace: Workspace, result: RunResult,
     parts.append(_overall_table(result))
     parts.append(_time_table(record, result))
     parts.append(_per_class_part(record, result, data, fig))
+    if result.candidates:
+        parts.append(_candidates_part(record, workspace, result, fig))
     history = _history(record, workspace)
     if history:
         during = "unlearning" if record.kind == "unlearn" else "the run"
@@ -582,6 +584,45 @@ def _results_section(record: RunRecord, workspace: Workspace, result: RunResult,
         parts.append(fig.html(_history_figure, history, blocks))
         parts.append(_history_table(history))
     return _section("results", "Results", "".join(parts))
+
+
+def _composed_runs(record: RunRecord, workspace: Workspace) -> list[dict]:
+    """The unlearning runs a composition was made from, as the trade-off chart labels them."""
+    found = []
+    for parent_id in record.parents:
+        with contextlib.suppress(UserError):
+            parent = workspace.get(parent_id)
+            block = RunResult.of(parent).unlearned if parent.kind == "unlearn" and parent.status == "done" else None
+            if block:
+                found.append({"id": parent.id, "label": f"{parent.method} {parent.id[-4:]}", "metrics": block})
+    return found
+
+
+def _candidates_part(record: RunRecord, workspace: Workspace, result: RunResult, fig: _Charts) -> str:
+    """A composition's candidates: the trade-off chart with the runs composed, and a table."""
+    from unlearn_core.compose import parents_warning
+
+    parents = _composed_runs(record, workspace)
+    names = {p["id"]: p["label"] for p in parents}
+    rows = []
+    for c in result.candidates:
+        metrics = c.get("metrics") or {}
+        versus = (f"worse than {_e(names.get(c['beaten_by'], c['beaten_by']))}" if c.get("beaten_by")
+                  else f"same as {_e(names.get(c['same_as'], c['same_as']))}" if c.get("same_as") else "—")
+        rows.append([f"<strong>{_e(c.get('label'))}</strong>"
+                     + (' <span class="small">(saved as this run)</span>' if c.get("label") == result.chosen else ""),
+                     f'<span class="num">{_fmt("forget_test_acc", metrics.get("forget_test_acc"))}</span>',
+                     f'<span class="num">{_fmt("remain_test_acc", metrics.get("remain_test_acc"))}</span>',
+                     f'<span class="num">{_fmt("d", c.get("distance_to_retrain"))}</span>',
+                     versus, "yes" if c.get("forgetting_lost") else "no"])
+    warning = parents_warning(result.candidates)
+    return ('<h3>Candidates</h3><p class="small">Every model the composition built, scored on the same '
+            'sets; triangles on the chart are the runs composed.</p>'
+            + (_note(_e(warning), "warn") if warning else "")
+            + fig.html(plots.tradeoff, result.candidates, result.original, result.retrain,
+                       saved=(result.chosen,) if result.chosen else (), parents=parents)
+            + _table(["Candidate", "Forget acc. (test)", "Remain acc. (test)", "Distance to retrain",
+                      "Vs the runs composed", "Forgets less than its inputs"], rows))
 
 
 def _metric_table(blocks: Mapping[str, dict]) -> str:
