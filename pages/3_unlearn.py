@@ -113,7 +113,7 @@ cols = st.columns(3)
 device = cols[0].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=widgets.sticky("ul_device", "auto"),
                            help=f"auto uses a GPU when there is one. {gpu_note}")
 cols[0].caption(gpu_note)
-cols[0].caption(background.threads_note())
+background.threads_control(cols[1])
 seed = cols[1].number_input("Seed", 0, 2**31 - 1, step=1, key=widgets.sticky("ul_seed", 0),
                             help="Same seed, same result.")
 retrain = cols[2].checkbox("Also train the retrain reference", key=widgets.sticky("ul_retrain", True),

@@ -300,3 +300,18 @@ def test_a_job_leaves_the_dashboard_a_core_unless_told_otherwise(ws, monkeypatch
     with pytest.raises(UserError, match=jobs.JOB_THREADS_ENV):
         jobs.submit(ws, ["runs", "list"], "train")
     assert ws.list_runs() == []  # refused before anything was recorded
+
+
+def test_the_threads_chosen_for_a_workspace_reach_its_jobs_unless_the_variable_says_otherwise(ws, monkeypatch):
+    monkeypatch.delenv(jobs.JOB_THREADS_ENV, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert jobs.job_threads(ws) == 3 and jobs.chosen_job_threads(ws) is None
+    jobs.set_job_threads(ws, 2)
+    assert jobs.job_threads(ws) == 2 and jobs._job_env(ws, 1)["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv(jobs.JOB_THREADS_ENV, "4")
+    assert jobs._job_env(ws, 1)["OMP_NUM_THREADS"] == "4"  # the variable overrides the page's choice
+    monkeypatch.delenv(jobs.JOB_THREADS_ENV)
+    with pytest.raises(UserError, match="at least 1"):
+        jobs.set_job_threads(ws, 0)
+    jobs.set_job_threads(ws, None)
+    assert jobs.job_threads(ws) == 3

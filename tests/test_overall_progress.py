@@ -223,8 +223,13 @@ def test_a_running_run_counts_from_its_start():
 
 # ---------------------------------------------------------------------- the Unlearn page
 
-def test_unlearn_page_shows_the_whole_run_estimate_before_start(workspace_home):
+def test_unlearn_page_shows_the_whole_run_estimate_before_start(workspace_home, monkeypatch):
     pytest.importorskip("streamlit")
+    from unlearn_core.runs import jobs
+    from unlearn_core.runs.registry import Workspace
+
+    monkeypatch.delenv(jobs.JOB_THREADS_ENV, raising=False)
+    monkeypatch.setattr(jobs, "cpu_cores", lambda: 4)
     at = _app("pages/3_unlearn.py", **DIGITS, us__criteria='label == "3"')
     estimates = [i.value for i in at.info if i.value.startswith("The whole run should take about")]
     assert len(estimates) == 1, [i.value for i in at.info]
@@ -232,6 +237,13 @@ def test_unlearn_page_shows_the_whole_run_estimate_before_start(workspace_home):
     assert "training the retrain reference" in text  # the page's default trains the reference
     assert "scoring the models" in text
     assert "Background runs use" in " ".join(c.value for c in at.caption)
+    assert "Background runs use 3 of this computer's 4 CPU cores, leaving 1 for the dashboard." in [
+        c.value for c in at.caption]
+    at.number_input(key="ul_job_threads").set_value(2).run()  # the user changes the job threads here
+    assert jobs.chosen_job_threads(Workspace()) == 2
+    assert "Background runs use 2 of this computer's 4 CPU cores, leaving 2 for the dashboard." in [
+        c.value for c in at.caption]
+    jobs.set_job_threads(Workspace(), None)
     at.checkbox(key="ul_retrain").uncheck().run()
     text = next(i.value for i in at.info if i.value.startswith("The whole run should take about"))
     assert "retrain reference" not in text.split(".")[0]

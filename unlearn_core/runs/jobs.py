@@ -90,6 +90,8 @@ MAX_JOBS_ENV = "UNLEARN_STUDIO_MAX_JOBS"
 DEFAULT_MAX_JOBS = 1
 #: CPU threads a background job's torch may use (default: all cores but one).
 JOB_THREADS_ENV = "UNLEARN_STUDIO_JOB_THREADS"
+#: The workspace file holding the threads chosen on the Unlearn page (the variable overrides it).
+JOB_THREADS_FILE = "job_threads.txt"
 #: Seconds a job gets to stop by itself after SIGTERM before it is killed.
 CANCEL_GRACE_S = 3.0
 #: A claimed run gets its pid within this time; after it, a pid-less running run is interrupted.
@@ -225,8 +227,14 @@ def job_limit(value: int | None = None) -> int:
     return value
 
 
-def job_threads() -> int:
-    """Threads for a background job: ``$UNLEARN_STUDIO_JOB_THREADS``, else one fewer than the cores.
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def job_threads(workspace: Workspace | None = None) -> int:
+    """Threads for a background job: ``$UNLEARN_STUDIO_JOB_THREADS``, else the workspace's
+    choice (:func:`set_job_threads`, the Unlearn page), else one fewer than the cores.
 
     Why: a job that takes every core leaves the dashboard that started it waiting 8-18 s for
     each page on a 2-core machine; one core kept free keeps the pages quick, at the cost of
@@ -235,8 +243,33 @@ def job_threads() -> int:
     from_env = _count_from_env(JOB_THREADS_ENV)
     if from_env is not None:
         return from_env
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    chosen = chosen_job_threads(workspace) if workspace is not None else None
+    return chosen if chosen is not None else max(1, cpu_cores() - 1)
+
+
+def chosen_job_threads(workspace: Workspace) -> int | None:
+    """The threads chosen for this workspace's jobs (``None``: not chosen, or unreadable)."""
+    try:
+        value = int((workspace.path / JOB_THREADS_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return value if value >= 1 else None
+
+
+def set_job_threads(workspace: Workspace, threads: int | None) -> None:
+    """Choose the threads of this workspace's background jobs (``None``: back to the default).
+
+    Applies to jobs started from now on; ``$UNLEARN_STUDIO_JOB_THREADS`` still overrides it.
+    """
+    from unlearn_core.files import atomic_write
+
+    path = workspace.path / JOB_THREADS_FILE
+    if threads is None:
+        path.unlink(missing_ok=True)
+        return
+    if not isinstance(threads, int) or threads < 1:
+        raise UserError(f"Threads for background runs must be a whole number of at least 1, not {threads!r}.")
+    atomic_write(path, f"{threads}\n".encode())
 
 
 def job_command(argv: list[str], run_id: str) -> list[str]:
@@ -252,7 +285,7 @@ def _job_env(workspace: Workspace, limit: int) -> dict[str, str]:
     package_root = str(Path(unlearn_core.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"  # the log shows output as it happens
-    env["OMP_NUM_THREADS"] = str(job_threads())  # torch's CPU threads (leave the dashboard a core)
+    env["OMP_NUM_THREADS"] = str(job_threads(workspace))  # torch's CPU threads (leave the dashboard a core)
     return env
 
 

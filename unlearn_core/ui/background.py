@@ -184,19 +184,38 @@ def show_estimate(request, sel, data, split, stop_seconds: float | None = None) 
     st.info(estimate.text(), icon=":material/schedule:")
 
 
-def threads_note() -> str:
-    """Which share of the CPU a background run takes, and where to change it."""
+def threads_control(container=None) -> int:
+    """"CPU threads for background runs": the workspace's choice, shown with what it leaves the
+    dashboard; ``$UNLEARN_STUDIO_JOB_THREADS`` (when set) overrides it and the field is locked."""
     import os
 
     from unlearn_core.runs import jobs
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    where = container or st
+    workspace = cache.workspace()
+    cores = jobs.cpu_cores()
     try:
-        threads = jobs.job_threads()
+        threads = jobs.job_threads(workspace)
     except UserError as error:
-        return str(error)
-    return (f"Background runs use {threads} of this computer's {cores} CPU cores, so the dashboard stays "
-            f"responsive. To change it, start the studio with {jobs.JOB_THREADS_ENV}=N (docs/performance.md).")
+        where.caption(str(error))
+        return 1
+    locked = bool(os.environ.get(jobs.JOB_THREADS_ENV, "").strip())
+
+    def save() -> None:
+        jobs.set_job_threads(workspace, int(st.session_state["ul_job_threads"]))
+
+    st.session_state["ul_job_threads"] = threads
+    where.number_input("CPU threads for background runs", min_value=1, max_value=max(cores, threads), step=1,
+                       key="ul_job_threads", on_change=save, disabled=locked,
+                       help=(f"Set by {jobs.JOB_THREADS_ENV} when the studio was started." if locked else
+                             "Fewer threads leave the dashboard responsive while a run works; more make the "
+                             "run faster. Applies to runs started from now on, for everyone using this "
+                             "workspace."))
+    left = cores - threads
+    where.caption(f"Background runs use {threads} of this computer's {cores} CPU cores"
+                  + (f", leaving {left} for the dashboard." if left > 0 else
+                     "; pages may be slow while a run works."))
+    return threads
 
 
 def finished_message(record, what: str) -> None:
