@@ -142,6 +142,15 @@ if not compose_id:  # after a reload: show a composition of these very runs that
         compose_id = st.session_state[run_key] = in_progress.mine.id
     for other in in_progress.others:
         st.info(attach.describe_other(other), icon=":material/hourglass_top:")
+if not compose_id and sel.run_id and sel.run_id not in by_id:
+    # a reload (the run is in the address) or a candidate saved from a composition: show that composition
+    try:
+        selected = workspace.get(sel.run_id)
+        if selected.kind == "compose" and selected.status == "done":
+            source = [p for p in selected.parents if workspace.exists(p) and workspace.get(p).kind == "compose"]
+            compose_id = st.session_state[run_key] = source[0] if source else selected.id
+    except UserError:
+        pass
 record = None
 if compose_id:
     try:
@@ -184,6 +193,8 @@ for parent_id in record.parents:
 parent_names = {p["id"]: p["label"] for p in parents}
 saved_runs = [r for r in workspace.list_runs(kind="compose", status="done") if record.id in r.parents]
 saved_labels = {RunResult.of(r).chosen: r.id for r in saved_runs}
+if sel.run_id not in (record.id, *saved_labels.values()):  # so a reload comes back to these candidates
+    state.set_run(record.id)
 if result.chosen is not None:  # a composition asked for one candidate by name (`--select`)
     saved_labels.setdefault(result.chosen, record.id)
 st.plotly_chart(plots.tradeoff(found, result.original, result.retrain, saved=tuple(saved_labels), parents=parents),

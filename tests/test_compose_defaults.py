@@ -365,6 +365,15 @@ def test_compose_page_defaults_parents_and_saving_a_picked_candidate(composed, m
     assert not [r for r in ws.list_runs(kind="compose") if composition in r.parents]
     assert any("No candidate is saved yet" in i.value for i in at.info), [i.value for i in at.info]
     assert not any("closest to the retrained model" in s.value for s in at.success)
+    assert at.session_state["us.run_id"] == composition  # in the address: a reload shows these candidates
+    reloaded = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    for key, value in {"us.dataset": "digits", "us.dataset_label": "Handwritten digits",
+                       "us.model": ModelChoice("shipped"), "us.run_id": composition}.items():
+        reloaded.session_state[key] = value
+    reloaded.switch_page("pages/5_compose.py")
+    reloaded.run()
+    assert not reloaded.exception and reloaded.session_state["cp__run"] == composition
+    assert reloaded.selectbox(key="cp_pick").options == ["α=0", "α=0.5", "α=1"]
     pick = at.selectbox(key="cp_pick")
     assert pick.label == "Candidate to save" and pick.options == ["α=0", "α=0.5", "α=1"]
     assert at.button(key="cp_save").label == "Save this candidate as a run"
