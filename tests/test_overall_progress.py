@@ -250,3 +250,32 @@ def test_unlearn_page_shows_the_whole_run_estimate_before_start(workspace_home, 
 
 
 from test_pages import DIGITS, _app, quick_stop_estimate, workspace_home  # noqa: E402, F401 - shared fixtures
+
+
+def test_the_progress_panel_shows_one_bar_with_the_stage_as_text(workspace_home):
+    """A run in progress on the Unlearn page: the stage in words with its number, the epoch, the
+    whole run's time left, and the step's own message under the bar."""
+    import os
+
+    from unlearn_core.runs.jobs import process_start_time
+    from unlearn_core.runs.registry import Workspace
+
+    ws = Workspace()
+    record = ws.create_run("unlearn", status="running", dataset="digits", criteria_text='label == "3"',
+                           method="psg", pid=os.getpid(), process_start=process_start_time(os.getpid()))
+    import time
+
+    clock = Clock()
+    clock.now = time.time() - 30  # the panel moves the bar on by the real clock between events
+    reporter = OverallReporter(lambda event: ws.record_progress(record.id, event), STAGES, clock=clock)
+    reporter(ProgressEvent(phase="retrain", epoch=3, epochs=10, fraction=0.0, message="retrain: epoch 3/10"))
+    clock.now += 30
+    reporter(ProgressEvent(phase="retrain", epoch=3, epochs=10, fraction=0.25, message="retrain: epoch 3/10"))
+    at = _app("pages/3_unlearn.py", **DIGITS, us__criteria='label == "3"', us__unlearn_run_id=record.id)
+    bar = at.get("progress")[0]
+    assert bar.proto.text.startswith("Training the retrain reference (1 of 4)… · epoch 3/10 · ")
+    # the whole run's bar: it moves on with the clock, but never past the reference's expected end
+    # (30 s done + 90 s left of 170 s), where the reference's own bar would restart for each phase
+    assert 0 < bar.value <= 71
+    assert "retrain: epoch 3/10" in [c.value for c in at.caption]
+    ws.set_status(record.id, "cancelled", expect=("running",))
