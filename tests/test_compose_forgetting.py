@@ -48,6 +48,9 @@ def test_nothing_is_chosen_without_a_name_and_the_suggestion_skips_flagged_candi
     assert suggest([_summary("α=0", 0.01, lost=True)]) is None
     beaten = [{**_summary("α=0.5", 0.05), "beaten_by": "run-a"}, _summary("α=1", 0.20)]
     assert suggest(beaten)[0] == "α=1"
+    unchanged = [{**_summary("α=1", 0.01), "same_as": "run-b"}, _summary("α=0.5", 0.20)]
+    assert suggest(unchanged)[0] == "α=0.5"  # an input run saved again gains nothing
+    assert suggest(unchanged[:1]) is None
 
 
 # ---------------------------------------------------------------------- the workflow

@@ -417,15 +417,16 @@ def suggest(summaries: list[dict]) -> tuple[str, str] | None:
     """A candidate to preselect and why, in words, or ``None``: nothing is saved by it.
 
     The one closest to the retrained model among those that keep their inputs' forgetting
-    (``forgetting_lost`` unset) and are not worse than an input run; without a retrained model,
-    none (no honest single score), and none when every candidate is flagged.
+    (``forgetting_lost`` unset) and are neither worse than an input run nor one of them
+    unchanged (saving an input run again gains nothing); without a retrained model, none (no
+    honest single score), and none when every candidate is ruled out.
     """
-    fair = [s for s in summaries if not s.get("forgetting_lost") and not s.get("beaten_by")]
+    fair = [s for s in summaries if not (s.get("forgetting_lost") or s.get("beaten_by") or s.get("same_as"))]
     if not fair or not all(s.get("distance_to_retrain") is not None for s in fair):
         return None
     best = min(fair, key=lambda s: s["distance_to_retrain"])
     return best["label"], (f"closest to the retrained model (distance {best['distance_to_retrain']:.3f}) among "
-                           "the candidates that keep their inputs' forgetting and are not worse than an input run")
+                           "the candidates that keep their inputs' forgetting and improve on the input runs")
 
 
 def save_candidate(request: SaveCandidateRequest, workspace: Workspace) -> dict:
