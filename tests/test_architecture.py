@@ -31,7 +31,7 @@ LAYERS = {
     2: ("unlearn_core.models", "unlearn_core.runs.registry", "unlearn_core.runs.requests", "unlearn_core.runs.result",
         "unlearn_core.runs.jobs", "unlearn_core.runs.recipe", "unlearn_core.runs.attach", "unlearn_core.map_selection"),
     3: ("unlearn_core.training", "unlearn_core.evaluate", "unlearn_core.embedding", "unlearn_core.assets",
-        "unlearn_core.stop_target", "unlearn_core.cka", "unlearn_core.run_estimate"),
+        "unlearn_core.stop_target", "unlearn_core.cka", "unlearn_core.stop_target_cache", "unlearn_core.run_estimate"),
     4: ("unlearn_core.methods", "unlearn_core.compose"),
     5: ("unlearn_core.pipeline", "unlearn_core.bench_large", "unlearn_core.runs.artifacts", "unlearn_core.preflight",
         "unlearn_core.bench_reference", "unlearn_core.bench_scenarios", "unlearn_core.bench_data",

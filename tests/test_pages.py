@@ -82,7 +82,7 @@ def quick_stop_estimate(monkeypatch):
     is tested in test_stop_target.py, and the real-browser test runs the real one on the page."""
     from unlearn_core.ui import stop_text
 
-    monkeypatch.setattr(stop_text, "estimate", lambda model, data, split, seed=0, device="cpu": {
+    monkeypatch.setattr(stop_text, "estimate", lambda model, data, split, seed=0, device="cpu", cache=None: {
         "value": 0.0, "estimator": "proxy_retrain", "original_forget_acc": 1.0, "keep_case": False,
         "explanation": "a stand-in estimate for page tests"})
 
@@ -496,7 +496,7 @@ def test_unlearn_page_says_where_the_run_will_stop(workspace_home, monkeypatch):
 
     calls = []
 
-    def fake_estimate(model, data, split, seed=0, device="cpu"):
+    def fake_estimate(model, data, split, seed=0, device="cpu", cache=None):
         calls.append((data.name, len(split.forget_train), seed))
         return {"value": 0.12, "estimator": "remain_probe", "original_forget_acc": 0.98, "keep_case": False,
                 "explanation": "a classifier fitted on the kept training images only"}

@@ -27,6 +27,7 @@ from unlearn_core.progress import ProgressEvent
 from unlearn_core.runs.recipe import EXAMPLE, Recipe
 from unlearn_core.runs.requests import UnlearnRequest
 from unlearn_core.runs.result import RECIPE_SOURCE_WORDS, Comparison, RunResult, Timing
+from unlearn_core.stop_target_cache import StopTargetCache
 from unlearn_core.training import TrainConfig
 
 
@@ -146,12 +147,15 @@ def run_unlearning(
     retrain_model: Classifier | None = None,
     retrain_seconds: float | None = None,
     recipe: OriginalRecipe | None = None,
+    stop_targets: StopTargetCache | None = None,
 ) -> UnlearnOutcome:
     """Split, unlearn, optionally retrain, and score original / unlearned / retrain.
 
     ``retrain_model`` lets a caller pass a reused reference (with the seconds it originally
     took); otherwise one is trained when ``request.retrain`` is set, with the original's own
     recipe (``recipe``, else found by :func:`original_recipe` before any work starts).
+    ``stop_targets`` keeps automatic stop targets (the workspace's), so the run reuses the one
+    its page already made for this model, forget set and seed.
     """
     if request.retrain and recipe is None:
         recipe = original_recipe(data.name, request.weights, request.recipe)
@@ -164,7 +168,7 @@ def run_unlearning(
     overrides.setdefault("seed", request.seed)
     overrides.setdefault("device", request.device)
     config = method.make_config(overrides, preset=request.preset)
-    result = method.run(model, UnlearnData(data, split), config, on_progress=on_progress,
+    result = method.run(model, UnlearnData(data, split, stop_targets), config, on_progress=on_progress,
                         should_stop=should_stop)
     if train_config is not None and retrain_model is None:
         retrain_model, retrain_seconds = train_retrain(data, split, train_config, on_progress, should_stop)

@@ -84,6 +84,8 @@ class StopTarget:
             (the loss gap an attacker sees), not accuracy.
         seconds: how long the estimate took (part of the run's wall time; the proxy's images
             are not in the run's forward/backward counts, being a smaller network at ≤ 32 px).
+        reused: True when it was kept from an earlier estimate of the same model, forget set
+            and seed (:mod:`unlearn_core.stop_target_cache`), so it cost no time now.
     """
 
     value: float
@@ -92,6 +94,7 @@ class StopTarget:
     original_forget_acc: float
     keep_case: bool
     seconds: float = 0.0
+    reused: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

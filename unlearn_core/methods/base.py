@@ -37,6 +37,7 @@ from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import to_pixels
 from unlearn_core.progress import Cancelled, ProgressCallback, ProgressEvent, StopCheck
+from unlearn_core.stop_target_cache import StopTargetCache
 from unlearn_core.training import iterate_batches
 
 
@@ -95,10 +96,16 @@ class FieldInfo:
 
 @dataclass
 class UnlearnData:
-    """What a method may see: the data, the four index sets, and nothing else."""
+    """What a method may see: the data, the four index sets, and nothing else.
+
+    ``stop_targets``: where automatic stop targets already made for this model and forget set
+    are kept (the workspace's), so a run does not repeat the estimate its page made; ``None``
+    (the benchmark, tests) always makes a new one.
+    """
 
     imageset: ImageSet
     split: ForgetSplit
+    stop_targets: StopTargetCache | None = None
 
     @property
     def forget_indices(self) -> np.ndarray:

@@ -37,7 +37,8 @@ from torch import nn
 
 from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.models.batchnorm import batchnorms
-from unlearn_core.stop_target import StopTarget, estimate_stop_target
+from unlearn_core.stop_target import StopTarget
+from unlearn_core.stop_target_cache import estimate_or_reuse
 from unlearn_core.training import fine_tuned_copy
 
 BN_POLICIES = ("remain_stats", "train", "frozen")
@@ -178,9 +179,11 @@ def make_stop_rule(config, model: nn.Module, data, device: torch.device, load_pi
         return StopRule()
     if config.stop_at == "target":
         return AccuracyStop(config.target_forget_acc)
-    if hooks is not None:
-        hooks.announce("stop_target", "training small proxy models on the kept images to estimate where to stop")
-    target = estimate_stop_target(model, data, device, seed=config.seed)
+    def announce() -> None:  # only when a new estimate is made: a kept one costs no time
+        if hooks is not None:
+            hooks.announce("stop_target", "training small proxy models on the kept images to estimate where to stop")
+
+    target = estimate_or_reuse(model, data, device, seed=config.seed, cache=data.stop_targets, before_new=announce)
     if not target.keep_case:
         return AccuracyStop(target.value, target)
     rng = np.random.default_rng(config.seed)

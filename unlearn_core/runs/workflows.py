@@ -133,7 +133,8 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
                 context.workspace, data, model, request, on_progress, should_stop, recipe)
         outcome = run_unlearning(data, model, request, on_progress=on_progress, should_stop=should_stop,
                                  retrain_model=retrain_model, retrain_seconds=retrain_seconds,
-                                 recipe=recipe if request.retrain else None)
+                                 recipe=recipe if request.retrain else None,
+                                 stop_targets=stop_targets_of(context.workspace) if context is not None else None)
         result = outcome.result
         if retrain_run is not None:
             result.retrain_reused = retrain_run["reused"]
@@ -158,6 +159,13 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
     return summary
 
 
+def stop_targets_of(workspace: Workspace):
+    """The workspace's kept automatic stop targets (shared by the page's estimate and the run)."""
+    from unlearn_core.stop_target_cache import StopTargetCache
+
+    return StopTargetCache.in_workspace(workspace.path)
+
+
 def unlearn_estimate(workspace: Workspace, request: UnlearnRequest, data: ImageSet, model: Classifier,
                      recipe: OriginalRecipe | None = None, split=None, stop_seconds: float | None = None):
     """How long ``request`` will take, stage by stage (:class:`~unlearn_core.run_estimate.RunEstimate`).
@@ -167,7 +175,7 @@ def unlearn_estimate(workspace: Workspace, request: UnlearnRequest, data: ImageS
     Rates come from the workspace's recorded runs. ``split`` saves re-splitting when the caller
     has it; ``stop_seconds`` is the stop estimate's own time when it was measured already.
     """
-    from unlearn_core.methods.base import get_method
+    from unlearn_core.methods.base import UnlearnData, get_method
     from unlearn_core.pipeline import original_recipe, retrain_recipe
     from unlearn_core.run_estimate import RunPlan, estimate_run
 
@@ -193,7 +201,8 @@ def unlearn_estimate(workspace: Workspace, request: UnlearnRequest, data: ImageS
                    image_pixels=data.channels * data.image_size * data.image_size,
                    forget_images=sizes["forget_train"], remain_images=sizes["remain_train"],
                    scored_images=sum(sizes.values()), retrain_images=retrain_images, retrain_reused=reused,
-                   stop_target=getattr(config, "stop_at", None) == "auto",
+                   stop_target=getattr(config, "stop_at", None) == "auto" and not stop_targets_of(workspace).has(
+                       model, UnlearnData(data, split), overrides["seed"]),
                    models_scored=3 if request.retrain else 2, method_title=method.title)
     return estimate_run(plan, workspace.list_runs(), stop_seconds=stop_seconds)
 

@@ -1,11 +1,13 @@
 """The Unlearn page's "where will this run stop" line: computed once per model, forget set and
-seed in the page's session (a spinner while it computes), worded by :mod:`unlearn_core.ui.stop_text`."""
+seed and kept in the workspace (:mod:`unlearn_core.stop_target_cache`: a reload, another tab and
+the run itself reuse it), with a spinner while it computes; worded by :mod:`unlearn_core.ui.stop_text`."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from unlearn_core.errors import UserError
+from unlearn_core.stop_target_cache import StopTargetCache
 from unlearn_core.ui import cache, stop_text
 
 _SESSION_KEY = "ul_stop_targets"
@@ -23,7 +25,7 @@ def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: i
         try:
             with st.spinner("Estimating where the run will stop (no retraining needed)…"):
                 known[key] = stop_text.estimate(cache.model(dataset, model_key), cache.dataset(dataset), split,
-                                                seed=seed)
+                                                seed=seed, cache=StopTargetCache.in_workspace(cache.workspace().path))
         except (UserError, ValueError) as error:
             st.caption(f"Where the run will stop could not be estimated: {error}")
             return None

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from unlearn_core.data.imageset import ImageSet
     from unlearn_core.models.architectures import Classifier
     from unlearn_core.runs.result import RunResult
+    from unlearn_core.stop_target_cache import StopTargetCache
 
 #: The config field, and its value, of a method that stops at the automatic target.
 STOP_FIELD, AUTO = "stop_at", "auto"
@@ -42,12 +43,16 @@ def checks_hold(values: Mapping[str, Any]) -> bool:
 
 
 def estimate(model: Classifier, data: ImageSet, split: ForgetSplit, seed: int = 0,
-             device: str = "cpu") -> dict[str, Any]:
-    """The automatic stop target of ``model`` for this forget set, as a plain dict."""
-    from unlearn_core.methods.base import UnlearnData
-    from unlearn_core.stop_target import estimate_stop_target
+             device: str = "cpu", cache: StopTargetCache | None = None) -> dict[str, Any]:
+    """The automatic stop target of ``model`` for this forget set, as a plain dict.
 
-    return estimate_stop_target(model, UnlearnData(data, split), device=device, seed=seed).to_dict()
+    With ``cache`` (the workspace's), an estimate made before for the same model, forget set and
+    seed is reused, and a new one is kept for the run and for the next page that asks.
+    """
+    from unlearn_core.methods.base import UnlearnData
+    from unlearn_core.stop_target_cache import estimate_or_reuse
+
+    return estimate_or_reuse(model, UnlearnData(data, split), device=device, seed=seed, cache=cache).to_dict()
 
 
 def _pct(value: float) -> str:
