@@ -16,12 +16,7 @@ from unlearn_core.methods.stopping import make_stop_rule
 from unlearn_core.stop_target_cache import StopTargetCache, estimate_or_reuse
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
