@@ -9,6 +9,7 @@ from unlearn_core.data.catalog import describe_dataset
 from unlearn_core.data import loaders
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import ARCHITECTURES
+from unlearn_core.runs import attach
 from unlearn_core.runs.requests import TrainRequest
 from unlearn_core.ui import background, cache, demo_model, state, widgets
 
@@ -17,7 +18,7 @@ SOURCES = {"builtin": "Built-in data set", "upload": "Upload my own images"}
 MODEL_SOURCES = {
     "shipped": "Demo model",
     "file": "Upload weights",
-    "run": "Train a new one here",
+    "run": "Trained here (new or earlier)",
 }
 ARCH_FROM_FILE = "(as saved in the file)"
 
@@ -224,8 +225,24 @@ else:  # train one
         if chosen:
             st.caption(f"In use: {sel.model.describe()}.")
         elif weights_path.is_file() and st.button("Use the trained model", key="dm_use_trained", type="primary"):
-            arch = str((record.config or {}).get("arch", ""))
-            state.set_model(state.ModelChoice("run", str(weights_path), arch=arch, run_id=record.id))
+            state.use_trained_run(record, str(weights_path))
+            st.rerun()
+
+    # models trained earlier (another session, a reload, the command line): choosable without re-uploading
+    earlier = [r for r in cache.trained_models(sel.dataset) if r.id != train_id]
+    if earlier:
+        st.markdown("**Or use a model trained here earlier** on this data set:")
+        by_id = {r.id: r for r in earlier}
+        pick_cols = st.columns([3, 1])
+        picked = pick_cols[0].selectbox("Trained model", list(by_id), key="dm_earlier",
+                                        format_func=lambda i: attach.trained_model_label(by_id[i]),
+                                        label_visibility="collapsed")
+        in_use = sel.model is not None and sel.model.kind == "run" and sel.model.run_id == picked
+        if in_use:
+            pick_cols[1].caption("In use.")
+        elif pick_cols[1].button("Use this model", key="dm_use_earlier", type="primary"):
+            state.use_trained_run(by_id[picked], cache.weights_of(picked))
+            state.flash(f"Using the model of training run {picked}.")
             st.rerun()
 
 # --- what is in the data ---------------------------------------------------------------------

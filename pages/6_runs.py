@@ -140,7 +140,8 @@ if record.command:
     st.caption("The exact command that reproduces this run.")
 
 can_show = record.kind in ("unlearn", "compose") and record.status == "done"
-action_cols = iter(st.columns(4 if can_show else 3))
+usable_model = record.id in {r.id for r in cache.trained_models()}  # a finished training run with weights
+action_cols = iter(st.columns(3 + can_show + usable_model))
 if record.status in ACTIVE_STATUSES:
     if next(action_cols).button("Cancel", key="rn_cancel", icon=":material/stop_circle:"):
         try:
@@ -166,6 +167,12 @@ else:
             state.set_run(run_id)
             st.session_state["rs_run"] = run_id
             st.switch_page(widgets.RESULTS.path)
+    if usable_model:
+        if next(action_cols).button("Use this model", key="rn_use_model", icon=":material/model_training:",
+                                    help="Make this trained model the one to unlearn from (with its data set)."):
+            state.use_trained_run(record, cache.weights_of(run_id))
+            state.flash(f"Using the model of training run {run_id}.")
+            st.switch_page(widgets.DATA.path)
     with next(action_cols).popover("Delete", icon=":material/delete:"):
         dependants = workspace.dependants(run_id)
         st.markdown(f"Delete run `{run_id}` and its files? This can't be undone.")

@@ -16,6 +16,7 @@ from unlearn_core.data.criteria import ForgetCriteria
 from unlearn_core.errors import UserError
 from unlearn_core.labels import dataset_name
 from unlearn_core.runs.registry import RunRecord
+from unlearn_core.runs.result import RunResult
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,43 @@ def describe_other(record: RunRecord) -> str:
     forgetting = f", forgetting {record.criteria_text}" if record.criteria_text else ""
     return (f"Another run is in progress: {what}{on}{forgetting} (run {record.id}, {record.status}). "
             "It was started elsewhere (another tab or another selection); open it from 6 · Runs & export.")
+
+
+def trained_models(records: Iterable[RunRecord], weights_exist, dataset: str | None = None) -> list[RunRecord]:
+    """Finished training runs whose weights are on disk, newest first: the models a user can pick.
+
+    Why: a model trained from the dashboard (or the command line) outlives the browser session
+    that started it; after a reload, or days later, it must be choosable without downloading its
+    weights and uploading them again. ``weights_exist(record)`` says whether the run's weights
+    file is there (a run whose folder was cleaned up is left out); ``dataset`` keeps the runs
+    trained on that data set only, since a model is only usable with the data it learned.
+    """
+    found = [r for r in records if r.kind == "train" and r.status == "done"
+             and (dataset is None or r.dataset == dataset) and weights_exist(r)]
+    return sorted(found, key=lambda r: r.created_at or "", reverse=True)
+
+
+def trained_model_label(record: RunRecord) -> str:
+    """How a training run is named in a model picker: id, architecture, epochs, test accuracy, date."""
+    config = record.config or {}
+    parts = [f"run {record.id}"]
+    if config.get("arch"):
+        parts.append(str(config["arch"]))
+    if config.get("epochs"):
+        parts.append(f"{config['epochs']} epochs")
+    test_acc = _test_accuracy(record)
+    if test_acc is not None:
+        parts.append(f"test accuracy {test_acc:.0%}")
+    if record.created_at:
+        parts.append(f"trained {record.created_at[:16].replace('T', ' ')}")
+    return " · ".join(parts)
+
+
+def _test_accuracy(record: RunRecord) -> float | None:
+    """The training run's recorded test accuracy, when its metrics hold one."""
+    try:
+        _, block = RunResult.of(record).main_block()
+    except (UserError, ValueError, KeyError, TypeError):
+        return None
+    value = block.get("test_acc")
+    return float(value) if isinstance(value, (int, float)) else None

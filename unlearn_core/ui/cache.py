@@ -36,6 +36,23 @@ def _workspace(path: str):
     return Workspace(path)
 
 
+def trained_models(dataset: str | None = None) -> list:
+    """Finished training runs of the workspace with their weights on disk (on ``dataset`` if given)."""
+    from unlearn_core.runs.attach import trained_models as finished
+    from unlearn_core.runs.registry import WEIGHTS_NAME
+
+    ws = workspace()
+    return finished(ws.list_runs(kind="train", status="done"),
+                    lambda r: ws.artifact_path(r.id, WEIGHTS_NAME).is_file(), dataset)
+
+
+def weights_of(run_id: str) -> str:
+    """Path of a run's saved weights."""
+    from unlearn_core.runs.registry import WEIGHTS_NAME
+
+    return str(workspace().artifact_path(run_id, WEIGHTS_NAME))
+
+
 def workspace():
     """The run registry of ``$UNLEARN_STUDIO_HOME`` (or ``./workspace``), opened once."""
     from unlearn_core.runs.registry import default_home

@@ -169,6 +169,20 @@ def set_model(choice: ModelChoice | None) -> None:
     write_url()
 
 
+def use_trained_run(record, weights_path: str) -> None:
+    """Select a finished training run's model, and its data set when another one is selected.
+
+    ``record`` is the run's :class:`~unlearn_core.runs.registry.RunRecord`; used by Data & model
+    and by Runs ("Use this model"), so a model trained earlier needs no download and upload.
+    """
+    from unlearn_core.labels import dataset_name
+
+    if selection().dataset != record.dataset:
+        set_dataset(record.dataset, dataset_name(record.dataset))
+    set_model(ModelChoice("run", str(weights_path), arch=str((record.config or {}).get("arch", "")),
+                          run_id=record.id))
+
+
 def set_criteria(text: str) -> None:
     st.session_state[_CRITERIA] = (text or "").strip()
     write_url()
