@@ -2,8 +2,12 @@
 
 One test walks what a person does the first time: Home → "Load the demo" → Forget set (move
 the VPF slider up a millimetre and back, watching the counts follow) → Unlearn (a short PSG
-run, started from the page and followed to the end) → Results (score table and the three t-SNE
-panels) → Compose → Runs, with Data & model looked at on the way. A full-page screenshot of every page is taken at 1400 px;
+run, started from the page and followed to the end) → Results (score table, privacy verdict,
+per-block CKA and the three t-SNE panels with a complete legend: every class and both markers;
+then a lasso drawn on the Original panel, whose "Forget these images" button opens the Forget
+set page with the drawn criteria, put back to the demo's afterwards) → Compose (its defaults with
+the one run there is: no BatchNorm recalibration, nothing built) → Runs, with Data & model looked
+at on the way. A full-page screenshot of every page is taken at 1400 px;
 with ``UPDATE_SCREENSHOTS=1`` they replace ``docs/screenshots/*.png`` (used by the README),
 otherwise they go to a temporary folder so a test run never dirties the tree.
 
@@ -238,6 +242,56 @@ def seed_retrain_reference(home: Path, criteria_text: str) -> str:
     return record.id
 
 
+def check_tsne_legend(page, tsne) -> None:
+    """The decision-region chart's legend names every class of the demo set and both markers."""
+    from playwright.sync_api import expect
+
+    from unlearn_core.data.synthetic.oculoplastic import CLASSES
+
+    legend = tsne.first.locator(".legend .legendtext")
+    expect(legend.first).to_be_visible(timeout=WAIT_MS)
+    entries = {text.strip() for text in legend.all_text_contents()}
+    missing = {*CLASSES, "forget image", "kept image"} - entries
+    assert not missing, (missing, entries)
+
+
+def lasso_on_original_panel(page, tsne) -> None:
+    """Pick Lasso Select in the chart's toolbar and draw a closed path over the Original panel.
+
+    The path is a rectangle inside the first panel's drag area, 6 % in from each edge: most of
+    the panel's points, always some stars among them, whatever the t-SNE layout. What the page
+    makes of them (an exact condition or the closest one) is checked by the caller.
+    """
+    chart = tsne.first
+    chart.scroll_into_view_if_needed()
+    chart.hover()
+    lasso = chart.locator(".modebar-btn[data-title='Lasso Select']")
+    lasso.first.click(timeout=WAIT_MS)
+    area = chart.locator(".draglayer .xy .nsewdrag").first
+    box = area.bounding_box()
+    assert box and box["width"] > 50 and box["height"] > 50, box
+    x0, y0 = box["x"] + 0.06 * box["width"], box["y"] + 0.06 * box["height"]
+    x1, y1 = box["x"] + 0.94 * box["width"], box["y"] + 0.94 * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
+def check_compose_defaults(page) -> None:
+    """Compose's defaults, drawn even when only one run exists: no BatchNorm recalibration, no
+    repair, the α sweep 0…1; and with one run the two-run strategy says what is missing."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("checkbox", name="Recalibrate BatchNorm on kept images")).not_to_be_checked(
+        timeout=WAIT_MS)
+    expect(page.get_by_role("spinbutton", name="Repair epochs")).to_have_value("0")
+    expect(page.get_by_role("textbox", name="α values")).to_have_value("0, 0.25, 0.5, 0.75, 1")
+    expect(page.get_by_text(re.compile(r"needs exactly 2 run\(s\); 1 picked"))).to_be_visible()
+    expect(page.get_by_role("button", name="Build and score candidates")).to_be_disabled()
+
+
 # --- the demo path -------------------------------------------------------------------------------
 def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
     from playwright.sync_api import expect
@@ -355,11 +409,34 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         expect(page.get_by_role("heading", name="Where the forgetting lives")).to_be_visible()
         expect(page.get_by_text("An attacker can").or_(page.get_by_text("The forgotten images now look"))
                .first).to_be_visible()  # the privacy verdict
-        screenshot_of("results.png")
+        # The complete legend: every class of the data set and both markers (issue 15).
+        check_tsne_legend(page, tsne)
+        timings.append(f"results checked: {time.monotonic() - started:.0f} s")
 
-        # Compose and Runs: their headings and content.
+        # Lasso on the Original panel → the selection in every panel → "Forget these images".
+        lasso_on_original_panel(page, tsne)
+        expect(page.get_by_text(re.compile(r"\d+ selected image\(s\)")).first).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("highlighted in every panel").first).to_be_visible()
+        expect(page.get_by_role("heading", name="Forget these images?")).to_be_visible(timeout=WAIT_MS)
+        forget_pick = page.locator(".st-key-rs_forget_pick button, .st-key-rs_forget_closest button").first
+        expect(forget_pick).to_be_visible(timeout=WAIT_MS)
+        screenshot_of("results.png")  # verdict, legend, the selection and its forget set
+        forget_pick.click()
+        expect(page.get_by_role("heading", name="Forget set", exact=True)).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("Forget set drawn on the Results map").first).to_be_visible(timeout=WAIT_MS)
+        drawn = page.get_by_role("textbox", name="As text (you can also type here)")
+        expect(drawn).not_to_have_value("", timeout=WAIT_MS)
+        assert drawn.input_value().strip() != DEMO_CRITERIA, drawn.input_value()
+        # Back to the demo's forget set, so Compose and Runs see the walk-through's selection.
+        drawn.fill(DEMO_CRITERIA)
+        page.get_by_role("button", name="Apply").click()
+        expect(page.get_by_text("with vpf_mm ≥ 12 mm")).to_be_visible(timeout=WAIT_MS)
+        timings.append(f"lasso to forget set and back: {time.monotonic() - started:.0f} s")
+
+        # Compose with one finished run: its defaults, and why nothing can be built yet.
         go_to(page, "5 · Compose (optional)", "Compose (optional)")
         expect(page.get_by_role("heading", name="Runs to combine")).to_be_visible(timeout=WAIT_MS)
+        check_compose_defaults(page)
         screenshot_of("compose.png")
 
         go_to(page, "6 · Runs & export", "Runs & export")
