@@ -58,8 +58,8 @@ MAX_SHOT_BYTES = 400_000
 WAIT_MS = 120_000                                  # a page on a busy 2-core machine: 10-30 s
 RUN_WAIT_MS = 1_800_000 if UPDATE_SCREENSHOTS else 900_000  # real retrain vs reused stand-in (busy machine)
 SERVER_START_S = 120
-# PSG's stop estimate (three small proxy models) runs in the page's script after the controls:
-# seconds on a quiet machine, minutes on a busy one; a click meanwhile waits behind it.
+# PSG's stop estimate (three small proxy models) is made in a background thread and shown when it
+# arrives: seconds on a quiet machine, minutes on a busy one (kept in the workspace afterwards).
 ESTIMATE_WAIT_MS = 600_000
 
 DEMO_CRITERIA = 'vpf_mm >= 12 and label == "thyroid eye disease"'
