@@ -53,7 +53,7 @@ from unlearn_core.errors import UserError
 from unlearn_core.labels import IDEAL, METRIC_DEFINITIONS, MODEL_TITLES, NO_PRESET, NOTHING_SAVED, SETS
 # One palette with the dashboard: roles never share a colour with a class.
 from unlearn_core.plots import FORGET_COLOR, KEEP_COLOR, MODEL_COLORS
-from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT
+from unlearn_core.runs.artifacts import EMBEDDING_ARTIFACT, load_block_similarity
 from unlearn_core.runs.registry import LOG_NAME, WEIGHTS_NAME, RunRecord, Workspace, command_argv, utc_now
 from unlearn_core.runs.requests import UnlearnRequest
 from unlearn_core.runs.result import RunResult
@@ -327,6 +327,7 @@ def render_run_report(record: RunRecord, workspace: Workspace, *, data: Any = No
         _forgotten_section(record, workspace, result, data),
         _method_section(record, result),
         _results_section(record, workspace, result, data, fig),
+        _similarity_section(record, workspace, fig),
         _embedding_section(record, workspace, blocks, data, fig),
         _provenance_section(record, workspace),
         _signoff(),
@@ -829,6 +830,28 @@ def _tsne_figure(panels, classes, hover, titles):
     fig = plots.tsne_panels(panels, classes, hover=hover, titles=titles)
     fig.update_layout(margin=dict(t=60), dragmode="zoom")
     return fig
+
+
+def _similarity_section(record: RunRecord, workspace: Workspace, fig: _Charts) -> str:
+    """"Where the forgetting lives": per-block CKA to the retrained model, as on the Results page."""
+    if record.kind != "unlearn" or not record.retrain_run:
+        return ""
+    rows = load_block_similarity(workspace, record.id)
+    title = "Where the forgetting lives (per-block CKA)"
+    if not rows:
+        return _section("similarity", title, "<p>No per-block comparison was saved with this run; open the run "
+                                             "on the dashboard’s Results page to compute it.</p>")
+    table = "".join(f"<tr><td>{_e(r.block)}</td><td>{r.unlearned_forget:.3f}</td><td>{r.unlearned_kept:.3f}</td>"
+                    f"<td>{r.original_forget:.3f}</td></tr>" for r in rows)
+    body = ("<p>How alike each block of the network sees the images, compared with the retrained model "
+            "(linear CKA, 1 = the same; Kornblith et al., 2019). Where the unlearned model on the forget "
+            "images rises above the original, unlearning moved that block towards a model that never saw "
+            "them; a change only at the head means the earlier blocks still hold what they learned. The "
+            "kept images should stay high.</p>"
+            + (fig.html(plots.block_similarity, rows) or "")
+            + "<table><thead><tr><th>block</th><th>unlearned, forget images</th><th>unlearned, kept images</th>"
+              f"<th>original, forget images (before)</th></tr></thead><tbody>{table}</tbody></table>")
+    return _section("similarity", title, body)
 
 
 def _embedding_section(record: RunRecord, workspace: Workspace, blocks: Mapping[str, dict],

@@ -8,6 +8,7 @@ line. The dashboard only wraps these functions in its caches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 #: The run's default t-SNE panels (:func:`run_panels`), shown by the Results page and the report.
 EMBEDDING_ARTIFACT = "embedding.npz"
+#: Per-block CKA to the retrained model, saved with a finished run (Results computes it, the report shows it).
+BLOCK_SIMILARITY_ARTIFACT = "block_similarity.json"
 #: The default sample of the panels that are saved with the run.
 DEFAULT_POINTS, DEFAULT_SEED = 2000, 0
 SPLIT_ARTIFACT = "split.json"
@@ -137,6 +140,45 @@ def run_panels(workspace: Workspace, record: RunRecord, data: ImageSet, models: 
         except OSError:
             pass  # a read-only workspace still shows the panels
     return panels
+
+
+def run_block_similarity(workspace: Workspace, record: RunRecord, data: ImageSet, models: dict[str, Classifier],
+                         split: ForgetSplit) -> list:
+    """Per-block CKA of the run's models to its retrained model (empty without a retrain).
+
+    Saved in the run's folder (:data:`BLOCK_SIMILARITY_ARTIFACT`) once the run is done, so it
+    is computed once and the run's HTML report can show it (:func:`load_block_similarity`).
+    """
+    from unlearn_core.cka import per_block_similarity
+
+    saved = load_block_similarity(workspace, record.id)
+    if saved:
+        return saved
+    if "retrain" not in models:
+        return []
+    rows = per_block_similarity(models["original"], models["unlearned"], models["retrain"], data,
+                                split.forget_train, split.remain_train)
+    if record.status == "done":
+        path = workspace.artifact_path(record.id, BLOCK_SIMILARITY_ARTIFACT)
+        try:
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps([dataclasses.asdict(r) for r in rows]))
+            temporary.replace(path)
+        except OSError:
+            pass  # a read-only workspace still shows the comparison on the page
+    return rows
+
+
+def load_block_similarity(workspace: Workspace, run_id: str) -> list:
+    """The run's saved per-block CKA rows (:class:`~unlearn_core.cka.BlockSimilarity`); empty when
+    none was saved or the file cannot be read."""
+    from unlearn_core.cka import BlockSimilarity
+
+    path = workspace.artifact_path(run_id, BLOCK_SIMILARITY_ARTIFACT)
+    try:
+        return [BlockSimilarity(**row) for row in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def embed_run(workspace: Workspace, run_id: str) -> dict[str, EmbeddingPanel]:

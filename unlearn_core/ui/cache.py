@@ -277,15 +277,14 @@ def run_losses(run_id: str) -> dict:
 @st.cache_data(show_spinner=False, max_entries=16)
 def run_block_similarity(run_id: str) -> list:
     """Per-block CKA of the run's models to its retrained model (empty without a retrain)."""
-    from unlearn_core.cka import per_block_similarity
+    from unlearn_core.runs import artifacts
 
-    models = run_models(run_id)
-    if "retrain" not in models:
-        return []
     record = workspace().get(run_id)
-    split = run_split(run_id)
-    return per_block_similarity(models["original"], models["unlearned"], models["retrain"],
-                                dataset(record.dataset), split.forget_train, split.remain_train)
+    saved = artifacts.load_block_similarity(workspace(), run_id)
+    if saved:
+        return saved
+    return artifacts.run_block_similarity(workspace(), record, dataset(record.dataset), run_models(run_id),
+                                          run_split(run_id))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
