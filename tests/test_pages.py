@@ -227,8 +227,14 @@ def test_results_page_shows_scores_and_decision_regions(digits_runs):
     assert any(h.value == "Where the forgetting lives" for h in at.subheader)
     from unlearn_core.runs.registry import Workspace
 
-    # The panels are kept with the run, so its HTML report can show them too.
+    # The panels and the per-block comparison are kept with the run, so its HTML report shows them too.
     assert Workspace().artifact_path(digits_runs[0], "embedding.npz").is_file()
+    assert Workspace().artifact_path(digits_runs[0], "block_similarity.json").is_file()
+    # The decision-region legend names every class and both markers (issue 15, item 2).
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    tsne = next(f for f in figures if any(t.get("name") == "forget image" for t in f["data"]))
+    legend = {t.get("name") for t in tsne["data"] if t.get("showlegend") is not False and t.get("type") != "heatmap"}
+    assert {str(d) for d in range(10)} | {"forget image", "kept image"} <= legend, legend
 
 
 def test_runs_page_lists_compares_and_deletes(digits_runs):
