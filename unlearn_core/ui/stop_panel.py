@@ -11,7 +11,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import streamlit as st
 
 from unlearn_core.errors import UserError
-from unlearn_core.stop_target_cache import StopTargetCache
+from unlearn_core.runs.workflows import stop_targets_of
 from unlearn_core.ui import cache, stop_text
 
 _SESSION_KEY = "ul_stop_targets"
@@ -56,7 +56,7 @@ def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: i
                 st.caption(f"Where the run will stop could not be estimated: {error}")
                 return None
             future = executor.submit(stop_text.estimate, model, data, split, seed=seed,
-                                     cache=StopTargetCache.in_workspace(cache.workspace().path))
+                                     cache=stop_targets_of(cache.workspace()))
             pending[key] = future
         try:
             known[key] = future.result(timeout=QUICK_WAIT_S)
