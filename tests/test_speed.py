@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -163,3 +165,26 @@ def test_bench_vs_reference_flag_reports_speedup_and_agreement(monkeypatch, caps
     out = capsys.readouterr().out
     assert seen == {"scenario": "digits_random10", "repeats": 2}
     assert "speed-up: 2.50x" in out and "99.0%" in out
+
+
+def test_cpu_inference_uses_small_channels_last_batches_and_gives_the_same_logits():
+    """Evaluation forwards on the CPU run in small channels_last batches (faster there) and give
+    what one big default-layout batch gives, up to float rounding; the caller's model is untouched."""
+    from unlearn_core.data.builtin import load_builtin
+    from unlearn_core.models import inference
+    from unlearn_core.models.architectures import build_model, spec_for
+
+    data = load_builtin("digits")
+    torch.manual_seed(0)
+    model = build_model(spec_for(data)).eval()
+    indices = np.arange(100)
+    seen: list[torch.Tensor] = []
+    handle = model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    small = inference.predict_logits(model, data.images, indices)
+    handle.remove()
+    assert max(len(batch) for batch in seen) == inference.CPU_BATCH
+    assert all(batch.is_contiguous(memory_format=torch.channels_last) for batch in seen)
+    with torch.no_grad():
+        whole = model(data.images[indices].float() / 255).numpy()
+    np.testing.assert_allclose(small, whole, rtol=1e-4, atol=1e-4)
+    assert all(p.is_contiguous() for p in model.parameters())

@@ -31,7 +31,7 @@ from torch import nn
 
 from unlearn_core.data.criteria import ForgetSplit
 from unlearn_core.data.imageset import ImageSet
-from unlearn_core.device import autocast, resolve_device
+from unlearn_core.device import autocast, channels_last_pays, resolve_device
 from unlearn_core.errors import UserError
 from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.models.architectures import Classifier
@@ -58,7 +58,8 @@ class CommonConfig:
     device: str = option("auto", "Where to compute: auto (GPU if present), cpu, cuda or mps.",
                          choices=("auto", "cpu", "cuda", "mps"))
     amp: bool = option(True, "Mixed precision (bf16) on CUDA GPUs; ignored on CPU.")
-    channels_last: bool = option(True, "channels_last memory layout on CUDA GPUs; ignored on CPU.")
+    channels_last: bool = option(True, "channels_last memory layout for images and model (faster convolutions on GPUs, "
+                                 "and on the CPU: docs/performance.md).")
     batch_size: int = option(64, "Images per optimization step.", min=1, max=4096)
 
 
@@ -191,7 +192,7 @@ class UnlearnMethod(ABC):
         working = copy.deepcopy(model)
         device = resolve_device(config.device)
         working.to(device)
-        if config.channels_last and device.type == "cuda":
+        if channels_last_pays(config.channels_last, device):
             working.to(memory_format=torch.channels_last)
         torch.manual_seed(config.seed)
         cost = CostMeter()
@@ -439,7 +440,7 @@ def load_pixels(data: UnlearnData, batch: np.ndarray, device: torch.device,
                 channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Float pixels in [0, 1] and labels of ``batch`` on ``device``."""
     pixels = to_pixels(data.imageset.images[batch], device)
-    if channels_last and device.type == "cuda":
+    if channels_last_pays(channels_last, device):
         pixels = pixels.contiguous(memory_format=torch.channels_last)
     return pixels, data.imageset.labels[batch].to(device)
 

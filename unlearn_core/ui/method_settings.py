@@ -54,7 +54,7 @@ LABELS: dict[Any, str] = {
     "stop_at": "When to stop",
     "batch_size": "Images per step",
     "amp": "Mixed precision on GPU",
-    "channels_last": "GPU memory layout (channels last)",
+    "channels_last": "Memory layout: channels last (faster convolutions)",
     "freeze_batchnorm": "Keep BatchNorm statistics fixed",
     "use_remain": "Also train on the kept images",
     "alpha": "Weight of kept images α",
