@@ -7,8 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from unlearn_core.device import autocast
+from unlearn_core.device import autocast, channels_last_pays
 from unlearn_core.models.architectures import Classifier
+
+#: Images per forward on the CPU. Small batches keep activations in cache: on a 2-core AVX2 CPU,
+#: 32 ran the oculoplastic model (64 px) 3.2× and the digits model 1.4× faster than 512
+#: (docs/performance.md). GPUs want large batches.
+CPU_BATCH = 32
+GPU_BATCH = 512
 
 
 def to_pixels(images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -22,7 +28,7 @@ def predict_logits(
     images: torch.Tensor,
     indices: Sequence[int] | np.ndarray | None = None,
     *,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     device: torch.device | None = None,
     amp: bool = True,
 ) -> np.ndarray:
@@ -36,7 +42,7 @@ def embeddings(
     images: torch.Tensor,
     indices: Sequence[int] | np.ndarray | None = None,
     *,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     device: torch.device | None = None,
     amp: bool = True,
 ) -> np.ndarray:
@@ -45,7 +51,11 @@ def embeddings(
 
 
 def _batched(model, images, indices, batch_size, device, amp, embed: bool) -> np.ndarray:
+    """Forwards under ``torch.inference_mode`` in the channels_last layout (oneDNN's and cuDNN's
+    faster convolutions; only the input is converted, so the caller's model is left as it is)."""
     device = device or next(model.parameters()).device
+    batch_size = batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
+    channels_last = channels_last_pays(True, device)
     was_training = model.training
     model.eval()
     idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -53,7 +63,9 @@ def _batched(model, images, indices, batch_size, device, amp, embed: bool) -> np
     try:
         for start in range(0, len(idx), batch_size):
             batch = to_pixels(images[idx[start : start + batch_size]], device)
-            with autocast(device, amp):
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), autocast(device, amp):
                 out = model.embed(batch) if embed else model(batch)
             outputs.append(out.float().cpu())
     finally:
