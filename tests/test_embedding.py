@@ -201,3 +201,20 @@ def test_cache_key_depends_on_every_input():
         cache_key(hashes, ids, 0, "shared_init", grid_size=40),
     ]
     assert len({base, *variants}) == len(variants) + 1
+
+
+def test_points_beyond_the_laid_out_sample_join_the_map_next_to_their_kind(models, data, monkeypatch):
+    """Above LAYOUT_POINTS_MAX, t-SNE lays out a seeded sample and the rest are added to that map:
+    every point gets finite coordinates, and an added point lands among laid-out points of its
+    own class (its nearest laid-out neighbour on the map mostly shares its true label)."""
+    from unlearn_core import embedding
+
+    monkeypatch.setattr(embedding, "LAYOUT_POINTS_MAX", 100)
+    indices = np.random.default_rng(1).choice(data.test_indices, 300, replace=False)
+    panel = compute_panels({"original": models["original"]}, data, indices, seed=0)["original"]
+    assert panel.coords.shape == (300, 2) and np.isfinite(panel.coords).all()
+    laid_out = np.sort(np.random.default_rng(0).choice(300, 100, replace=False))
+    added = np.setdiff1d(np.arange(300), laid_out)
+    nearest = KNeighborsClassifier(n_neighbors=1).fit(panel.coords[laid_out], panel.true[laid_out])
+    same_kind = float((nearest.predict(panel.coords[added]) == panel.true[added]).mean())
+    assert same_kind > 0.7, same_kind

@@ -16,6 +16,12 @@ Why these choices:
       neighbours up to 5,000 points (faster than an approximate index at that size): the
       panels are a visual aid, the layout is settled by then (KL within ~3 % of the full
       schedule on digits), and three panels of 2,000 points take seconds on a laptop CPU.
+    * Above :data:`LAYOUT_POINTS_MAX` points, t-SNE lays out a seeded sample of that many (the
+      same sample in every panel) and every other point is added to that map with openTSNE's
+      ``transform`` (placed at the median of its nearest laid-out neighbours in feature space,
+      then a short optimization against the fixed map). t-SNE's own cost grows faster than the
+      number of points; with this, three panels of 10,000 points stay within seconds
+      (``docs/performance.md``) and a map of 2,000 is computed exactly as before.
     * Regions come from a k-NN vote over each panel's *own predicted* labels, so the background
       shows where that model's decisions change, not where the true classes lie.
 """
@@ -51,6 +57,11 @@ FOLLOW_SCHEDULE = (0, 200)
 #: Up to this many points, exact nearest neighbours beat building an approximate index.
 EXACT_NEIGHBORS_MAX = 5000
 KNN_NEIGHBORS = 5
+#: Most points t-SNE lays out itself (the Results page's default sample); the rest join that map
+#: through openTSNE's ``transform``.
+LAYOUT_POINTS_MAX = 2000
+#: Optimization steps for the points added to a laid-out map (openTSNE's default is 250).
+ADDED_POINTS_ITERATIONS = 50
 GRID_MARGIN = 0.05
 _ARRAY_FIELDS = ("coords", "predicted", "true", "is_forget", "sample_ids", "indices",
                  "grid_x", "grid_y", "region_labels")
@@ -215,10 +226,19 @@ def tsne_coordinates(
     """
     with threadpool_limits(limits=n_jobs):
         reduced = _pca(features, seed)
-        return _tsne(reduced, seed, perplexity, init, n_jobs)
+        if len(reduced) <= LAYOUT_POINTS_MAX:
+            return np.asarray(_tsne(reduced, seed, perplexity, init, n_jobs), dtype=np.float32)
+        laid_out = np.sort(np.random.default_rng(seed).choice(len(reduced), LAYOUT_POINTS_MAX, replace=False))
+        added = np.setdiff1d(np.arange(len(reduced)), laid_out)
+        embedding = _tsne(reduced[laid_out], seed, perplexity, None if init is None else init[laid_out], n_jobs)
+        coords = np.empty((len(reduced), 2), dtype=np.float32)
+        coords[added] = embedding.transform(reduced[added], n_iter=ADDED_POINTS_ITERATIONS)
+        coords[laid_out] = embedding  # after transform, which centres the map it adds points to
+        return coords
 
 
-def _tsne(reduced: np.ndarray, seed: int, perplexity: float, init: np.ndarray | None, n_jobs: int) -> np.ndarray:
+def _tsne(reduced: np.ndarray, seed: int, perplexity: float, init: np.ndarray | None, n_jobs: int):
+    """openTSNE's embedding of ``reduced`` (an array that can also ``transform`` new points)."""
     from openTSNE import TSNE  # imported here: only the Results page pays for loading it
     from openTSNE.initialization import pca as pca_init
 
@@ -237,7 +257,7 @@ def _tsne(reduced: np.ndarray, seed: int, perplexity: float, init: np.ndarray | 
         random_state=seed,
         verbose=False,
     )
-    return np.asarray(tsne.fit(reduced), dtype=np.float32)
+    return tsne.fit(reduced)
 
 
 class _WideInitFilter(logging.Filter):
