@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+from unlearn_core.data.builtin_cache import CACHE_ENV
+
+
+def pytest_configure(config):
+    """One disk cache of generated built-in sets for the whole session, subprocesses included
+    (they inherit the variable), kept apart from the user's own cache and removed at the end."""
+    if CACHE_ENV not in os.environ:
+        folder = tempfile.mkdtemp(prefix="unlearn-studio-data-cache-")
+        os.environ[CACHE_ENV] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.fixture(scope="module")

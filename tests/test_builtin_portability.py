@@ -52,7 +52,8 @@ def _simd() -> dict[str, list[str]]:
 
 
 def _generate(env_changes: dict[str, str]) -> dict[str, list[str]]:
-    env = {**os.environ, **env_changes, "PYTHONPATH": str(ROOT)}
+    # The disk cache is off: each subprocess must generate the data itself under its SIMD level.
+    env = {**os.environ, **env_changes, "PYTHONPATH": str(ROOT), "UNLEARN_STUDIO_DATA_CACHE": "off"}
     done = subprocess.run([sys.executable, "-c", GENERATE, *BUILTIN_SETS], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -146,7 +146,10 @@ def builtin_names() -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def load_builtin(name: str) -> ImageSet:
-    """Generate (or fetch from this process's cache) a built-in set by name."""
+    """A built-in set by name: from this process's memory, this machine's disk cache
+    (:mod:`unlearn_core.data.builtin_cache`), or generated now."""
+    from unlearn_core.data.builtin_cache import load_or_make
+
     if name not in BUILTIN_SETS:
         raise UserError(f"Unknown data set {name!r}; built-in sets are: {', '.join(BUILTIN_SETS)}.")
-    return BUILTIN_SETS[name].make()
+    return load_or_make(name, BUILTIN_SETS[name].make)
