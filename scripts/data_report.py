@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from unlearn_core.assets import demo_model_path, load_demo_model
-from unlearn_core.data.builtin import BUILTIN_SETS, load_builtin
+from unlearn_core.data.builtin import BUILTIN_SETS
 from unlearn_core.data.criteria import ForgetCriteria, split_sets
 from unlearn_core.models.weights import file_metadata
 from unlearn_core.training import accuracy_on
@@ -65,11 +65,17 @@ def main() -> None:
              f"(CPU). Demo models are made by `python -m unlearn_core make-demo-models`; their training time "
              "is read from the model file (it was measured when the model was made). All times are wall clock; "
              f"the 1-minute load average when this report ran was {os.getloadavg()[0]:.1f} on "
-             f"{os.cpu_count()} cores, so times measured on a busy machine are proportionally longer.", ""]
+             f"{os.cpu_count()} cores, so times measured on a busy machine are proportionally longer.", "",
+             "Generating a synthetic set takes the time given below, so the first process that needs one keeps a "
+             "copy in `~/.cache/unlearn-studio/builtin` (or `$XDG_CACHE_HOME/...`; set `UNLEARN_STUDIO_DATA_CACHE` "
+             "to another folder, or to `off`), and later processes (the dashboard, each background run, each "
+             "command) read it in about a second. The copy is named after a hash of the generating code and the "
+             "numpy, pandas, torch and scikit-learn versions, and checked against the data fingerprint recorded "
+             "with it; anything else is generated again (`unlearn_core/data/builtin_cache.py`). Delete the folder "
+             "at any time.", ""]
     for name, builtin in BUILTIN_SETS.items():
-        load_builtin.cache_clear()
         started = time.perf_counter()
-        data = load_builtin(name)
+        data = builtin.make()  # generated now, not read from the disk cache: its time is reported
         generated = time.perf_counter() - started
         split = split_sets(data, ForgetCriteria.parse(builtin.demo_forget))
         sizes = split.sizes()
