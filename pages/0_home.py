@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from unlearn_core.data.builtin import BUILTIN_SETS
 from unlearn_core.errors import UserError
 from unlearn_core.ui import cache, demo_model, state, widgets
 
@@ -19,6 +18,15 @@ left, right = st.columns([3, 2], gap="large")
 with right:
     with st.container(border=True):
         st.subheader("Try the demo")
+        choice = st.container()  # filled below, once the list of built-in sets is imported
+        clicked = st.button("Load the demo", key="load_demo", type="primary",
+                            icon=":material/play_arrow:", width="stretch")
+    # Why here and not at the top: unlearn_core.data imports torch (~3 s the first time in a new
+    # server), and the page above, the button included, should not wait for it. A click meanwhile
+    # simply reruns the page once the import is done, with the picker's (default) choice.
+    from unlearn_core.data.builtin import BUILTIN_SETS
+
+    with choice:
         names = list(BUILTIN_SETS)
         demo_name = st.selectbox("Demo", names, key=widgets.sticky("home_demo_set", state.DEMO_DATASET),
                                  format_func=lambda n: BUILTIN_SETS[n].title,
@@ -28,8 +36,6 @@ with right:
             f"**{demo.title}**, its shipped model, and this forget set: `{demo.demo_forget}`. "
             f"{demo.demo_story}"
         )
-        clicked = st.button("Load the demo", key="load_demo", type="primary",
-                            icon=":material/play_arrow:", width="stretch")
     if clicked:
         state.load_demo(demo_name)
         try:

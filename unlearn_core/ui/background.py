@@ -11,7 +11,6 @@ import time
 
 import streamlit as st
 
-from unlearn_core import plots
 from unlearn_core.errors import UserError
 from unlearn_core.ui import cache
 
@@ -160,6 +159,8 @@ def progress_panel(run_id: str, what: str, key: str, show_curves: bool = True) -
             events = [e for e in workspace.progress_events(run_id)
                       if any(k.endswith("_acc") for k in (e.get("metrics") or {}))]
             if events:
+                from unlearn_core import plots  # plotly: only once there are curves to draw
+
                 st.plotly_chart(plots.progress_curves(events), key=f"{key}_curves")
         if st.button("Cancel", key=f"{key}_cancel", icon=":material/stop_circle:"):
             try:

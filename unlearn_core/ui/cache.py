@@ -16,14 +16,17 @@ import os
 import secrets
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from unlearn_core.data.imageset import ImageSet
 from unlearn_core.errors import UserError
 from unlearn_core.ui.state import ModelChoice
+
+if TYPE_CHECKING:  # torch (~3 s to import): every page imports this module before it can draw
+    from unlearn_core.data.imageset import ImageSet
 
 UPLOADS = "uploads"
 

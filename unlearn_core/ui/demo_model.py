@@ -8,16 +8,22 @@ must never be a dead end on either.  The check itself is :func:`unlearn_core.ass
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
-from unlearn_core.assets import DEMO_RECIPES, DemoModelCheck, check_demo_model
 from unlearn_core.errors import UserError
 from unlearn_core.runs.requests import DemoModelsRequest
 from unlearn_core.ui import background, cache, state, widgets
 
+if TYPE_CHECKING:  # assets imports the model zoo (torchvision, ~3 s): Home imports this module first
+    from unlearn_core.assets import DemoModelCheck
+
 
 def demo_model_check(name: str) -> DemoModelCheck:
     """The check for built-in set ``name`` (memoized by the library on the file and the data)."""
+    from unlearn_core.assets import check_demo_model
+
     return check_demo_model(cache.dataset(name))
 
 
@@ -26,6 +32,8 @@ def demo_model_panel(name: str, key: str) -> DemoModelCheck:
 
     Returns the check as it stands after this render (callers select the model when usable).
     """
+    from unlearn_core.assets import DEMO_RECIPES, DemoModelCheck
+
     run_id = state.demo_retrain_run(name)
     record = _record(run_id)
     if record is not None and record.is_active:
