@@ -1,5 +1,6 @@
 """Step 6 · Runs: the history of every model revision; compare, re-run, delete, download."""
 
+import functools
 import math
 
 import pandas as pd
@@ -188,6 +189,13 @@ else:
             except UserError as error:
                 widgets.show_error(error)
 
+
+def _export_payload(run: str, fmt: str) -> bytes:
+    """The export's bytes, for a download button that builds its file when clicked (Streamlit
+    calls this on its own thread, after the page has drawn)."""
+    return export_bytes(workspace, run, fmt)[0]
+
+
 st.markdown("**Downloads**")
 download_cols = st.columns(4)
 for col, (fmt, label, mime) in zip(download_cols, [
@@ -196,10 +204,13 @@ for col, (fmt, label, mime) in zip(download_cols, [
     ("json", "Everything recorded (.json)", "application/json"),
     ("html", "Report (.html)", "text/html"),
 ]):
-    try:
-        payload, filename = export_bytes(workspace, run_id, fmt)
-    except UserError as error:
-        col.caption(f"{label}: not available for this run", help=str(error))
-        continue
+    if fmt == "html":  # the report takes a second or more to render: build it only when clicked
+        payload, filename = functools.partial(_export_payload, run_id, fmt), f"{run_id}.html"
+    else:
+        try:
+            payload, filename = export_bytes(workspace, run_id, fmt)
+        except UserError as error:
+            col.caption(f"{label}: not available for this run", help=str(error))
+            continue
     col.download_button(label, payload, file_name=filename, mime=mime, key=f"rn_download_{fmt}",
                         icon=":material/download:")

@@ -247,7 +247,9 @@ def test_runs_page_lists_compares_and_deletes(digits_runs):
     assert not table[["method", "data set", "forget criteria"]].isna().any().any()
     assert at.text_input(key="rn_search") is not None
     labels = [b.label for b in at.get("download_button")]
-    assert {"Model (.safetensors)", "Scores (.csv)", "Everything recorded (.json)"} <= set(labels)
+    assert {"Model (.safetensors)", "Scores (.csv)", "Everything recorded (.json)", "Report (.html)"} <= set(labels)
+    report = next(b for b in at.get("download_button") if b.label == "Report (.html)")
+    assert report.proto.deferred_file_id  # rendered on click, not on every draw of the page (about a second)
     extra = Workspace().create_run("train", status="running", dataset="digits")
     Workspace().set_status(extra.id, "failed", error="boom")
     at.run()
