@@ -37,9 +37,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from unlearn_core.data.criteria import ForgetSplit
@@ -133,6 +130,9 @@ def _accuracy(model: Classifier, imageset: ImageSet, indices: np.ndarray, device
 
 def _probe(features: _Features, seed: int) -> float:
     """Logistic regression on standardized kept-image features, scored on the forget images."""
+    from sklearn.linear_model import LogisticRegression  # here: sklearn adds ~2 s to every process start
+    from sklearn.preprocessing import StandardScaler
+
     if len(np.unique(features.remain_labels)) < 2:  # one class left: it predicts that class
         return float((features.forget_labels == features.remain_labels[0]).mean())
     scaler = StandardScaler().fit(features.remain)
@@ -143,6 +143,8 @@ def _probe(features: _Features, seed: int) -> float:
 
 def _knn(features: _Features, seed: int) -> float:
     """Majority vote of the nearest kept images (cosine distance on penultimate features)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
     del seed  # deterministic
     neighbours = KNeighborsClassifier(n_neighbors=min(KNN_NEIGHBOURS, len(features.remain)), metric="cosine")
     neighbours.fit(features.remain, features.remain_labels)

@@ -15,7 +15,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torchvision
 from torch import nn
 
 from unlearn_core.errors import UserError
@@ -160,6 +159,10 @@ def resnet_body(depth: int, in_channels: int, image_size: int) -> tuple[nn.Modul
     Images of 32 px or less get the CIFAR stem (3×3 conv, no max-pool) so the last feature
     map is not smaller than a pixel; larger images keep the standard 7×7 stride-2 stem.
     """
+    # Imported here: torchvision (with torch._dynamo, which it pulls in) adds ~2.6 s to every
+    # process start, and only the ResNet architectures need it.
+    import torchvision
+
     factory = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth]
     net = factory(weights=None)
     if image_size <= 32:
