@@ -155,17 +155,17 @@ except Exception as error:  # noqa: BLE001 - the run's data file may have been r
 
 left, right = st.columns(2)
 with left:
-    per_class = {name: block["per_class_test_acc"] for name, block in blocks.items()
-                 if block.get("per_class_test_acc")}
-    if per_class:
-        st.plotly_chart(plots.per_class_accuracy(per_class, data.classes), key="rs_per_class")
+    per_class = cache.run_per_class_figure(run_id)
+    if per_class is not None:
+        st.plotly_chart(per_class, key="rs_per_class")
         st.caption("**Did forgetting harm other classes?** Compare each class's bars with the "
                    "retrained model's (black, when computed): similar heights mean no harm.")
 with right:
     try:
         with st.spinner("Computing per-image losses…"):
             losses = cache.run_losses(run_id)
-        st.plotly_chart(plots.loss_histograms(losses), key="rs_losses")
+            loss_figure = cache.run_loss_figure(run_id)
+        st.plotly_chart(loss_figure, key="rs_losses")
         st.caption("**Can an attacker tell the forgotten images were trained on?** Compare the unlearned "
                    "model's picture with the retrained model's: the more alike, the less an attacker "
                    "learns. (For a whole forgotten class the retrained model's forget losses are high, "
@@ -184,12 +184,12 @@ if result.retrain:
     st.subheader("Where the forgetting lives")
     try:
         with st.spinner("Comparing each block with the retrained model…"):
-            similarity = cache.run_block_similarity(run_id)
+            similarity = cache.run_block_similarity_figure(run_id)
     except UserError as error:
         widgets.show_error(error, "The per-block comparison could not be computed")
-        similarity = []
-    if similarity:
-        st.plotly_chart(plots.block_similarity(similarity), key="rs_cka")
+        similarity = None
+    if similarity is not None:
+        st.plotly_chart(similarity, key="rs_cka")
         st.caption("How alike each block of the network sees the images, compared with the retrained model "
                    "(linear CKA: 1 = the same). Where the purple line rises above the dotted one, unlearning "
                    "moved that block towards a model that never saw the forget images; a change only at the "
@@ -212,12 +212,9 @@ except UserError as error:
     widgets.show_error(error, "The maps could not be computed")
     st.stop()
 first = next(iter(panels.values()))
-meta = data.metadata.iloc[first.indices]
-hover = dict(zip(first.indices.tolist(), plots.hover_text(meta, data.classes, data.units)))
 stored = st.session_state.get(PICK_KEY) or {}
 pick = stored.get("pick") if stored.get("run") == run_id else None
-fig = plots.tsne_panels(panels, data.classes, hover=hover, titles=MODEL_SHORT,
-                        selected=pick.indices if pick else None)
+fig = cache.run_map_figure(run_id, MAX_POINTS, tuple(int(i) for i in pick.indices) if pick else None)
 
 
 def _on_map_select(run: str, owners: list) -> None:

@@ -237,6 +237,28 @@ def test_results_page_shows_scores_and_decision_regions(digits_runs):
     assert {str(d) for d in range(10)} | {"forget image", "kept image"} <= legend, legend
 
 
+def test_results_page_reads_the_losses_saved_with_the_run(digits_runs, monkeypatch):
+    """The per-image losses are computed once per run and kept in its folder: a restarted app
+    (process caches emptied) shows the same loss chart and ε without running the models again."""
+    from unlearn_core.runs.registry import Workspace
+    from unlearn_core.ui import cache
+
+    first = _app("pages/4_results.py", us__run_id=digits_runs[0], **DIGITS)
+    assert Workspace().artifact_path(digits_runs[0], cache.LOSSES_ARTIFACT).is_file()
+    charts = [c.proto.spec for c in first.get("plotly_chart")]
+    epsilon = _metric(first, "ε: how far the forget losses give the unlearned model away")
+    cache.run_losses.clear()
+    cache.run_loss_figure.clear()
+
+    def no_forwards(run_id):
+        raise AssertionError("the saved losses should have been read")
+
+    monkeypatch.setattr(cache, "_compute_losses", no_forwards)
+    again = _app("pages/4_results.py", us__run_id=digits_runs[0], **DIGITS)
+    assert _metric(again, "ε: how far the forget losses give the unlearned model away") == epsilon
+    assert [c.proto.spec for c in again.get("plotly_chart")] == charts
+
+
 def test_runs_page_lists_compares_and_deletes(digits_runs):
     from unlearn_core.runs.registry import Workspace
 

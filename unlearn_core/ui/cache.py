@@ -259,9 +259,35 @@ def run_split(run_id: str):
     return artifacts.run_split(workspace(), record, dataset(record.dataset))
 
 
+#: A finished run's per-image losses (:func:`run_losses`), kept in its folder.
+LOSSES_ARTIFACT = "losses.json"
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def run_losses(run_id: str) -> dict:
-    """Per-sample loss of each model on the forget-train set and on the whole test set."""
+    """Per-sample loss of each model on the forget-train set and on the whole test set.
+
+    Saved in the run's folder once the run is done: the forwards of its two or three models take
+    a second or more on a CPU (more while a job runs) and a finished run's models never change, so
+    a restarted app reads them instead of computing them again.
+    """
+    record = workspace().get(run_id)
+    models = {"original", "unlearned"} | ({"retrain"} if record.retrain_run
+                                         and workspace().exists(record.retrain_run) else set())
+    with contextlib.suppress(UserError, OSError, ValueError, TypeError, AttributeError):
+        saved = workspace().load_json(run_id, LOSSES_ARTIFACT)
+        if set(saved) == models:  # not a file from before the retrained model was deleted
+            return {name: {part: np.asarray(saved[name][part], dtype=np.float64) for part in ("forget", "test")}
+                    for name in saved}
+    out = _compute_losses(run_id)
+    if record.status == "done":
+        with contextlib.suppress(OSError, UserError):  # a read-only workspace still shows them
+            workspace().save_json(run_id, LOSSES_ARTIFACT, {name: {part: values.tolist() for part, values in parts.items()}
+                                                           for name, parts in out.items()})
+    return out
+
+
+def _compute_losses(run_id: str) -> dict:
     from unlearn_core.metrics import per_sample_loss
     from unlearn_core.models.inference import predict_logits
 
@@ -298,3 +324,54 @@ def run_panels(run_id: str, max_points: int = 2000, seed: int = 0) -> dict:
     record = workspace().get(run_id)
     return artifacts.run_panels(workspace(), record, dataset(record.dataset), run_models(run_id),
                                 run_split(run_id), max_points=max_points, seed=seed)
+
+
+# Figures of a finished run. Why st.cache_resource: building a plotly figure validates every
+# property (the three decision-region panels take ~0.4 s of each Results rerun, the loss
+# histograms ~0.15 s), and st.cache_data's copy would unpickle them through the same validation.
+# The figures are shared, so callers only read them (st.plotly_chart does).
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def run_map_figure(run_id: str, max_points: int = 2000, selected: tuple[int, ...] | None = None):
+    """The decision-region panels of the run as one figure, ``selected`` test images highlighted."""
+    from unlearn_core import plots
+    from unlearn_core.labels import MODEL_SHORT
+
+    data = dataset(workspace().get(run_id).dataset)
+    panels = run_panels(run_id, max_points)
+    first = next(iter(panels.values()))
+    hover = dict(zip(first.indices.tolist(),
+                     plots.hover_text(data.metadata.iloc[first.indices], data.classes, data.units)))
+    return plots.tsne_panels(panels, data.classes, hover=hover, titles=MODEL_SHORT,
+                             selected=list(selected) if selected is not None else None)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def run_loss_figure(run_id: str):
+    """Histograms of the run's per-image losses (:func:`run_losses`)."""
+    from unlearn_core import plots
+
+    return plots.loss_histograms(run_losses(run_id))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def run_per_class_figure(run_id: str):
+    """Bars of each model's test accuracy per class, from the run's recorded scores (``None``
+    when the run recorded none)."""
+    from unlearn_core import plots
+    from unlearn_core.runs.result import RunResult
+
+    record = workspace().get(run_id)
+    per_class = {name: block["per_class_test_acc"] for name, block in RunResult.of(record).ordered_blocks().items()
+                 if block.get("per_class_test_acc")}
+    return plots.per_class_accuracy(per_class, dataset(record.dataset).classes) if per_class else None
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def run_block_similarity_figure(run_id: str):
+    """The per-block CKA lines of the run (:func:`run_block_similarity`); ``None`` without any."""
+    from unlearn_core import plots
+
+    rows = run_block_similarity(run_id)
+    return plots.block_similarity(rows) if rows else None
