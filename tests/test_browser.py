@@ -548,14 +548,47 @@ def _on_failure(pages: dict, studio, tmp_path: Path) -> None:
     print(f"--- streamlit log ---\n{_log_tail(studio['log'])}")
 
 
+#: How long an opened selectbox list may take to show the option before it is opened again.
+OPTION_WAIT_MS = 5_000
+OPEN_ATTEMPTS = 5
+
+
 def choose(page, box: str, option: str) -> None:
-    """Pick ``option`` in the selectbox labelled ``box``."""
+    """Pick ``option`` in the selectbox labelled ``box``; the box must still show it once the
+    page has settled.
+
+    Why not just click the box and the option: Streamlit's selectbox opens its list on
+    ``pointerdown``, and while another field still has the focus (the last box picked, a number
+    field just confirmed with Enter) the focus moving over can close the new list again a tenth
+    of a second later, with no rerun involved; the option is then never there to click (seen on
+    the Unlearn page: Device after the passes field, Method after Device). So the box gets the
+    focus first, the list is opened only when no script run is drawing the page, and a list
+    that closed anyway is opened again. The check after the page settles catches a choice that
+    a late redraw put back to the old value.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     combobox = page.get_by_role("combobox", name=box, exact=True)
-    combobox.click()
-    page.get_by_role("option", name=option, exact=True).click()
+    item = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        settle(page)
+        combobox.focus()
+        combobox.click()
+        try:
+            item.click(timeout=OPTION_WAIT_MS)
+            break
+        except PlaywrightTimeout:
+            if attempt == OPEN_ATTEMPTS:
+                raise
+            still_open = combobox.get_attribute("aria-expanded") == "true"
+            if still_open:  # open without that option (yet): closed before it is opened again
+                page.keyboard.press("Escape")
+            print(f"choose({box!r}, {option!r}): no {option!r} to click after {OPTION_WAIT_MS / 1000:.0f} s "
+                  f"(list {'open' if still_open else 'closed'}); opening it again")
     expect(combobox).to_have_value(option, timeout=WAIT_MS)
+    settle(page)
+    expect(combobox).to_have_value(option)
 
 
 def _panel(page, title: str):
