@@ -164,16 +164,17 @@ def test_each_module_imports_on_its_own():
 
 
 def test_home_draws_before_torch_is_imported():
-    """The entry point and Home import neither torch nor torchvision at module level (~3 s each in
-    a new server), so Home's text and its "Load the demo" button are on screen first; Home imports
-    the built-in set list (which needs torch) only below the button. Read from the two scripts'
-    top-level import statements, run in a fresh interpreter."""
+    """The entry point and Home import neither torch nor torchvision (~3 s each in a new server)
+    nor pandas (~0.7 s) at module level, so Home's text and its "Load the demo" button are on
+    screen first; Home imports the built-in set list (which needs torch) only below the button.
+    Read from the two scripts' top-level import statements, run in a fresh interpreter."""
     statements = []
     for script in ("app.py", "pages/0_home.py"):
         tree = ast.parse((ROOT / script).read_text())
         statements += [ast.unparse(node) for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
     probe = "\n".join([*statements, "import sys",
-                       "print(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'openTSNE') if m in sys.modules))"])
+                       "print(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'openTSNE', 'pandas')"
+                       " if m in sys.modules))"])
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     home = (ROOT / "pages" / "0_home.py").read_text()

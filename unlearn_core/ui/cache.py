@@ -19,13 +19,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from unlearn_core.errors import UserError
 from unlearn_core.ui.state import ModelChoice
 
-if TYPE_CHECKING:  # torch (~3 s to import): every page imports this module before it can draw
+if TYPE_CHECKING:  # torch (~3 s to import), pandas (~0.7 s): every page imports this module before it can draw
+    import pandas as pd
+
     from unlearn_core.data.imageset import ImageSet
 
 UPLOADS = "uploads"
@@ -88,6 +89,8 @@ def forget_mask(ref: str, criteria_text: str) -> np.ndarray:
 
 def split_counts(data: ImageSet, mask: np.ndarray) -> pd.DataFrame:
     """Per-class counts of forget/keep × train/test for a selection mask (cheap: bincounts)."""
+    import pandas as pd
+
     labels = data.metadata["label"].to_numpy(dtype=np.int64)
     train = data.metadata["split"].to_numpy() == "train"
     k = data.num_classes
