@@ -43,7 +43,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -284,13 +283,26 @@ def seed_stop_estimate(home: Path, criteria_text: str, seed: int = 0) -> str:
     return key
 
 
-def _niced(function, *args):
-    """``function(*args)`` in a worker thread that yields the CPU to the server and the browser."""
+def start_seeding_stop_estimate(home: Path, criteria_text: str) -> subprocess.Popen:
+    """:func:`seed_stop_estimate` in a low-priority process of its own, while the browser works.
+
+    A process, not a thread: generating the demo's data holds the GIL most of the time, and a
+    niced thread holding it stalled the Playwright calls of the test's own thread.
+    """
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from test_browser import seed_stop_estimate; seed_stop_estimate(Path(sys.argv[2]), sys.argv[3])")
+    return subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent), str(home), criteria_text],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: os.nice(10))
+
+
+def wait_for_seeding(process: subprocess.Popen) -> None:
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # this thread only (Linux)
-    except (AttributeError, OSError):
-        pass
-    return function(*args)
+        output, _ = process.communicate(timeout=ESTIMATE_WAIT_MS / 1000)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    assert process.returncode == 0, f"seeding the stop estimate failed ({process.returncode}):\n{output[-3000:]}"
 
 
 def check_tsne_legend(page, tsne) -> None:
@@ -345,15 +357,11 @@ def check_compose_defaults(page) -> None:
 
 # --- the demo path -------------------------------------------------------------------------------
 def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
-
     from playwright.sync_api import expect
 
-    # The stand-in stop estimate needs the demo's data: made in a low-priority thread while the
+    # The stand-in stop estimate needs the demo's data: made in a low-priority process while the
     # browser walks the first pages, and waited for before the Unlearn page.
-    seeding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-stop-estimate")
-    stop_seeded = (None if UPDATE_SCREENSHOTS
-                   else seeding.submit(_niced, seed_stop_estimate, studio["home"], DEMO_CRITERIA))
+    seeding = None if UPDATE_SCREENSHOTS else start_seeding_stop_estimate(studio["home"], DEMO_CRITERIA)
     context = browser.new_context(viewport={"width": WIDTH, "height": 900})
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
@@ -411,8 +419,8 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         screenshot_of("forget_set.png")
 
         # Unlearn: PSG (the default) with one pass; the retrain reference for three panels.
-        if stop_seeded is not None:
-            stop_seeded.result(timeout=ESTIMATE_WAIT_MS / 1000)
+        if seeding is not None:
+            wait_for_seeding(seeding)
             timings.append(f"stop estimate seeded: {time.monotonic() - started:.0f} s")
         page.get_by_role("link", name="Go to 3 · Unlearn").click()
         start = page.get_by_role("button", name="Start unlearning")
@@ -517,7 +525,9 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
     finally:
         print("browser test, time at each screenshot: " + "; ".join(timings))
         context.close()
-        seeding.shutdown(wait=True)
+        if seeding is not None and seeding.poll() is None:
+            seeding.kill()
+            seeding.communicate()
 
     for path in shots:
         assert path.stat().st_size > 10_000, path
