@@ -459,9 +459,10 @@ def busy_section(entry: dict | None) -> list[str]:
         name = page.split("/")[-1].removesuffix(".py")
         lines.append(f"| {name} | {idle[0]:.2f} / {idle[-1]:.2f} s | {busy[0]:.2f} / {busy[-1]:.2f} s | "
                      f"{verdict(busy[0], 2)} | {verdict(busy[-1], 2)} |")
-    lines += ["", "The Unlearn page's first render includes the stop estimate (three small proxy models trained "
-              "for this forget set, once per session), drawn last on the page under a spinner: the controls and "
-              "Start are drawn before it, but the script runs until it ends, with or without a job. The job's "
+    lines += ["", "The Unlearn page's stop estimate (three small proxy models trained for this forget set) is made "
+              "in a background thread and kept in the workspace, so no render waits for it. The first Results view "
+              "of a run computes its maps, losses and per-block comparison and saves them with the run (the "
+              "no-job first render above); later views read them. The job's "
               f"status when the renders ended: {f['job_status_after']} (it was then cancelled)."
               + (f" {f['note']}" if f.get("note") else "")]
     return lines
