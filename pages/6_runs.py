@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from unlearn_core.errors import UserError
-from unlearn_core.exports import export_bytes
+from unlearn_core.exports import export_bytes, export_filename
 from unlearn_core.labels import METRIC_DEFINITIONS, dataset_name
 from unlearn_core.runs.registry import ACTIVE_STATUSES, KINDS, STATUSES
 from unlearn_core.runs.result import RunResult
@@ -205,7 +205,7 @@ for col, (fmt, label, mime) in zip(download_cols, [
     ("html", "Report (.html)", "text/html"),
 ]):
     if fmt == "html":  # the report takes a second or more to render: build it only when clicked
-        payload, filename = functools.partial(_export_payload, run_id, fmt), f"{run_id}.html"
+        payload, filename = functools.partial(_export_payload, run_id, fmt), export_filename(run_id, fmt)
     else:
         try:
             payload, filename = export_bytes(workspace, run_id, fmt)

@@ -51,12 +51,17 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, An
             yield name, value
 
 
-def export_bytes(workspace: Workspace, run_id: str, fmt: str) -> tuple[bytes, str]:
-    """The export of a run as bytes plus a suggested file name (for downloads and ``--out``)."""
+def export_filename(run_id: str, fmt: str) -> str:
+    """The suggested file name of a run's export (also for a download built only when clicked)."""
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
+    return f"{run_id}{_EXPORT_SUFFIX[fmt]}"
+
+
+def export_bytes(workspace: Workspace, run_id: str, fmt: str) -> tuple[bytes, str]:
+    """The export of a run as bytes plus a suggested file name (for downloads and ``--out``)."""
+    filename = export_filename(run_id, fmt)
     record = workspace.get(run_id)
-    filename = f"{run_id}{_EXPORT_SUFFIX[fmt]}"
     builders: dict[str, Callable[[], bytes]] = {
         "json": lambda: json.dumps(record.to_dict(), indent=2, default=json_default).encode(),
         "csv": lambda: _metrics_csv(record),

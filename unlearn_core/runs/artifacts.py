@@ -159,12 +159,9 @@ def run_block_similarity(workspace: Workspace, record: RunRecord, data: ImageSet
     rows = per_block_similarity(models["original"], models["unlearned"], models["retrain"], data,
                                 split.forget_train, split.remain_train)
     if record.status == "done":
-        path = workspace.artifact_path(record.id, BLOCK_SIMILARITY_ARTIFACT)
         try:
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text(json.dumps([dataclasses.asdict(r) for r in rows]))
-            temporary.replace(path)
-        except OSError:
+            workspace.save_json(record.id, BLOCK_SIMILARITY_ARTIFACT, [dataclasses.asdict(r) for r in rows])
+        except (OSError, UserError):
             pass  # a read-only workspace still shows the comparison on the page
     return rows
 
