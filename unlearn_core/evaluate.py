@@ -11,15 +11,32 @@ from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits
 
 
-def split_outputs(model: Classifier, data: ImageSet, split: ForgetSplit) -> SplitOutputs:
-    """Eval-mode logits of ``model`` on ``D_f, D_r, T_f, T_r`` (one batched pass over each)."""
+def split_outputs(model: Classifier, data: ImageSet, split: ForgetSplit,
+                  sharded: bool = False) -> SplitOutputs | None:
+    """Eval-mode logits of ``model`` on ``D_f, D_r, T_f, T_r`` (one batched pass over each).
+
+    ``sharded`` (every rank of a torchrun run calls it): each rank scores every ``size``-th
+    image of each set and rank 0 gathers the logits back in order; other ranks get ``None``.
+    """
+    from unlearn_core.distributed import SINGLE, world
+
+    w = world() if sharded else SINGLE
     labels = data.labels.numpy()
     parts = {}
     for key in ("forget_train", "remain_train", "forget_test", "remain_test"):
         indices = np.asarray(getattr(split, key))
-        parts[f"{key}_logits"] = predict_logits(model, data.images, indices)
+        mine = indices[w.rank :: w.size] if w.active else indices
+        logits = predict_logits(model, data.images, mine)
+        if w.active:
+            gathered = w.gather(logits)
+            if gathered is None:
+                continue
+            logits = np.empty((len(indices), logits.shape[1]), dtype=logits.dtype)
+            for rank, part in enumerate(gathered):
+                logits[rank :: w.size] = part
+        parts[f"{key}_logits"] = logits
         parts[f"{key}_labels"] = labels[indices]
-    return SplitOutputs(**parts)
+    return SplitOutputs(**parts) if w.is_main else None
 
 
 def evaluate_model(model: Classifier, data: ImageSet, split: ForgetSplit, seed: int = 0) -> dict:

@@ -174,7 +174,7 @@ def run_unlearning(
         retrain_model, retrain_seconds = train_retrain(data, split, train_config, on_progress, should_stop)
     scored = build_result(data, split, criteria, request, model, result, retrain_model, retrain_seconds,
                           on_progress=on_progress)
-    if retrain_model is not None and train_config is not None and recipe is not None:
+    if scored is not None and retrain_model is not None and train_config is not None and recipe is not None:
         scored.retrain_recipe = recipe_of_config(train_config).to_text()
         scored.retrain_recipe_source = recipe.source
     return UnlearnOutcome(model, result.model, retrain_model, split, criteria, result, scored,
@@ -194,6 +194,8 @@ def build_result(data: ImageSet, split: ForgetSplit, criteria: ForgetCriteria, r
     if retrain_model is not None:
         models["retrain"] = retrain_model
     blocks = score_models(models, data, split, request.seed, on_progress)
+    if blocks is None:  # another rank of a torchrun run: rank 0 has the scores
+        return None
     comparison = Comparison(**compare_blocks(blocks["original"], blocks["unlearned"], blocks.get("retrain")))
     diagnostics = _plain(result.diagnostics)
     forget_classes = Counter(data.classes[i] for i in data.labels.numpy()[split.forget_train])
@@ -221,9 +223,13 @@ def score_models(models: dict[str, Classifier], data: ImageSet, split: ForgetSpl
     for index, (name, model) in enumerate(models.items()):
         who = _SCORED_AS.get(name, name)
         report(2 * index, f"scoring {who}: predictions on the four sets")
-        outputs = split_outputs(model, data, split)
+        outputs = split_outputs(model, data, split, sharded=True)  # under torchrun: gathered on rank 0
+        if outputs is None:
+            continue
         report(2 * index + 1, f"scoring {who}: accuracies and membership-inference attacks")
         blocks[name] = metric_block(outputs, data.num_classes, seed=seed)
+    if not blocks and models:  # another rank of a torchrun run
+        return None
     report(steps, "scoring done")
     return blocks
 

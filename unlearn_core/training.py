@@ -20,6 +20,7 @@ from torch import nn
 
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.device import autocast, resolve_device
+from unlearn_core.distributed import SINGLE, world
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import Classifier, build_model, spec_for
 from unlearn_core.models.inference import predict_logits, to_pixels
@@ -138,14 +139,23 @@ def train_model(
     """Train a fresh model on ``data.images[train_indices]``; report test accuracy at the end.
 
     Raises :class:`Cancelled` when ``should_stop()`` becomes true (checked every step).
+
+    Under torchrun (:mod:`unlearn_core.distributed`) the model trains under
+    DistributedDataParallel: every rank draws the same seeded shuffle, so the global batches
+    are the one-process run's, and each rank takes its interleaved share of each batch
+    (``DistributedSampler``'s rule applied per batch); gradients are averaged over ranks, so a
+    step sees the same images as one process would, and the step count and learning-rate
+    schedule are unchanged. A cancel on any rank stops all of them at the same step.
     """
     train_indices = np.asarray(train_indices, dtype=np.int64)
     if len(train_indices) == 0:
         raise UserError("There is nothing to train on: the training selection is empty.")
     config.validate()
-    device = resolve_device(config.device)
+    w = world()
+    device = resolve_device(w.device_name(config.device))
     generator = seed_everything(config.seed)
     model = prepare_model(build_model(spec_for(data, config.arch)), device, config.channels_last)
+    trainer = w.wrap(model)  # the model itself in a one-process run
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -163,13 +173,17 @@ def train_model(
         model.train()
         running_loss, seen = 0.0, 0
         for step_in_epoch, batch in enumerate(iterate_batches(train_indices, config.batch_size, generator), 1):
-            if should_stop is not None and should_stop():
+            stop = should_stop is not None and should_stop()
+            if w.active and w.any(stop):
+                stop = True
+            if stop:
                 raise Cancelled(f"{phase} cancelled at epoch {epoch + 1}")
+            batch = w.shard(batch)
             pixels = to_pixels(data.images[batch], device)
             if config.channels_last and device.type == "cuda":
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             with autocast(device, config.amp):
-                loss = loss_fn(model(pixels), labels[batch].to(device))
+                loss = loss_fn(trainer(pixels), labels[batch].to(device))
             if not torch.isfinite(loss):
                 raise UserError(f"Training diverged (loss {loss.item()}) at epoch {epoch + 1}; lower the learning rate.")
             optimizer.zero_grad(set_to_none=True)
@@ -190,7 +204,7 @@ def train_model(
         history.append({"epoch": epoch + 1, "loss": running_loss / max(seen, 1)})
     seconds = time.perf_counter() - started
     model.eval()
-    test_acc = accuracy_on(model, data, data.test_indices)
+    test_acc = accuracy_on(model, data, data.test_indices, sharded=True)
     return TrainResult(model=model, history=history, seconds=seconds, test_acc=test_acc,
                        images_trained=config.epochs * len(train_indices))
 
@@ -214,10 +228,19 @@ def fine_tuned_copy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     return tuned.eval()
 
 
-def accuracy_on(model: Classifier, data: ImageSet, indices: np.ndarray) -> float:
-    """Eval-mode accuracy on ``indices`` (nan when empty)."""
+def accuracy_on(model: Classifier, data: ImageSet, indices: np.ndarray, sharded: bool = False) -> float:
+    """Eval-mode accuracy on ``indices`` (nan when empty).
+
+    ``sharded`` (every rank of a torchrun run calls it): each rank scores every ``size``-th
+    image and the hit counts are summed, so every rank returns the accuracy on all of ``indices``.
+    """
     indices = np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
         return float("nan")
-    logits = predict_logits(model, data.images, indices)
-    return float((logits.argmax(1) == data.labels.numpy()[indices]).mean())
+    w = world() if sharded else SINGLE
+    mine = indices[w.rank :: w.size] if w.active else indices
+    logits = predict_logits(model, data.images, mine)
+    hits = float((logits.argmax(1) == data.labels.numpy()[mine]).sum())
+    if w.active:
+        hits = float(w.sum(torch.tensor([hits], dtype=torch.float64)).item())
+    return hits / len(indices)

@@ -44,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # what was typed, so a run can record the command that reproduces it
+    from unlearn_core import distributed
+
     try:
+        if distributed.under_torchrun():  # one of several processes: join them (gloo or nccl)
+            _join_torchrun(args)
         return int(args.func(args) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -52,3 +56,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
+
+
+#: Subcommands that run data-parallel under torchrun (the others would only repeat the same work).
+TORCHRUN_COMMANDS = ("train", "unlearn", "bench")
+
+
+def _join_torchrun(args: argparse.Namespace) -> None:
+    """Join the run's process group; only rank 0 prints results (the others' stdout is dropped)."""
+    import os
+
+    from unlearn_core import distributed
+
+    if args.command not in TORCHRUN_COMMANDS:
+        raise UserError(f"`{args.command}` does not run under torchrun; run it as `python -m unlearn_core "
+                        f"{args.command} ...` (torchrun runs {', '.join(TORCHRUN_COMMANDS)}).")
+    if getattr(args, "detach", False):
+        raise UserError("--detach cannot be combined with torchrun: start the run in the background from the "
+                        "dashboard (processes / GPUs), or run torchrun itself in the background.")
+    if not distributed.world().is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process

@@ -30,13 +30,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from unlearn_core.runs import workflows
     from unlearn_core.runs.registry import Workspace
 
+    from unlearn_core.distributed import world
+
     request = TrainRequest.from_args(args)
+    main_rank = world().is_main  # under torchrun only rank 0 records and writes
     if args.run_id is None:  # before recording anything (a job's run records its own failure)
         from unlearn_core.preflight import check_train
 
         check_train(dataset=request.dataset, retrain=request.retrain, forget=request.forget or None, out=request.out,
                     config=workflows.train_config(request))
-    summary = workflows.train(request, None if args.no_record else Workspace(), args.run_id)
+    summary = workflows.train(request, None if args.no_record or not main_rank else Workspace(), args.run_id)
     if args.json:
         print_json(summary)
     else:

@@ -57,7 +57,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from unlearn_core.runs import workflows
     from unlearn_core.runs.registry import Workspace
 
+    from unlearn_core.distributed import world
+
     request = UnlearnRequest.from_args(args)
+    main_rank = world().is_main  # under torchrun only rank 0 records and writes
     if args.run_id is None:  # before recording or detaching anything (a job's run records its own failure)
         from unlearn_core.preflight import check_unlearn
 
@@ -68,7 +71,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if args.detach:
         print(workflows.submit(Workspace(), request).id)
         return 0
-    summary = workflows.unlearn(request, None if args.no_record else Workspace(), args.run_id)
+    summary = workflows.unlearn(request, None if args.no_record or not main_rank else Workspace(), args.run_id)
     if args.json:
         print_json(summary)
     else:

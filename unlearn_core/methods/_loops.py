@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_core.distributed import world
 from unlearn_core.errors import UserError
 from unlearn_core.methods.base import (
     LiveMonitor, RunHooks, UnlearnData, amp_context, check_finite, cycle_batches, index_batches, load_pixels,
@@ -158,7 +159,13 @@ def train_passes(
     Every step checks for cancellation first and stops the run on a NaN/inf loss. Forget and
     remain accuracy after each epoch come from :class:`LiveMonitor` (a small sample within
     its cost budget); losses are summed as tensors and read once per epoch.
+
+    Under torchrun every rank draws the same seeded batches and trains on its interleaved
+    share of each through DistributedDataParallel (the losses see the wrapper, which answers
+    the model's own attributes); rank 0 decides a stop and every rank follows.
     """
+    w = world()
+    trainer = w.wrap(model) if w.active and any(p.requires_grad for p in model.parameters()) else model
     generator = make_generator(config.seed)
     stop_rule, stop_batches = None, None
     if getattr(config, "stop_at", "passes") != "passes":  # decided on the original, before any update
@@ -179,10 +186,13 @@ def train_passes(
             train_mode(model)
             for indices, in_forget in pass_batches(data, p, config.batch_size, generator):
                 hooks.check_cancel()
+                if w.active:  # this rank's share of the global batch
+                    share = w.shard(np.arange(len(indices)))
+                    indices, in_forget = indices[share], in_forget[share]
                 pixels, labels = load_pixels(data, indices, device, config.channels_last)
                 batch = Batch(pixels, labels, torch.as_tensor(in_forget, device=device))
                 with amp_context(device, config):
-                    loss = p.loss(model, batch)
+                    loss = p.loss(trainer, batch)
                 check_finite(loss.detach(), f"{where} (epoch {epoch}, {p.name} pass)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -203,8 +213,8 @@ def train_passes(
         record["lr"] = float(optimizer.param_groups[0]["lr"])
         with monitor_view(model) as view:
             record.update(monitor.measure(view))
-            stopped = stop_rule is not None and epoch < epochs and stop_rule.should_stop(
-                view, *load_pixels(data, next(stop_batches), device, config.channels_last))[0]
+            stopped = stop_rule is not None and epoch < epochs and w.from_main(lambda: stop_rule.should_stop(
+                view, *load_pixels(data, next(stop_batches), device, config.channels_last))[0])
         history.append(record)
         hooks.progress(epoch=epoch, epochs=epochs, step=steps, steps=steps,
                        metrics={k: v for k, v in record.items() if k != "epoch"})

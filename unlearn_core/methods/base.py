@@ -32,6 +32,7 @@ from torch import nn
 from unlearn_core.data.criteria import ForgetSplit
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.device import autocast, channels_last_pays, resolve_device
+from unlearn_core.distributed import world
 from unlearn_core.errors import UserError
 from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.models.architectures import Classifier
@@ -190,7 +191,7 @@ class UnlearnMethod(ABC):
         validate_config(config, self.name)
         check_split(data)
         working = copy.deepcopy(model)
-        device = resolve_device(config.device)
+        device = resolve_device(world().device_name(config.device))
         working.to(device)
         if channels_last_pays(config.channels_last, device):
             working.to(memory_format=torch.channels_last)
@@ -203,7 +204,12 @@ class UnlearnMethod(ABC):
         finally:
             cost.detach(working)
         cost.detach(result.model)
-        for key, value in cost.as_dict().items():  # retrain reports its own fresh model's images
+        counts = cost.as_dict()
+        if world().active:  # every rank did a share of the work: count it all
+            counts = {key: value for key, value in zip(counts, world().sum(
+                torch.tensor([float(v) for v in counts.values()], dtype=torch.float64)).tolist())}
+            counts = {key: value if key == "monitor_seconds" else int(value) for key, value in counts.items()}
+        for key, value in counts.items():  # retrain reports its own fresh model's images
             result.diagnostics[key] = result.diagnostics.get(key, 0) + value
         result.model.eval()
         result.seconds = time.perf_counter() - started
@@ -388,7 +394,12 @@ class RunHooks:
         return self._on_progress is not None
 
     def check_cancel(self) -> None:
-        if self._should_stop is not None and self._should_stop():
+        """Raise :class:`Cancelled` once a stop was asked for; under torchrun every rank calls this
+        at the same step and all stop together when any of them (rank 0: the user) was asked."""
+        stop = self._should_stop is not None and self._should_stop()
+        if world().active:
+            stop = world().any(stop)
+        if stop:
             raise Cancelled(f"{self.phase} cancelled")
 
     def announce(self, phase: str, message: str) -> None:

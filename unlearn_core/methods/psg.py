@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_core.distributed import World, world
 from unlearn_core.methods.base import (
     STOP_RULES, CommonConfig, LiveMonitor, PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult,
     amp_context, check_finite, cycle_batches, load_pixels, make_generator, option, register, set_batchnorm_frozen,
@@ -313,7 +314,16 @@ class PSG(UnlearnMethod):
 
     def unlearn(self, model: Classifier, data: UnlearnData, config: PSGConfig, device: torch.device,
                 hooks: RunHooks) -> UnlearnResult:
-        """The outer loop; per-sample bookkeeping is tensors indexed by position in ``D_f``."""
+        """The outer loop; per-sample bookkeeping is tensors indexed by position in ``D_f``.
+
+        Under torchrun (:mod:`unlearn_core.distributed`) every rank walks the same seeded forget
+        batches and takes its interleaved share of each: it searches boundary points for its
+        share only and trains on it (with its share of the remain batch) through
+        DistributedDataParallel, so gradients are averaged over ranks and the global step is the
+        one-process step. Whether to stop is decided on rank 0 (on the whole batch, with its
+        BatchNorm statistics, which DDP broadcasts) and handed to all ranks.
+        """
+        w = world()
         # θ0 is needed to attack it (default) or for soft targets; otherwise skip the copy.
         needs_original = config.attack_model == "original" or config.targets == "soft"
         original = frozen_copy(model) if needs_original else None
@@ -321,13 +331,14 @@ class PSG(UnlearnMethod):
         search = make_search(config, device)
         batch_order = make_generator(config.seed)
         noise_generator = torch.Generator(device=device)
-        noise_generator.manual_seed(config.seed)
+        noise_generator.manual_seed(config.seed + 7919 * w.rank)  # ranks search different images
         remain_batches = (cycle_batches(data.remain_indices, config.remain_batch_size, make_generator(config.seed + 1))
                           if config.phi > 0 or config.bn_policy == "remain_stats" else None)
         stop_rule = make_stop_rule(config, model, data, device,
                                    lambda indices: load_pixels(data, indices, device, config.channels_last), hooks)
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
+        trainer = w.wrap(model)  # the model itself in a one-process run
         forget = data.forget_indices
         count = len(forget)
         steps = -(-count // config.batch_size)
@@ -341,6 +352,7 @@ class PSG(UnlearnMethod):
                        if attacked is original and config.relabel == "every_pass" and StartCache.fits(count, image_shape)
                        else None)
         last_labels = torch.full((count,), -1, dtype=torch.long, device=device)
+        labelled_at = torch.full((count,), -1, dtype=torch.long) if w.active else None  # step of the last label
         kept = torch.ones(count, dtype=torch.bool, device=device)
         label_table = torch.full((config.epochs, count), -1, dtype=torch.long) if self.record_labels else None
         history: list[dict] = []
@@ -354,10 +366,17 @@ class PSG(UnlearnMethod):
             loss_sum = torch.zeros((), device=device)
             loss_count, searched = 0, 0
             flips = torch.zeros((), dtype=torch.long, device=device)
-            for step, positions in enumerate(balanced_batches(np.arange(count), config.batch_size, batch_order), 1):
+            for step, batch_positions in enumerate(balanced_batches(np.arange(count), config.batch_size, batch_order), 1):
                 hooks.check_cancel()
+                batch_pixels, batch_labels = load_pixels(data, forget[batch_positions], device, config.channels_last)
+                positions, pixels, labels = batch_positions, batch_pixels, batch_labels
+                if w.active:  # this rank's share of the batch (the stop rule still reads all of it)
+                    offsets = w.shard(np.arange(len(batch_positions)))
+                    positions = batch_positions[offsets]
+                    on_device = torch.as_tensor(offsets, device=device)
+                    pixels, labels = batch_pixels[on_device], batch_labels[on_device]
+                    labelled_at[torch.as_tensor(positions)] = (epoch - 1) * steps + step
                 where = torch.as_tensor(positions, device=device)
-                pixels, labels = load_pixels(data, forget[positions], device, config.channels_last)
                 if targets is not None:
                     new_labels, flipped, keep, target_logits = targets.take(where)
                 else:
@@ -376,7 +395,8 @@ class PSG(UnlearnMethod):
                     label_table[epoch - 1, torch.as_tensor(positions)] = new_labels.cpu()
                 outcome = self._step(model, optimizer, pixels, labels, new_labels, keep, target_logits,
                                      remain_batches, data, device, config, stop_rule, cost["trained_images"] > 0,
-                                     hold, (epoch - 1) * steps + step)
+                                     hold, (epoch - 1) * steps + step, trainer=trainer,
+                                     batch=(batch_pixels, batch_labels))
                 cost["trained_images"] += outcome.trained_images
                 if outcome.loss is not None:
                     loss_sum += outcome.loss * len(positions)
@@ -390,6 +410,9 @@ class PSG(UnlearnMethod):
                 if outcome.stopped:
                     stopped_early = True
                     break
+            if w.active:  # the pass's flips over all ranks
+                totals = w.sum(torch.tensor([float(flips), float(searched)], dtype=torch.float64))
+                flips, searched = int(totals[0]), int(totals[1])
             flip_rates.append(float(flips) / max(searched, 1))
             record = {"epoch": epoch, **monitor.measure(model), "loss": float(loss_sum) / max(loss_count, 1),
                       "flip_rate": flip_rates[-1]}
@@ -404,6 +427,10 @@ class PSG(UnlearnMethod):
         if config.bn_policy == "remain_stats" and not stopped_early and cost["trained_images"]:
             reestimate_statistics(model, self._remain_pixels(remain_batches, data, device, config))
         model.eval()
+        if w.active:
+            last_labels, kept = _latest_labels(w, last_labels, kept, labelled_at)
+            totals = w.sum(torch.tensor([float(v) for v in cost.values()], dtype=torch.float64)).tolist()
+            cost = {key: int(value) for key, value in zip(cost, totals)}  # every rank's share of the work
         seen = last_labels >= 0
         counts = torch.bincount(last_labels[seen & kept], minlength=len(data.imageset.classes)).tolist()
         classes = data.imageset.classes
@@ -438,8 +465,23 @@ class PSG(UnlearnMethod):
         """``relabel='once'``: search the whole forget set up front in batches of :data:`SEARCH_BATCH`.
 
         ``batch_mean`` noise keeps the training batch size as its ``B`` (what it stands for).
+
+        Under torchrun each rank searches every ``size``-th forget image and the targets are
+        gathered back into ``D_f`` order on every rank.
         """
-        forget = data.forget_indices
+        w = world()
+        if w.active:
+            return _gathered_targets(w, self._search_all_of(
+                np.arange(len(data.forget_indices))[w.rank :: w.size], search, attacked, original, data, device,
+                config, generator, cost), len(data.forget_indices), cost)
+        return self._search_all_of(np.arange(len(data.forget_indices)), search, attacked, original, data, device,
+                                   config, generator, cost)
+
+    def _search_all_of(self, positions: np.ndarray, search: PerturbedSignGradient, attacked: nn.Module,
+                       original: nn.Module | None, data: UnlearnData, device: torch.device, config: PSGConfig,
+                       generator: torch.Generator, cost: dict[str, int]) -> Targets:
+        """The targets of the forget images at ``positions`` (positions in ``D_f``), in that order."""
+        forget = data.forget_indices[positions]
         parts = []
         for start in range(0, len(forget), SEARCH_BATCH):
             pixels, labels = load_pixels(data, forget[start : start + SEARCH_BATCH], device, config.channels_last)
@@ -449,6 +491,9 @@ class PSG(UnlearnMethod):
             parts.append(found)
             cost["searched_images"] += len(labels)
             cost["search_steps"] += int(found.steps_taken.sum())
+        if not parts:  # more ranks than forget images: this rank searched none
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return Targets(empty, empty.bool(), empty.bool(), torch.zeros((0, len(data.imageset.classes)), device=device))
         found = BoundaryResult.concat(parts)
         return Targets(found.new_labels, found.flipped, found.keep, found.logits)
 
@@ -468,7 +513,9 @@ class PSG(UnlearnMethod):
     def _step(model: Classifier, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, labels: torch.Tensor,
               new_labels: torch.Tensor, keep: torch.Tensor, target_logits: torch.Tensor, remain_batches,
               data: UnlearnData, device: torch.device, config: PSGConfig, stop_rule: StopRule,
-              updated: bool, hold: HoldProbe | None = None, step_number: int = 0) -> StepOutcome:
+              updated: bool, hold: HoldProbe | None = None, step_number: int = 0, *,
+              trainer: nn.Module | None = None,
+              batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> StepOutcome:
         """One SGD step on the kept forget images (plus a remain batch when φ > 0).
 
         Forget and remain images share one forward pass, so BatchNorm with batch statistics sees
@@ -484,32 +531,45 @@ class PSG(UnlearnMethod):
         separate eval-mode look rather than the training forward. A stop is then confirmed by
         ``hold`` (does the forgetting survive fine-tuning on kept images?); until it does, the
         steps go on.
+
+        Under torchrun ``pixels`` is this rank's share of the forget batch and ``batch`` the whole
+        batch: rank 0 decides whether to stop on the whole batch and every rank follows; the
+        update goes through ``trainer`` (DistributedDataParallel) on each rank's share.
         """
-        stop, forget_acc = stop_rule.should_stop(model, pixels, labels)
-        probing = hold is not None and updated
-        if stop and probing and not hold.ready(step_number):
-            stop = False  # a probe failed less than a pass ago: train on
-        elif stop and config.bn_policy == "remain_stats" and updated:  # the weights, or trailing statistics?
-            reestimate_statistics(model, PSG._remain_pixels(remain_batches, data, device, config))
-            stop, forget_acc = stop_rule.should_stop(model, pixels, labels)
-        if stop and probing:
-            stop = hold.confirm(model, step_number)
+        w = world()
+        full_pixels, full_labels = batch if batch is not None else (pixels, labels)
+
+        def decide() -> tuple[bool, float]:
+            stop, forget_acc = stop_rule.should_stop(model, full_pixels, full_labels)
+            probing = hold is not None and updated
+            if stop and probing and not hold.ready(step_number):
+                stop = False  # a probe failed less than a pass ago: train on
+            elif stop and config.bn_policy == "remain_stats" and updated:  # the weights, or trailing statistics?
+                reestimate_statistics(model, PSG._remain_pixels(remain_batches, data, device, config))
+                stop, forget_acc = stop_rule.should_stop(model, full_pixels, full_labels)
+            if stop and probing:
+                stop = hold.confirm(model, step_number)
+            return stop, forget_acc
+
+        stop, forget_acc = w.from_main(decide) if w.active else decide()
         if stop:
             return StepOutcome(loss=None, forget_acc=forget_acc, stopped=True)
         set_batchnorm_frozen(model, config.bn_policy == "frozen")
         inputs = pixels
         if remain_batches is not None:
-            remain_pixels, remain_labels = load_pixels(data, next(remain_batches), device, config.channels_last)
+            remain_pixels, remain_labels = load_pixels(data, w.shard(next(remain_batches)), device,
+                                                       config.channels_last)
             inputs = torch.cat([pixels, remain_pixels])
-        if not bool(keep.any()) and config.phi == 0:
+        any_kept = bool(keep.any())
+        if not (w.any(any_kept) if w.active else any_kept) and config.phi == 0:
             return StepOutcome(loss=None, forget_acc=forget_acc, stopped=False)
         normalization = (normalized_by_kept_images(model, len(pixels)) if config.bn_policy == "remain_stats"
                          else contextlib.nullcontext())
         with normalization, amp_context(device, config):
-            logits = model(inputs)
+            logits = (trainer or model)(inputs)
         forget_logits = logits[: len(pixels)]
-        loss = (forget_loss(forget_logits[keep], new_labels[keep], target_logits[keep], config) if bool(keep.any())
-                else logits.new_zeros((), dtype=torch.float32))
+        loss = (forget_loss(forget_logits[keep], new_labels[keep], target_logits[keep], config) if any_kept
+                else logits.float().sum() * 0.0)  # zero, yet every weight takes part (DDP averages it)
         if config.phi > 0:
             loss = loss + config.phi * F.cross_entropy(logits[len(pixels):].float(), remain_labels)
         check_finite(loss, "PSG unlearning")
@@ -518,6 +578,34 @@ class PSG(UnlearnMethod):
         optimizer.step()
         return StepOutcome(loss=loss.detach(), forget_acc=forget_acc, stopped=False,
                            trained_images=len(inputs))
+
+
+def _gathered_targets(w: World, mine: Targets, count: int, cost: dict[str, int]) -> Targets:
+    """Every rank's targets (rank ``r`` searched positions ``r::size`` of ``D_f``), back in ``D_f`` order.
+
+    Each rank counts its own search cost; the run sums them at its end.
+    """
+    device = mine.new_labels.device
+    parts = w.all_gather(tuple(t.cpu() for t in (mine.new_labels, mine.flipped, mine.keep, mine.logits)))
+    shaped = [torch.empty((count, *parts[0][k].shape[1:]) if k == 3 else (count,), dtype=parts[0][k].dtype)
+              for k in range(4)]
+    for rank, part in enumerate(parts):
+        for k in range(4):
+            shaped[k][rank :: w.size] = part[k]
+    return Targets(*(t.to(device) for t in shaped))
+
+
+def _latest_labels(w: World, last_labels: torch.Tensor, kept: torch.Tensor,
+                   labelled_at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each forget image's last new label and keep flag from whichever rank labelled it last (rank 0 only)."""
+    gathered = w.gather((last_labels.cpu(), kept.cpu(), labelled_at))
+    if gathered is None:
+        return last_labels, kept
+    stamps = torch.stack([part[2] for part in gathered])
+    latest = stamps.argmax(0)
+    labels = torch.stack([part[0] for part in gathered]).gather(0, latest.view(1, -1))[0]
+    keeps = torch.stack([part[1] for part in gathered]).gather(0, latest.view(1, -1))[0]
+    return labels.to(last_labels.device), keeps.to(kept.device)
 
 
 def _config_with_defaults(name: str, base: type, overrides: dict[str, Any]) -> type:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_core.distributed import world
 from unlearn_core.methods.boundary_search import eval_mode
 from unlearn_core.models.batchnorm import batchnorms
 from unlearn_core.stop_target import StopTarget
@@ -183,7 +184,9 @@ def make_stop_rule(config, model: nn.Module, data, device: torch.device, load_pi
         if hooks is not None:
             hooks.announce("stop_target", "training small proxy models on the kept images to estimate where to stop")
 
-    target = estimate_or_reuse(model, data, device, seed=config.seed, cache=data.stop_targets, before_new=announce)
+    # Under torchrun rank 0 estimates (or reuses its workspace's estimate) and hands it to all ranks.
+    target = world().from_main(lambda: estimate_or_reuse(model, data, device, seed=config.seed,
+                                                         cache=data.stop_targets, before_new=announce))
     if not target.keep_case:
         return AccuracyStop(target.value, target)
     rng = np.random.default_rng(config.seed)

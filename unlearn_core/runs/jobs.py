@@ -192,12 +192,55 @@ def _wait_exit(pid: int, start_time: str, timeout: float) -> bool:
     return True
 
 
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """Every process below ``pid`` (children, their children...) with its start time, from ``/proc``.
+
+    Why: torchrun starts each rank in a session of its own, so signalling the job's process
+    group does not reach them; a cancel signals each of them too, and must list them before
+    torchrun exits (its children are then re-parented and can no longer be found this way).
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append((child, process_start_time(child)))
+        todo.extend(children.get(child, []))
+    return found
+
+
 def _terminate(pid: int, start_time: str, grace: float) -> None:
-    """SIGTERM (the job stops cleanly and records ``cancelled``), then SIGKILL after ``grace``."""
+    """SIGTERM (the job stops cleanly and records ``cancelled``), then SIGKILL after ``grace``.
+
+    The job's descendants in sessions of their own (torchrun's ranks) get the same signals,
+    so no rank is left running.
+    """
+    workers = [(child, started) for child, started in _descendants(pid) if _own_group(child)]
     _signal_job(pid, signal.SIGTERM)
+    for child, _started in workers:
+        _signal_job(child, signal.SIGTERM)
     if not _wait_exit(pid, start_time, grace):
         _signal_job(pid, signal.SIGKILL)
         _wait_exit(pid, start_time, 2.0)
+    for child, started in workers:
+        if process_alive(child, started) and not _wait_exit(child, started, 1.0):
+            _signal_job(child, signal.SIGKILL)
+            _wait_exit(child, started, 2.0)
+
+
+def _own_group(pid: int) -> bool:
+    """Whether ``pid`` leads a process group of its own (a signal to its parent's group misses it)."""
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------- queue
@@ -272,8 +315,17 @@ def set_job_threads(workspace: Workspace, threads: int | None) -> None:
     atomic_write(path, f"{threads}\n".encode())
 
 
-def job_command(argv: list[str], run_id: str) -> list[str]:
-    """The process a job runs: this interpreter, the command line, and the run to continue."""
+def job_command(argv: list[str], run_id: str, processes: int = 1) -> list[str]:
+    """The process a job runs: this interpreter, the command line, and the run to continue.
+
+    With ``processes`` above 1 the same command runs under torchrun
+    (``python -m torch.distributed.run --nproc_per_node N --master_port FREE -m unlearn_core ...``):
+    one process per rank, data-parallel (:mod:`unlearn_core.distributed`).
+    """
+    if processes > 1:
+        from unlearn_core.distributed import launch_prefix
+
+        return [*launch_prefix(processes), "-m", "unlearn_core", *argv, "--run-id", run_id]
     return [sys.executable, "-m", "unlearn_core", *argv, "--run-id", run_id]
 
 
@@ -300,7 +352,7 @@ def _launch(workspace: Workspace, record: RunRecord, limit: int) -> RunRecord:
     try:
         with open(workspace.log_path(record.id), "ab") as log:
             process = subprocess.Popen(
-                job_command(argv, record.id),
+                job_command(argv, record.id, record.processes),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -365,13 +417,37 @@ def submit(
     """
     job_limit(max_jobs)
     job_threads()  # a bad setting is refused before a run is recorded
+    check_processes(int(fields.get("processes", 1)), argv)
     record = workspace.create_run(kind, command=cli_command(argv), **fields)
     return start_job(workspace, argv, record.id, max_jobs)
 
 
+def check_processes(processes: int, argv: list[str]) -> None:
+    """Refuse, before anything is recorded, a process count the job could not start with.
+
+    Under 1, a command torchrun does not run, or, on a CUDA machine, more processes than GPUs
+    (each rank needs a GPU of its own): said plainly here rather than as a failed run.
+    """
+    if processes == 1:
+        return
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise UserError(f"processes must be a whole number of at least 1, got {processes!r}.")
+    from unlearn_core.cli import TORCHRUN_COMMANDS
+
+    if not argv or argv[0] not in TORCHRUN_COMMANDS:
+        raise UserError(f"Only {', '.join(TORCHRUN_COMMANDS)} run in several processes; run "
+                        f"`{argv[0] if argv else '?'}` with processes = 1.")
+    device = argv[argv.index("--device") + 1] if "--device" in argv[:-1] else "auto"
+    if device in ("auto", "cuda"):
+        from unlearn_core.distributed import check_gpu_count
+
+        check_gpu_count(processes)
+
+
 #: What a rerun copies from the original: everything that describes what to do.
 _RERUN_FIELDS = ("dataset", "dataset_fingerprint", "base_model_hash", "base_weights", "base_arch",
-                 "criteria_text", "criteria", "method", "config", "recipe_hash", "seed", "device", "label")
+                 "criteria_text", "criteria", "method", "config", "recipe_hash", "seed", "device", "label",
+                 "processes")
 
 
 def rerun(workspace: Workspace, run_id: str, max_jobs: int | None = None) -> RunRecord:
@@ -491,6 +567,10 @@ class RunContext:
         return self.workspace.update(self.run_id, **fields)
 
 
+#: Set once this process received SIGTERM (see :func:`_peer_stopped`).
+_SIGTERM_SEEN = threading.Event()
+
+
 @contextlib.contextmanager
 def _cancel_on_sigterm(token: CancelToken) -> Iterator[None]:
     """Turn SIGTERM into a cancel request the work sees through ``should_stop``.
@@ -501,7 +581,11 @@ def _cancel_on_sigterm(token: CancelToken) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: token.cancel())
+    def on_sigterm(_signum, _frame) -> None:
+        _SIGTERM_SEEN.set()
+        token.cancel()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
     finally:
@@ -529,7 +613,9 @@ def run_context(workspace: Workspace, run_id: str) -> Iterator[RunContext]:
             f"Run {run_id} is already {record.status}; start it again with "
             f"`python -m unlearn_core runs rerun {run_id}`."
         )
-    pid = os.getpid()
+    from unlearn_core.distributed import launcher_pid
+
+    pid = launcher_pid()  # torchrun's under torchrun: a cancel then reaches every rank
     if not workspace.set_status(run_id, "running", pid=pid, process_start=process_start_time(pid)):
         raise UserError(f"Run {run_id} ended before it could start ({workspace.get(run_id).status}).")
     token = CancelToken(workspace, run_id)
@@ -541,7 +627,10 @@ def run_context(workspace: Workspace, run_id: str) -> Iterator[RunContext]:
         if token() or workspace.cancel_requested(run_id):
             raise Cancelled("cancel requested")
     except KeyboardInterrupt:  # Ctrl-C, Cancelled
-        _end_run(workspace, run_id, "cancelled", "Cancelled by the user.")
+        if _peer_stopped(workspace, run_id):
+            _end_run(workspace, run_id, "failed", PEER_STOPPED)
+        else:
+            _end_run(workspace, run_id, "cancelled", "Cancelled by the user.")
         raise
     except UserError as error:
         _end_run(workspace, run_id, "failed", str(error))
@@ -549,7 +638,10 @@ def run_context(workspace: Workspace, run_id: str) -> Iterator[RunContext]:
     except BaseException as error:
         with contextlib.suppress(Exception):
             workspace.append_log(run_id, traceback.format_exc())
-        _end_run(workspace, run_id, "failed", f"{type(error).__name__}: {error}")
+        if _cancel_asked(workspace, run_id):  # a cancel stopped another rank first: this rank saw it fail
+            _end_run(workspace, run_id, "cancelled", "Cancelled by the user.")
+        else:
+            _end_run(workspace, run_id, "failed", f"{type(error).__name__}: {error}")
         raise
     else:
         _end_run(workspace, run_id, "done")
@@ -557,6 +649,30 @@ def run_context(workspace: Workspace, run_id: str) -> Iterator[RunContext]:
         with contextlib.suppress(Exception):
             reporter.flush()
         _start_next(workspace)
+
+
+#: Why a torchrun run ended when torchrun stopped rank 0 without a cancel from the user.
+PEER_STOPPED = ("Another process of this torchrun run ended first (it failed, was killed, or torchrun was "
+                "stopped), so torchrun stopped this one; that process's error is in the run's log.")
+
+
+def _peer_stopped(workspace: Workspace, run_id: str) -> bool:
+    """Whether torchrun's SIGTERM (not the user's cancel) stopped this rank: another rank ended first.
+
+    Why: under torchrun a SIGTERM reaches rank 0 when any other rank dies; recording that as
+    "cancelled" would hide a failure.
+    """
+    from unlearn_core.distributed import under_torchrun
+
+    return under_torchrun() and _SIGTERM_SEEN.is_set() and not _cancel_asked(workspace, run_id)
+
+
+def _cancel_asked(workspace: Workspace, run_id: str) -> bool:
+    """Whether the user cancelled this run (read from the registry; False if it cannot be read)."""
+    try:
+        return workspace.cancel_requested(run_id)
+    except Exception:  # noqa: BLE001 - the run's end is recorded either way
+        return False
 
 
 def _start_next(workspace: Workspace) -> None:

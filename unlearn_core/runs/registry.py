@@ -134,6 +134,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN base_arch TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE runs ADD COLUMN retrain_run TEXT NOT NULL DEFAULT ''",
     ),
+    # 3: how many processes (torchrun ranks) a run uses; a job with more than one is started
+    # under torchrun (unlearn_core.runs.jobs.job_command).
+    (
+        "ALTER TABLE runs ADD COLUMN processes INTEGER NOT NULL DEFAULT 1",
+    ),
 )
 
 
@@ -256,6 +261,8 @@ class RunRecord:
         progress: the latest progress event.
         label: the user's name for the run.
         cancel_requested: set by a Cancel; the running process polls it and stops.
+        processes: data-parallel processes doing the work (above 1: under torchrun; ``pid`` is
+            then torchrun's, so a cancel reaches every rank).
     """
 
     id: str
@@ -287,6 +294,7 @@ class RunRecord:
     base_weights: str = ""
     base_arch: str = ""
     retrain_run: str = ""
+    processes: int = 1
 
     @property
     def is_active(self) -> bool:

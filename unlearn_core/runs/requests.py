@@ -138,6 +138,11 @@ class UnlearnRequest(_Request):
 
     ``weights``/``arch`` name the model the run starts from (``None``: the shipped demo model
     of a built-in set); the registry stores them as ``base_weights``/``base_arch``.
+
+    ``processes`` is how the run is executed, not what it computes: above 1 the background job
+    starts the same command under torchrun with that many data-parallel processes (one per
+    GPU on a CUDA machine). It is recorded as the run's ``processes`` field, not in the
+    command's arguments (torchrun's own ``--nproc_per_node`` carries it on a command line).
     """
 
     dataset: str
@@ -152,6 +157,7 @@ class UnlearnRequest(_Request):
     arch: str | None = None
     label: str = ""
     recipe: Recipe | None = None
+    processes: int = 1
 
     command: ClassVar[str] = "unlearn"
     kind: ClassVar[str] = "unlearn"
@@ -212,12 +218,16 @@ class UnlearnRequest(_Request):
     def record_fields(self) -> dict[str, Any]:
         """Registry fields known before the run starts."""
         return {"dataset": self.dataset, "criteria_text": self.forget, "method": self.method, "seed": self.seed,
-                "label": self.label, "base_weights": self.weights or "", "base_arch": self.arch or ""}
+                "label": self.label, "base_weights": self.weights or "", "base_arch": self.arch or "",
+                "processes": self.processes}
 
 
 @dataclass(frozen=True)
 class TrainRequest(_Request):
-    """Train an original model, or (``retrain``) the reference on the remain set of ``forget``."""
+    """Train an original model, or (``retrain``) the reference on the remain set of ``forget``.
+
+    ``processes``: as :class:`UnlearnRequest`'s (a background job above 1 runs under torchrun).
+    """
 
     dataset: str
     arch: str = "small_cnn"
@@ -232,6 +242,7 @@ class TrainRequest(_Request):
     forget: str = ""
     out: str | None = None
     label: str = ""
+    processes: int = 1
 
     command: ClassVar[str] = "train"
 
@@ -287,7 +298,7 @@ class TrainRequest(_Request):
 
     def record_fields(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "criteria_text": self.forget, "method": self.kind, "seed": self.seed,
-                "label": self.label, "base_arch": self.arch}
+                "label": self.label, "base_arch": self.arch, "processes": self.processes}
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,10 @@ def _opened(workspace: Workspace | None, run_id: str | None, request, **fields: 
 
 
 def _hooks(context: RunContext | None):
+    from unlearn_core.distributed import world
+
+    if context is None and not world().is_main:  # under torchrun rank 0 alone reports progress
+        return None, None
     if context is None:
         from unlearn_core.progress import StderrReporter
 
@@ -105,9 +109,13 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
     from unlearn_core.data.catalog import load_dataset
     from unlearn_core.pipeline import original_recipe, recorded_recipe, run_unlearning
 
-    with _opened(workspace, run_id, request) as context:
+    from unlearn_core.distributed import world
+
+    w = world()
+    with _opened(workspace, run_id, request, **_world_fields(w)) as context:
         on_progress, should_stop = _hooks(context)
-        data = load_dataset(request.dataset)
+        with w.main_first():  # a data cache rank 0 fills is only read by the others
+            data = load_dataset(request.dataset)
         model = artifacts.load_model_for(data, request.weights, request.arch)
         if request.retrain:
             recipe = original_recipe(data.name, request.weights, request.recipe)
@@ -128,13 +136,16 @@ def unlearn(request: UnlearnRequest, workspace: Workspace | None = None, run_id:
             else:
                 context.log(f"estimate: {estimate.text()}")
                 on_progress = OverallReporter(on_progress, estimate.stages())
-        if request.retrain and context is not None:
+        if request.retrain and w.from_main(lambda: context is not None):  # recorded: every rank agrees
             retrain_model, retrain_seconds, retrain_run = _reuse_or_train_retrain(
-                context.workspace, data, model, request, on_progress, should_stop, recipe)
+                context.workspace if context is not None else None, data, model, request, on_progress, should_stop,
+                recipe)
         outcome = run_unlearning(data, model, request, on_progress=on_progress, should_stop=should_stop,
                                  retrain_model=retrain_model, retrain_seconds=retrain_seconds,
                                  recipe=recipe if request.retrain else None,
                                  stop_targets=stop_targets_of(context.workspace) if context is not None else None)
+        if not w.is_main:  # the other ranks helped train and score; rank 0 records
+            return {}
         result = outcome.result
         if retrain_run is not None:
             result.retrain_reused = retrain_run["reused"]
@@ -221,14 +232,24 @@ def _recorded_reference(workspace: Workspace, data: ImageSet, model: Classifier,
     return config, found
 
 
-def _reuse_or_train_retrain(workspace: Workspace, data: ImageSet, model: Classifier, request: UnlearnRequest,
+def _reuse_or_train_retrain(workspace: Workspace | None, data: ImageSet, model: Classifier, request: UnlearnRequest,
                             on_progress, should_stop,
                             recipe: OriginalRecipe) -> tuple[Classifier, float | None, dict[str, Any]]:
     """A recorded retrain reference for the same data, criteria, seed and recipe, or a new one.
 
     The recipe is the original model's own (``recipe``), so a reference trained another way
     (another number of epochs, learning rate...) is never reused for it.
+
+    Under torchrun every rank calls this (``workspace`` is rank 0's, ``None`` elsewhere): rank 0
+    looks for a recorded reference and hands its weights to the others, or all ranks train a
+    new one together (DistributedDataParallel) and rank 0 records it.
     """
+    from unlearn_core.distributed import world
+
+    w = world()
+    if w.active:
+        return _reuse_or_train_retrain_ranks(w, workspace, data, model, request, on_progress, should_stop, recipe)
+    assert workspace is not None
     from unlearn_core.data.criteria import ForgetCriteria
     from unlearn_core.evaluate import evaluate_model
     from unlearn_core.models.architectures import build_model
@@ -262,6 +283,71 @@ def _reuse_or_train_retrain(workspace: Workspace, data: ImageSet, model: Classif
     return retrained, seconds, {"id": record.id, "reused": False}
 
 
+def _reuse_or_train_retrain_ranks(w, workspace: Workspace | None, data: ImageSet, model: Classifier,
+                                  request: UnlearnRequest, on_progress, should_stop,
+                                  recipe: OriginalRecipe) -> tuple[Classifier, float | None, dict[str, Any]]:
+    """:func:`_reuse_or_train_retrain` on several ranks: rank 0 decides and records, all ranks train."""
+    from unlearn_core.models.architectures import build_model
+    from unlearn_core.models.weights import load_state_into
+    from unlearn_core.pipeline import train_retrain
+
+    def look() -> tuple[str, float | None, dict | None]:
+        assert workspace is not None
+        found = _recorded_reference(workspace, data, model, request, recipe)[1]
+        if found is None:
+            return "", None, None
+        return found.id, RunResult.of(found).timing.retrain, workspace.load_weights(found.id)
+
+    found_id, seconds, state = w.from_main(look)
+    if found_id:
+        return load_state_into(build_model(model.spec), state).eval(), seconds, {"id": found_id, "reused": True}
+    config = _recorded_reference_config(data, model, request, recipe)
+    split = artifacts.criteria_split(data, request.forget)
+    retrained, seconds = train_retrain(data, split, config, on_progress, should_stop)
+    record = _record_retrain(workspace, data, model, request, config, split, retrained, seconds) if w.is_main else None
+    return retrained, seconds, {"id": record, "reused": False}
+
+
+def _recorded_reference_config(data: ImageSet, model: Classifier, request: UnlearnRequest, recipe: OriginalRecipe):
+    """The retrain config for ``request`` (what :func:`_recorded_reference` looks for)."""
+    from unlearn_core.pipeline import retrain_recipe
+
+    return retrain_recipe(data, model, request.seed, request.device, recipe.recipe)
+
+
+def _record_retrain(workspace: Workspace | None, data: ImageSet, model: Classifier, request: UnlearnRequest,
+                    config, split, retrained: Classifier, seconds: float) -> str:
+    """Record a newly trained retrain reference as a run of its own (its weights and scores); its id."""
+    from unlearn_core.data.criteria import ForgetCriteria
+    from unlearn_core.evaluate import evaluate_model
+    from unlearn_core.models.weights import state_hash
+
+    assert workspace is not None
+    criteria = ForgetCriteria.parse(request.forget)
+    key = recipe_hash(config.recipe_key())
+    train_request = TrainRequest(dataset=request.dataset, arch=config.arch, epochs=config.epochs,
+                                 batch_size=config.batch_size, lr=config.lr, momentum=config.momentum,
+                                 weight_decay=config.weight_decay, seed=request.seed,
+                                 retrain=True, forget=criteria.to_text())
+    record = workspace.create_run(
+        "retrain", status="running", dataset=request.dataset, dataset_fingerprint=data.fingerprint(),
+        criteria_text=criteria.to_text(), criteria=criteria.to_dict(), method="retrain",
+        config=config.to_dict(), recipe_hash=key, seed=request.seed, base_arch=config.arch,
+        command=cli_command(train_request.to_argv()),
+    )
+    workspace.save_weights(record.id, retrained.state_dict(), artifacts.model_metadata(
+        retrained, data.fingerprint(), state_hash(model), "retrain", criteria.to_text(), config.recipe_key()))
+    result = RunResult(blocks={"retrain": evaluate_model(retrained, data, split)}, timing=Timing(retrain=seconds),
+                       sizes=split.sizes())
+    workspace.set_status(record.id, "done", metrics=result.to_dict())
+    return record.id
+
+
+def _world_fields(w) -> dict[str, Any]:
+    """Registry fields of a torchrun run: how many processes did the work."""
+    return {"processes": w.size} if w.active else {}
+
+
 # ---------------------------------------------------------------------- train
 
 def train_config(request: TrainRequest):
@@ -279,9 +365,13 @@ def train(request: TrainRequest, workspace: Workspace | None = None, run_id: str
     from unlearn_core.models.weights import save_model, state_hash
     from unlearn_core.training import train_model
 
-    with _opened(workspace, run_id, request) as context:
+    from unlearn_core.distributed import world
+
+    w = world()
+    with _opened(workspace, run_id, request, **_world_fields(w)) as context:
         on_progress, should_stop = _hooks(context)
-        data = load_dataset(request.dataset)
+        with w.main_first():  # a data cache rank 0 fills is only read by the others
+            data = load_dataset(request.dataset)
         config = train_config(request)
         indices = data.train_indices
         criteria = None
@@ -292,6 +382,8 @@ def train(request: TrainRequest, workspace: Workspace | None = None, run_id: str
             indices = artifacts.criteria_split(data, request.forget).remain_train
         trained = train_model(data, indices, config, on_progress=on_progress, should_stop=should_stop,
                               phase=request.kind)
+        if not w.is_main:  # the other ranks helped train; rank 0 saves and records
+            return {}
         if request.out:
             save_model(trained.model, request.out, {"data_fingerprint": data.fingerprint(), "dataset": data.name,
                                                     "recipe": config.recipe_key(), "forget": request.forget})
