@@ -193,3 +193,40 @@ def test_a_rank_dying_mid_run_fails_the_job_and_cancel_stops_every_rank(tmp_path
     record = ws.get(killed.id)
     assert record.status in ("failed", "interrupted"), record.status
     assert not any(jobs.process_alive(pid) for pid in ranks.values())
+
+
+@pytest.mark.slow
+def test_the_unlearn_page_starts_a_run_in_two_processes(tmp_path, monkeypatch):
+    """The Unlearn page's "Processes / GPUs" travels as the request's ``processes`` into the job."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    if distributed.max_processes("cpu") < 2:
+        pytest.skip("the field offers one process per core; this machine has one")
+
+    from unlearn_core.ui import stop_text
+    from unlearn_core.ui.state import ModelChoice
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "workspace"))
+    monkeypatch.setattr(stop_text, "estimate", lambda model, data, split, seed=0, device="cpu", cache=None: {
+        "value": 0.0, "estimator": "proxy_retrain", "original_forget_acc": 1.0, "keep_case": False,
+        "explanation": "a stand-in estimate for this test"})
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    for key, value in {"us.dataset": "digits", "us.dataset_label": "Handwritten digits",
+                       "us.model": ModelChoice("shipped"), "us.criteria": 'label == "3"'}.items():
+        at.session_state[key] = value
+    at.switch_page("pages/3_unlearn.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="ul_processes").value == 1
+    at.selectbox(key="ul_device").set_value("cpu").run()
+    at.number_input(key="ul_processes").set_value(2).run()
+    at.checkbox(key="ul_retrain").uncheck().run()
+    assert at.code[0].value.startswith("torchrun --nproc_per_node 2 -m unlearn_core unlearn")
+    at.button(key="ul_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    ws = Workspace()
+    run_id = at.session_state["us.unlearn_run_id"]
+    assert ws.get(run_id).processes == 2
+    jobs.cancel(ws, run_id, grace=1.0)
+    assert ws.get(run_id).status == "cancelled"

@@ -309,3 +309,18 @@ def launcher_pid() -> int:
     if under_torchrun() and "TORCHELASTIC_RUN_ID" in os.environ:
         return os.getppid()
     return os.getpid()
+
+
+def max_processes(device: str = "auto") -> int:
+    """The most data-parallel processes a run on ``device`` can use on this machine.
+
+    One per GPU where CUDA computes (``auto`` or ``cuda`` on a CUDA machine), else one per CPU
+    core (more CPU processes than cores only compete for them). For the dashboard's
+    "processes / GPUs" field; several nodes are for torchrun on the command line (docs).
+    """
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return max(1, torch.cuda.device_count())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores)

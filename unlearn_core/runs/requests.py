@@ -128,7 +128,12 @@ class _Request:
 
     @property
     def command_text(self) -> str:
-        """The command a user types to do the same: ``python -m unlearn_core ...``."""
+        """The command a user types to do the same: ``python -m unlearn_core ...``, or
+        ``torchrun --nproc_per_node N -m unlearn_core ...`` for a request with ``processes`` above 1."""
+        processes = getattr(self, "processes", 1)
+        if processes > 1:
+            return shlex.join(["torchrun", "--nproc_per_node", str(processes), "-m", "unlearn_core",
+                               *self.to_argv()])
         return shlex.join(cli_command(self.to_argv()))
 
 
