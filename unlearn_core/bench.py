@@ -98,7 +98,10 @@ def prepare(scenario: Scenario, device: str = "auto", cache_dir: Path | None = N
             f"original model {'reused' if cached else 'trained'} in {time.perf_counter() - loaded:.1f} s")
         recipe = replace(recipe, seed=0)
     else:
-        data = load_builtin(scenario.dataset)
+        from unlearn_core.distributed import world
+
+        with world().main_first():  # under torchrun rank 0 fills the data cache, the others read it
+            data = load_builtin(scenario.dataset)
         original = load_demo_model(data)
         recipe = retrain_recipe(data, original, 0, device)
     return Prepared(scenario, data, split_sets(data, ForgetCriteria.parse(scenario.criteria)), original, recipe)
@@ -214,6 +217,8 @@ def run_benchmark(scenarios: Sequence[Scenario], methods: Sequence[str] | None =
     Rows are replaced by (scenario, method, seed), so separate invocations can add methods or
     seeds to a scenario (say PSG with three seeds, the baselines with one) without losing rows.
     """
+    from unlearn_core.distributed import world
+
     methods = list(methods or DEFAULT_METHODS)
     for name in methods:
         get_method(name)  # an unknown name fails before an hour of work, not after
@@ -228,7 +233,7 @@ def run_benchmark(scenarios: Sequence[Scenario], methods: Sequence[str] | None =
             row.update(machine=machine, finished=stamp)
         all_rows += rows
         log(f"[{scenario.name}] done in {time.perf_counter() - started:.0f} s")
-        if out_dir is not None:
+        if out_dir is not None and world().is_main:  # under torchrun rank 0 alone writes
             path = part_csv_path(out_dir, scenario.part)
             fresh = {_row_key(r) for r in rows}
             kept = [r for r in read_rows(path) if _row_key(r) not in fresh]

@@ -121,10 +121,13 @@ def write_glyphs_zip(path: str | Path, count: int = DEFAULT_COUNT, seed: int = D
 
 def load_glyphs(cache_dir: str | Path | None = None, count: int = DEFAULT_COUNT, seed: int = DATA_SEED) -> ImageSet:
     """The user-style set, written once into ``cache_dir`` and loaded through the upload loader."""
+    from unlearn_core.distributed import world
+
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"glyphs-{count}-seed{seed}.zip"
-    if not path.is_file():
-        write_glyphs_zip(path, count, seed)
+    with world().main_first():  # under torchrun rank 0 writes the set, the others read it
+        if not path.is_file():
+            write_glyphs_zip(path, count, seed)
     return load_user_data(path.name, path, image_size=IMAGE_SIZE, name="glyphs")
 
 
@@ -138,14 +141,21 @@ def cached_training(path: Path, train: Callable[[], tuple[Classifier, float]],
     """Load the model cached at ``path``, or train it and cache it; returns (model, seconds, was_cached).
 
     The seconds are those of the training that made the file (recorded with it), so a reused
-    retrain still gives "time as % of retrain" its real denominator.
+    retrain still gives "time as % of retrain" its real denominator. Under torchrun rank 0
+    decides whether the file is usable (every rank follows) and alone writes it.
     """
-    if path.is_file():
-        meta = file_metadata(path)
-        if all(meta.get(k) == v for k, v in provenance.items()):
-            return load_model(path), float(meta["train_seconds"]), True
+    from unlearn_core.distributed import world
+
+    w = world()
+
+    def usable() -> bool:
+        return path.is_file() and all(file_metadata(path).get(k) == v for k, v in provenance.items())
+
+    if w.from_main(usable):
+        return load_model(path), float(file_metadata(path)["train_seconds"]), True
     model, seconds = train()
-    save_model(model, path, {**provenance, "train_seconds": repr(float(seconds))})
+    if w.is_main:
+        save_model(model, path, {**provenance, "train_seconds": repr(float(seconds))})
     return model.eval(), seconds, False
 
 

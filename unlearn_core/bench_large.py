@@ -40,8 +40,14 @@ def upsampled_oculoplastic(n: int, size: int, device: torch.device) -> ImageSet:
 
 def run_large(device: str = "cuda", n: int = 6800, size: int = 224, epochs: int = 3,
               amp: bool = True, log=print) -> dict[str, Any]:
-    """Train, unlearn with PSG and retrain ResNet-18 at ``size`` px; returns timings and accuracies."""
-    torch_device = resolve_device(device)
+    """Train, unlearn with PSG and retrain ResNet-18 at ``size`` px; returns timings and accuracies.
+
+    Under torchrun the trainings and PSG run data-parallel (each rank on ``cuda:<LOCAL_RANK>``);
+    ``processes`` in the result says how many took part.
+    """
+    from unlearn_core.distributed import world
+
+    torch_device = resolve_device(world().device_name(device))
     started = time.perf_counter()
     data = upsampled_oculoplastic(n, size, torch_device)
     split = split_sets(data, ForgetCriteria.parse(BUILTIN_SETS["oculoplastic"].demo_forget))
@@ -61,6 +67,7 @@ def run_large(device: str = "cuda", n: int = 6800, size: int = 224, epochs: int 
               (("original", original.model), ("unlearned", unlearned.model), ("retrain", retrained.model))}
     return {
         "device": str(torch_device), "gpu": torch.cuda.get_device_name(0) if torch_device.type == "cuda" else None,
+        "processes": world().size,
         "image_size": size, "n_images": len(data.images), "sizes": split.sizes(), "amp": amp,
         "seconds_train_original": original.seconds, "seconds_unlearn": unlearned.seconds,
         "seconds_retrain": retrained.seconds, "pct_of_retrain": 100 * unlearned.seconds / retrained.seconds,

@@ -35,8 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from unlearn_core.distributed import world
+
     def log(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        if world().is_main:  # under torchrun rank 0 alone reports
+            print(text, file=sys.stderr, flush=True)
 
     if args.threads is not None:
         import torch
