@@ -218,3 +218,17 @@ def test_points_beyond_the_laid_out_sample_join_the_map_next_to_their_kind(model
     nearest = KNeighborsClassifier(n_neighbors=1).fit(panel.coords[laid_out], panel.true[laid_out])
     same_kind = float((nearest.predict(panel.coords[added]) == panel.true[added]).mean())
     assert same_kind > 0.7, same_kind
+
+
+def test_tsne_threads_do_not_change_the_map():
+    """The panels use every usable CPU for t-SNE because the map is the same for any thread
+    count: if openTSNE ever made it depend on threads, the default would stop being reproducible."""
+    from unlearn_core.embedding import tsne_coordinates, tsne_threads
+
+    rng = np.random.default_rng(0)
+    centres = np.repeat(rng.normal(size=(4, 16)) * 4, 100, axis=0)
+    features = (centres + rng.normal(size=centres.shape)).astype(np.float32)
+    one = tsne_coordinates(features, seed=0, n_jobs=1)
+    two = tsne_coordinates(features, seed=0, n_jobs=2)
+    np.testing.assert_array_equal(one, two)
+    assert 1 <= tsne_threads() <= 4
