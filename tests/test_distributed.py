@@ -230,3 +230,20 @@ def test_the_unlearn_page_starts_a_run_in_two_processes(tmp_path, monkeypatch):
     assert ws.get(run_id).processes == 2
     jobs.cancel(ws, run_id, grace=1.0)
     assert ws.get(run_id).status == "cancelled"
+
+
+@pytest.mark.parametrize("log, says", [
+    ("torch.distributed.DistNetworkError: ... code: -98, name: EADDRINUSE, message: address already in use",
+     "rendezvous port was already in use"),
+    ("error: 4 processes per node were asked for, but this machine has 1 CUDA GPU(s); use --nproc_per_node 1",
+     "4 processes per node were asked for"),
+])
+def test_a_torchrun_job_that_never_started_says_why(tmp_path, log, says):
+    ws = Workspace(tmp_path / "workspace")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = ws.create_run("unlearn", status="running", processes=2, pid=gone.pid)
+    ws.append_log(record.id, log)
+    assert jobs.reconcile(ws) == [record.id]
+    ended = ws.get(record.id)
+    assert ended.status == "interrupted" and says in ended.error

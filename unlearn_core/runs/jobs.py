@@ -499,9 +499,28 @@ def reconcile(workspace: Workspace) -> list[str]:
             f"The process (pid {record.pid}) ended without recording a result (killed, crashed "
             f"or the machine restarted); see its log at {workspace.log_path(record.id)}."
         )
+        if record.processes > 1:
+            error = _torchrun_failure(workspace, record) or error
         if workspace.set_status(record.id, "interrupted", error=error, expect=("running",)):
             marked.append(record.id)
     return marked
+
+
+def _torchrun_failure(workspace: Workspace, record: RunRecord) -> str:
+    """Why a torchrun job ended before its rank 0 could record anything, read from its log ("" if unknown).
+
+    Why: a taken rendezvous port or a process count the GPUs cannot serve stops torchrun or
+    every rank before the run is opened; the log has the cause, the record should say it.
+    """
+    try:
+        text = workspace.log_path(record.id).read_text(errors="replace")[-20000:]
+    except OSError:
+        return ""
+    if "EADDRINUSE" in text or "address already in use" in text:
+        return ("torchrun could not start: its rendezvous port was already in use. Start the run again (a new "
+                "free port is picked), or stop the program holding the port.")
+    errors = [line.split("error: ", 1)[1] for line in text.splitlines() if "error: " in line]
+    return f"A process of this torchrun run stopped: {errors[-1]}" if errors else ""
 
 
 def cancel(workspace: Workspace, run_id: str, grace: float = CANCEL_GRACE_S) -> RunRecord:
