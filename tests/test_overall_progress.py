@@ -279,3 +279,21 @@ def test_the_progress_panel_shows_one_bar_with_the_stage_as_text(workspace_home)
     assert 0 < bar.value <= 71
     assert "retrain: epoch 3/10" in [c.value for c in at.caption]
     ws.set_status(record.id, "cancelled", expect=("running",))
+
+
+def test_the_estimate_grows_with_the_passes_asked_for():
+    """Fine-tuning for 500 passes was priced as the recorded 10-pass run (2 s): work scales by passes."""
+    recorded = [_record("u2", "unlearn", method="finetune", timing=Timing(unlearn=10.0, evaluate=2.64),
+                        sizes=SIZES, blocks={"original": {}, "unlearned": {}},
+                        diagnostics={"forward_images": 5000, "backward_images": 5000})]
+    recorded[0].config = {"epochs": 10}
+    rates = rates_from_records(recorded, "digits", "finetune")
+    assert rates.work_per_forget_pass == pytest.approx(10.0)  # 10,000 images / (100 forget x 10 passes)
+    plan = RunPlan(**{**vars(PLAN), "method": "finetune", "retrain_images": 0, "stop_target": False})
+    ten = {p.key: p.seconds for p in estimate_run(RunPlan(**{**vars(plan), "passes": 10}), recorded).phases}
+    many = {p.key: p.seconds for p in estimate_run(RunPlan(**{**vars(plan), "passes": 500}), recorded).phases}
+    assert ten["unlearn"] == pytest.approx(200 * 10 * 10 * 0.001)
+    assert many["unlearn"] == pytest.approx(50 * ten["unlearn"])
+    first_time = {p.key: p.seconds for p in estimate_run(RunPlan(**{**vars(plan), "passes": 500}), []).phases}
+    assert first_time["unlearn"] > 10 * {p.key: p.seconds for p in estimate_run(
+        RunPlan(**{**vars(plan), "passes": 10}), []).phases}["unlearn"]

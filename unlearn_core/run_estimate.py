@@ -48,8 +48,10 @@ FALLBACK_FORWARD_S = 0.005
 FALLBACK_PIXELS = 3 * 64 * 64
 #: Tiny images do not get proportionally cheaper (per-batch and per-layer costs stay).
 MIN_SCALE = 0.33
-#: First-time guess of the method's work: images forwarded plus back-propagated per forget image.
+#: First-time guess of the method's work: images forwarded plus back-propagated per forget image
+#: (per forget image and pass when the method runs in passes).
 FALLBACK_WORK_PER_FORGET = 30.0
+FALLBACK_WORK_PER_FORGET_PASS = 3.0
 #: The stop estimate trains PROXY_REPEATS proxies of PROXY_EPOCHS epochs on at most
 #: PROXY_IMAGES kept images pooled to ≤ PROXY_MAX_SIZE px (mirrors unlearn_core.stop_target).
 PROXY_TRAINED_IMAGES = 3 * 3 * 2000
@@ -81,6 +83,9 @@ class RunPlan:
         stop_target: the method estimates where to stop (proxy models) before unlearning.
         models_scored: models scored at the end (original, unlearned, and the reference).
         method_title: the method's name in words.
+        passes: the passes the method is set to run (its ``epochs``); ``None`` for a method that
+            does not run in passes. A recorded run's work is scaled by it: 500 passes of
+            fine-tuning cost 50 times the work of a recorded 10.
     """
 
     dataset: str
@@ -94,6 +99,7 @@ class RunPlan:
     stop_target: bool = False
     models_scored: int = 2
     method_title: str = ""
+    passes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,8 +163,9 @@ class Rates:
 
     ``train``: per image trained (forward + backward); ``work``: per image the method's models
     forwarded or back-propagated; ``score``: per image scored by one model;
-    ``work_per_forget``: the method's work images per forget image; ``stop_seconds``: one stop
-    estimate. ``runs``: how many recorded runs gave figures; ``same_data``: they are on this
+    ``work_per_forget``: the method's work images per forget image, and ``work_per_forget_pass``
+    the same per pass it was set to run (runs whose config records ``epochs``); ``stop_seconds``:
+    one stop estimate. ``runs``: how many recorded runs gave figures; ``same_data``: they are on this
     run's data set.
     """
 
@@ -166,6 +173,7 @@ class Rates:
     work: float | None = None
     score: float | None = None
     work_per_forget: float | None = None
+    work_per_forget_pass: float | None = None
     stop_seconds: float | None = None
     runs: int = 0
     same_data: bool = False
@@ -185,7 +193,7 @@ def rates_from_records(records: Iterable[RunRecord], dataset: str, method: str) 
     done = [r for r in records if r.status == "done" and r.kind in ("retrain", "unlearn")]
     same = [r for r in done if r.dataset == dataset]
     pool = same or done
-    train, work, score, per_forget, stops, used = [], [], [], [], [], set()
+    train, work, score, per_forget, per_pass, stops, used = [], [], [], [], [], [], set()
     for record in pool:
         result = RunResult.of(record)
         sizes = result.sizes or {}
@@ -211,6 +219,9 @@ def rates_from_records(records: Iterable[RunRecord], dataset: str, method: str) 
             forget = _number(sizes.get("forget_train"))
             if record.method == method and forget:
                 per_forget.append(images / forget)
+                passes = _number((record.config or {}).get("epochs"))
+                if passes:
+                    per_pass.append(images / (forget * passes))
         evaluate_seconds = _number(result.timing.evaluate)
         scored = sum(_number(v) or 0.0 for v in sizes.values())
         models = len(result.blocks)
@@ -218,7 +229,8 @@ def rates_from_records(records: Iterable[RunRecord], dataset: str, method: str) 
             score.append(evaluate_seconds / (models * scored))
             used.add(record.id)
     return Rates(train=_median(train), work=_median(work), score=_median(score),
-                 work_per_forget=_median(per_forget), stop_seconds=_median(stops),
+                 work_per_forget=_median(per_forget), work_per_forget_pass=_median(per_pass),
+                 stop_seconds=_median(stops),
                  runs=len(used), same_data=bool(same) and bool(used))
 
 
@@ -246,12 +258,22 @@ def estimate_run(plan: RunPlan, records: Iterable[RunRecord] = (), rates: Rates 
             min(plan.remain_images, 2000) / 2000 * PROXY_TRAINED_IMAGES * 3.0 * FALLBACK_FORWARD_S
             * max(MIN_SCALE, min(plan.image_pixels, PROXY_PIXELS) / FALLBACK_PIXELS))
         phases.append(PhaseEstimate("stop_target", STAGE_TEXT["stop_target"], proxy))
-    per_forget = rates.work_per_forget or FALLBACK_WORK_PER_FORGET
+    per_forget = _work_per_forget(plan, rates)
     unlearn_text = f"Unlearning with {plan.method_title}" if plan.method_title else STAGE_TEXT[UNLEARN_STAGE]
     phases.append(PhaseEstimate(UNLEARN_STAGE, unlearn_text, plan.forget_images * per_forget * work_rate))
     phases.append(PhaseEstimate("evaluate", STAGE_TEXT["evaluate"],
                                 plan.models_scored * plan.scored_images * score_rate))
     return RunEstimate(tuple(phases), basis_text(rates, stop_seconds is not None), plan.retrain_reused)
+
+
+def _work_per_forget(plan: RunPlan, rates: Rates) -> float:
+    """The method's work images per forget image for this run: it grows with the passes asked
+    for (a run of 500 passes is not priced as the recorded run of 10)."""
+    if plan.passes and rates.work_per_forget_pass:
+        return plan.passes * rates.work_per_forget_pass
+    if rates.work_per_forget:  # recorded runs that did not record their passes
+        return rates.work_per_forget
+    return plan.passes * FALLBACK_WORK_PER_FORGET_PASS if plan.passes else FALLBACK_WORK_PER_FORGET
 
 
 def basis_text(rates: Rates, stop_measured: bool = False) -> str:
