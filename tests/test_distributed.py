@@ -116,14 +116,17 @@ def test_two_gloo_processes_match_one_and_only_rank_0_writes(tmp_path):
     assert all(f.startswith(f"runs/{runs[0].id}/") for f in in_run), in_run  # no second run folder
     assert not any(p.name != "workspace" for p in tmp_path.iterdir())  # nothing written beside the workspace
 
-    torch.set_num_threads(1)
-    os.environ.pop("WORLD_SIZE", None)
     import contextlib
     import io
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank above (OMP_NUM_THREADS=1)
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert main([*ARGV, "--no-record"]) == 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert main([*ARGV, "--no-record"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     one = json.loads(out.getvalue())
     for plane, (f2, r2) in _pairs(summary).items():
         f1, r1 = _pairs(one)[plane]
@@ -247,3 +250,12 @@ def test_a_torchrun_job_that_never_started_says_why(tmp_path, log, says):
     assert jobs.reconcile(ws) == [record.id]
     ended = ws.get(record.id)
     assert ended.status == "interrupted" and says in ended.error
+
+
+def test_a_launch_on_a_taken_port_is_refused_before_it_starts():
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        with pytest.raises(UserError, match="already in use"):
+            distributed.launch_prefix(2, port=taken.getsockname()[1])
+    assert distributed.launch_prefix(2)[:5] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]

@@ -295,6 +295,8 @@ def launch_prefix(processes: int, port: int | None = None) -> list[str]:
 
     if processes < 1:
         raise UserError(f"processes must be a whole number of at least 1, got {processes!r}.")
+    if port is not None:  # a port chosen by the caller: refuse a taken one before launching
+        check_port_free(port)
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
             "--master_port", str(port if port is not None else free_port())]
 

@@ -46,6 +46,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(max(1, args.threads))
     if args.vs_reference:
+        if world().active:
+            from unlearn_core.errors import UserError
+
+            raise UserError("bench --vs-reference times one process against the published loop; run it "
+                            "without torchrun.")
         from unlearn_core.bench_reference import format_vs_reference, run_vs_reference
 
         report = run_vs_reference((args.scenarios or ["digits_class"])[0], device=args.device,
