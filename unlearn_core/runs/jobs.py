@@ -659,6 +659,9 @@ def run_context(workspace: Workspace, run_id: str) -> Iterator[RunContext]:
             workspace.append_log(run_id, traceback.format_exc())
         if _cancel_asked(workspace, run_id):  # a cancel stopped another rank first: this rank saw it fail
             _end_run(workspace, run_id, "cancelled", "Cancelled by the user.")
+        elif _lost_a_peer(error):
+            _end_run(workspace, run_id, "failed", f"{PEER_STOPPED} ({type(error).__name__}: "
+                                                  f"{str(error).splitlines()[0][:300] if str(error) else ''})")
         else:
             _end_run(workspace, run_id, "failed", f"{type(error).__name__}: {error}")
         raise
@@ -684,6 +687,15 @@ def _peer_stopped(workspace: Workspace, run_id: str) -> bool:
     from unlearn_core.distributed import under_torchrun
 
     return under_torchrun() and _SIGTERM_SEEN.is_set() and not _cancel_asked(workspace, run_id)
+
+
+def _lost_a_peer(error: BaseException) -> bool:
+    """Whether a collective failed because another rank of this torchrun run went away."""
+    from unlearn_core.distributed import under_torchrun
+
+    text = str(error).lower()
+    return under_torchrun() and any(sign in text for sign in ("closed by peer", "connection reset", "broken pipe",
+                                                             "nccl communicator was aborted"))
 
 
 def _cancel_asked(workspace: Workspace, run_id: str) -> bool:
