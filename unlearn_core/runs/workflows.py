@@ -222,10 +222,9 @@ def _recorded_reference(workspace: Workspace, data: ImageSet, model: Classifier,
                         recipe: OriginalRecipe) -> tuple[Any, RunRecord | None]:
     """The retrain config for ``request`` and a recorded reference made the same way (or None)."""
     from unlearn_core.data.criteria import ForgetCriteria
-    from unlearn_core.pipeline import retrain_recipe
 
     criteria = ForgetCriteria.parse(request.forget)
-    config = retrain_recipe(data, model, request.seed, request.device, recipe.recipe)
+    config = _recorded_reference_config(data, model, request, recipe)
     found = workspace.find_reusable("retrain", dataset_fingerprint=data.fingerprint(),
                                     criteria_text=criteria.to_text(), seed=request.seed,
                                     recipe_hash=recipe_hash(config.recipe_key()))
@@ -244,52 +243,13 @@ def _reuse_or_train_retrain(workspace: Workspace | None, data: ImageSet, model: 
     looks for a recorded reference and hands its weights to the others, or all ranks train a
     new one together (DistributedDataParallel) and rank 0 records it.
     """
-    from unlearn_core.distributed import world
-
-    w = world()
-    if w.active:
-        return _reuse_or_train_retrain_ranks(w, workspace, data, model, request, on_progress, should_stop, recipe)
-    assert workspace is not None
     from unlearn_core.data.criteria import ForgetCriteria
-    from unlearn_core.evaluate import evaluate_model
-    from unlearn_core.models.architectures import build_model
-    from unlearn_core.models.weights import load_state_into, state_hash
-    from unlearn_core.pipeline import train_retrain
-
-    criteria = ForgetCriteria.parse(request.forget)
-    config, found = _recorded_reference(workspace, data, model, request, recipe)
-    key = recipe_hash(config.recipe_key())
-    if found is not None:
-        retrained = load_state_into(build_model(model.spec), workspace.load_weights(found.id)).eval()
-        return retrained, RunResult.of(found).timing.retrain, {"id": found.id, "reused": True}
-    split = artifacts.criteria_split(data, criteria.to_text())
-    retrained, seconds = train_retrain(data, split, config, on_progress, should_stop)
-    # The reference's own command trains it again from the same data reference as this run.
-    train_request = TrainRequest(dataset=request.dataset, arch=config.arch, epochs=config.epochs,
-                                 batch_size=config.batch_size, lr=config.lr, momentum=config.momentum,
-                                 weight_decay=config.weight_decay, seed=request.seed,
-                                 retrain=True, forget=criteria.to_text())
-    record = workspace.create_run(
-        "retrain", status="running", dataset=request.dataset, dataset_fingerprint=data.fingerprint(),
-        criteria_text=criteria.to_text(), criteria=criteria.to_dict(), method="retrain",
-        config=config.to_dict(), recipe_hash=key, seed=request.seed, base_arch=config.arch,
-        command=cli_command(train_request.to_argv()),
-    )
-    workspace.save_weights(record.id, retrained.state_dict(), artifacts.model_metadata(
-        retrained, data.fingerprint(), state_hash(model), "retrain", criteria.to_text(), config.recipe_key()))
-    result = RunResult(blocks={"retrain": evaluate_model(retrained, data, split)}, timing=Timing(retrain=seconds),
-                       sizes=split.sizes())
-    workspace.set_status(record.id, "done", metrics=result.to_dict())
-    return retrained, seconds, {"id": record.id, "reused": False}
-
-
-def _reuse_or_train_retrain_ranks(w, workspace: Workspace | None, data: ImageSet, model: Classifier,
-                                  request: UnlearnRequest, on_progress, should_stop,
-                                  recipe: OriginalRecipe) -> tuple[Classifier, float | None, dict[str, Any]]:
-    """:func:`_reuse_or_train_retrain` on several ranks: rank 0 decides and records, all ranks train."""
+    from unlearn_core.distributed import world
     from unlearn_core.models.architectures import build_model
     from unlearn_core.models.weights import load_state_into
     from unlearn_core.pipeline import train_retrain
+
+    w = world()
 
     def look() -> tuple[str, float | None, dict | None]:
         assert workspace is not None
@@ -298,11 +258,11 @@ def _reuse_or_train_retrain_ranks(w, workspace: Workspace | None, data: ImageSet
             return "", None, None
         return found.id, RunResult.of(found).timing.retrain, workspace.load_weights(found.id)
 
-    found_id, seconds, state = w.from_main(look)
+    found_id, seconds, state = w.from_main(look)  # one process: look() itself
     if found_id:
         return load_state_into(build_model(model.spec), state).eval(), seconds, {"id": found_id, "reused": True}
     config = _recorded_reference_config(data, model, request, recipe)
-    split = artifacts.criteria_split(data, request.forget)
+    split = artifacts.criteria_split(data, ForgetCriteria.parse(request.forget).to_text())
     retrained, seconds = train_retrain(data, split, config, on_progress, should_stop)
     record = _record_retrain(workspace, data, model, request, config, split, retrained, seconds) if w.is_main else None
     return retrained, seconds, {"id": record, "reused": False}
