@@ -91,12 +91,13 @@ class World:
         return _data_parallel_class()(model, device_ids=ids)
 
     def device_name(self, name: str) -> str:
-        """The device this rank computes on: ``cuda:<local_rank>`` for ``cuda``/``auto`` on a GPU node."""
+        """The device this rank computes on: ``cuda:<local_rank>`` for ``cuda``/``auto`` on a GPU node
+        (the CPU otherwise: several processes do not share one Apple GPU)."""
         if not self.active or name not in ("auto", "cuda"):
             return name
         import torch
 
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and self.backend == "nccl":
             return f"cuda:{self.local_rank}"
         if name == "cuda":
             raise UserError("A CUDA GPU was requested but none is available; use --device cpu or auto.")
@@ -217,11 +218,12 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ
 
 
-def world() -> World:
+def world(cpu: bool = False) -> World:
     """This process's :class:`World`; joins the process group on first use under torchrun.
 
-    gloo on the CPU, nccl when CUDA is available (each rank on ``cuda:<LOCAL_RANK>``). A
-    plain run gets :data:`SINGLE` and imports nothing.
+    gloo on the CPU, nccl when CUDA is available (each rank on ``cuda:<LOCAL_RANK>``) unless
+    ``cpu`` (the command asked for ``--device cpu``: its tensors never reach a GPU, which nccl
+    needs). Only the first call's ``cpu`` counts. A plain run gets :data:`SINGLE` and imports nothing.
     """
     global _WORLD
     if _WORLD is not None:
@@ -234,7 +236,7 @@ def world() -> World:
 
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+    backend = "nccl" if not cpu and torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     if backend == "nccl":
         check_gpu_count(int(os.environ.get("LOCAL_WORLD_SIZE", size)))
         torch.cuda.set_device(local_rank)

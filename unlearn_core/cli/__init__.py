@@ -76,5 +76,5 @@ def _join_torchrun(args: argparse.Namespace) -> None:
     if getattr(args, "detach", False):
         raise UserError("--detach cannot be combined with torchrun: start the run in the background from the "
                         "dashboard (processes / GPUs), or run torchrun itself in the background.")
-    if not distributed.world().is_main:
+    if not distributed.world(cpu=getattr(args, "device", "auto") == "cpu").is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
