@@ -26,7 +26,7 @@ LAYERS = {
     0: ("unlearn_core", "unlearn_core.errors", "unlearn_core.files", "unlearn_core.device", "unlearn_core.labels",
         "unlearn_core.plots", "unlearn_core.advice"),
     1: ("unlearn_core.metrics", "unlearn_core.progress", "unlearn_core.data", "unlearn_core.runs",
-        "unlearn_core.privacy"),
+        "unlearn_core.privacy", "unlearn_core.distributed"),
     # the registry stores model files, so it sits beside models (whose weights format checks them)
     2: ("unlearn_core.models", "unlearn_core.runs.registry", "unlearn_core.runs.requests", "unlearn_core.runs.result",
         "unlearn_core.runs.jobs", "unlearn_core.runs.recipe", "unlearn_core.runs.attach", "unlearn_core.map_selection"),

@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 #: Environment variables torchrun sets in every worker process.
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: Subcommands that run data-parallel under torchrun (the others would only repeat the same work).
+TORCHRUN_COMMANDS = ("train", "unlearn", "bench")
 
 
 @dataclass(frozen=True)

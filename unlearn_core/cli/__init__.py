@@ -60,19 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.shutdown()
 
 
-#: Subcommands that run data-parallel under torchrun (the others would only repeat the same work).
-TORCHRUN_COMMANDS = ("train", "unlearn", "bench")
-
-
 def _join_torchrun(args: argparse.Namespace) -> None:
     """Join the run's process group; only rank 0 prints results (the others' stdout is dropped)."""
     import os
 
     from unlearn_core import distributed
 
-    if args.command not in TORCHRUN_COMMANDS:
+    if args.command not in distributed.TORCHRUN_COMMANDS:
         raise UserError(f"`{args.command}` does not run under torchrun; run it as `python -m unlearn_core "
-                        f"{args.command} ...` (torchrun runs {', '.join(TORCHRUN_COMMANDS)}).")
+                        f"{args.command} ...` (torchrun runs {', '.join(distributed.TORCHRUN_COMMANDS)}).")
     if getattr(args, "detach", False):
         raise UserError("--detach cannot be combined with torchrun: start the run in the background from the "
                         "dashboard (processes / GPUs), or run torchrun itself in the background.")

@@ -432,7 +432,7 @@ def check_processes(processes: int, argv: list[str]) -> None:
         return
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise UserError(f"processes must be a whole number of at least 1, got {processes!r}.")
-    from unlearn_core.cli import TORCHRUN_COMMANDS
+    from unlearn_core.distributed import TORCHRUN_COMMANDS
 
     if not argv or argv[0] not in TORCHRUN_COMMANDS:
         raise UserError(f"Only {', '.join(TORCHRUN_COMMANDS)} run in several processes; run "
