@@ -260,3 +260,11 @@ def test_a_launch_on_a_taken_port_is_refused_before_it_starts():
         with pytest.raises(UserError, match="already in use"):
             distributed.launch_prefix(2, port=taken.getsockname()[1])
     assert distributed.launch_prefix(2)[:5] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+def test_a_torchrun_job_shares_its_cpu_threads_among_its_processes(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path / "workspace")
+    monkeypatch.setenv(jobs.JOB_THREADS_ENV, "4")
+    assert jobs._job_env(ws, 1, processes=2)["OMP_NUM_THREADS"] == "2"
+    assert jobs._job_env(ws, 1, processes=8)["OMP_NUM_THREADS"] == "1"  # at least one each
+    assert jobs._job_env(ws, 1)["OMP_NUM_THREADS"] == "4"

@@ -329,15 +329,20 @@ def job_command(argv: list[str], run_id: str, processes: int = 1) -> list[str]:
     return [sys.executable, "-m", "unlearn_core", *argv, "--run-id", run_id]
 
 
-def _job_env(workspace: Workspace, limit: int) -> dict[str, str]:
-    """The job's environment: same workspace, same limit, and this package importable."""
+def _job_env(workspace: Workspace, limit: int, processes: int = 1) -> dict[str, str]:
+    """The job's environment: same workspace, same limit, and this package importable.
+
+    The job's CPU threads are shared by its processes (at least one each), so a torchrun job
+    leaves the dashboard the same cores as a one-process job.
+    """
     env = dict(os.environ)
     env[HOME_ENV] = str(workspace.path)
     env[MAX_JOBS_ENV] = str(limit)
     package_root = str(Path(unlearn_core.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"  # the log shows output as it happens
-    env["OMP_NUM_THREADS"] = str(job_threads(workspace))  # torch's CPU threads (leave the dashboard a core)
+    # torch's CPU threads (leave the dashboard a core), split among a torchrun job's processes
+    env["OMP_NUM_THREADS"] = str(max(1, job_threads(workspace) // max(1, processes)))
     return env
 
 
@@ -357,7 +362,7 @@ def _launch(workspace: Workspace, record: RunRecord, limit: int) -> RunRecord:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=_job_env(workspace, limit),
+                env=_job_env(workspace, limit, record.processes),
             )
     except OSError as error:
         workspace.set_status(record.id, "failed", error=f"Could not start the job: {error}.")
