@@ -10,7 +10,8 @@ from unlearn_core.errors import UserError
 
 
 def load_dataset(name_or_path: str) -> ImageSet:
-    """A built-in set by name, or a user's ``.npz``, ``.zip`` or image folder (with its CSV)."""
+    """A built-in set by name, or a user's ``.npz``, ``.zip``, image folder (with its CSV), or a
+    folder an ``import`` wrote (:mod:`unlearn_core.data.image_dir`; its pixels stay on disk)."""
     if name_or_path in BUILTIN_SETS:
         return load_builtin(name_or_path)
     path = Path(name_or_path)
@@ -22,11 +23,15 @@ def load_dataset(name_or_path: str) -> ImageSet:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if _LAST_LOADED.get("key") != key:  # one entry: checks before a run, then the run itself
+        from unlearn_core.data.image_dir import is_image_dir, load_image_dir
         from unlearn_core.data.loaders import load_image_folder, load_npz
 
         _LAST_LOADED.clear()
-        _LAST_LOADED.update(key=key, data=load_npz(path) if path.suffix.lower() == ".npz"
-                            else load_image_folder(path))
+        if is_image_dir(path):  # an imported set: pixels stay on disk
+            loaded = load_image_dir(path)
+        else:
+            loaded = load_npz(path) if path.suffix.lower() == ".npz" else load_image_folder(path)
+        _LAST_LOADED.update(key=key, data=loaded)
     return _LAST_LOADED["data"]
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
 from unlearn_core.errors import UserError
+
+if TYPE_CHECKING:
+    from unlearn_core.data.disk_images import PixelStore
 
 #: Columns every metadata frame has; everything else is a domain column (vpf_mm, device, ...).
 RESERVED_COLUMNS = ("sample_id", "label", "split")
@@ -21,7 +25,9 @@ class ImageSet:
 
     Attributes:
         name: short identifier (``oculoplastic``, ``fundus``, ``digits`` or a user's file stem).
-        images: ``uint8`` tensor ``[N, C, H, W]`` in 0..255 (pixel space; models normalize).
+        images: ``uint8`` tensor ``[N, C, H, W]`` in 0..255 (pixel space; models normalize), or
+            a :class:`~unlearn_core.data.disk_images.PixelStore` whose pixels stay on disk and
+            are read per index batch (``images[batch]`` is a uint8 tensor either way).
         metadata: one row per image, in the same order, with ``sample_id`` (unique str),
             ``label`` (int class index), ``split`` (``"train"``/``"test"``) and domain columns.
         classes: class names; ``label`` indexes into it.
@@ -32,7 +38,7 @@ class ImageSet:
     """
 
     name: str
-    images: torch.Tensor
+    images: Union[torch.Tensor, "PixelStore"]
     metadata: pd.DataFrame
     classes: list[str]
     mean: tuple[float, ...] = ()
@@ -56,7 +62,7 @@ class ImageSet:
             raise UserError(f"Metadata is missing the column(s) {missing}.")
         self.metadata = self.metadata.reset_index(drop=True)
         if not self.mean:
-            self.mean, self.std = channel_stats(self.images[self.train_indices])
+            self.mean, self.std = channel_stats(self.images, self.train_indices)
 
     # --- views -------------------------------------------------------------------------
     @property
@@ -90,11 +96,17 @@ class ImageSet:
         return [c for c in self.metadata.columns if c not in ("sample_id", "split")]
 
     def fingerprint(self) -> str:
-        """Content hash of images, labels and split: identifies the exact data a model saw."""
+        """Content hash of images, labels and split: identifies the exact data a model saw.
+
+        ``sha256(pixel bytes + labels + split)``. Pixels on disk are hashed chunk by chunk
+        (or the hash their import recorded is used), giving the same value as in memory.
+        """
+        tail = fingerprint_tail(self.metadata)
+        if not isinstance(self.images, torch.Tensor):
+            return self.images.fingerprint_with(tail)
         digest = hashlib.sha256()
         digest.update(self.images.contiguous().numpy().tobytes())
-        digest.update(self.metadata["label"].to_numpy(dtype=np.int64).tobytes())
-        digest.update("".join(self.metadata["split"].astype(str)).encode())
+        digest.update(tail)
         return digest.hexdigest()[:16]
 
     def class_counts(self) -> pd.DataFrame:
@@ -106,8 +118,41 @@ class ImageSet:
         return table.reindex(self.classes, fill_value=0)
 
 
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] of ``uint8 [N, C, H, W]`` images."""
+def fingerprint_tail(metadata: pd.DataFrame) -> bytes:
+    """What :meth:`ImageSet.fingerprint` hashes after the pixels: labels, then the split."""
+    return (metadata["label"].to_numpy(dtype=np.int64).tobytes()
+            + "".join(metadata["split"].astype(str)).encode())
+
+
+def stats_from_sums(totals: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and (unbiased) std per channel from rows ``[sum, sum of squares, count]`` of values in [0, 1]."""
+    totals = np.asarray(totals, dtype=np.float64)
+    channels = len(totals)
+    if not channels or totals[:, 2].min() <= 1:
+        return (0.5,) * channels, (0.25,) * channels
+    total, squares, count = totals[:, 0], totals[:, 1], totals[:, 2]
+    mean = total / count
+    var = np.maximum(squares - total * mean, 0.0) / (count - 1)
+    std = np.maximum(np.sqrt(var), 1e-3)
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
+
+
+def channel_stats(images, indices: np.ndarray | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] of ``uint8 [N, C, H, W]`` images (``images[indices]``).
+
+    A tensor is reduced at once (as before: the shipped models' statistics come from this);
+    pixels on disk are summed chunk by chunk in float64, never all in memory.
+    """
+    if not isinstance(images, torch.Tensor):
+        from unlearn_core.data.disk_images import iter_pixels
+
+        totals = np.zeros((int(images.shape[1]), 3))
+        for _, chunk in iter_pixels(images, indices):
+            values = chunk.numpy().transpose(1, 0, 2, 3).reshape(len(totals), -1).astype(np.float64) / 255.0
+            totals += np.stack([values.sum(1), np.square(values).sum(1), np.full(len(totals), values.shape[1])], 1)
+        return stats_from_sums(totals)
+    if indices is not None:
+        images = images[indices]
     if len(images) == 0:
         channels = images.shape[1]
         return (0.5,) * channels, (0.25,) * channels

@@ -339,7 +339,8 @@ def _check_decoded_size(rows: int, size: int, channels: int | None) -> None:
         raise UserError(
             f"{rows} images of {size}x{size} pixels would take {human_bytes(needed)} in memory, "
             f"more than the {human_bytes(MAX_DECODED_BYTES)} limit. Choose a smaller image size "
-            "or upload a subset."
+            "or upload a subset; or import a folder or ZIP on this computer once (`python -m "
+            "unlearn_core import PATH --out DIR`) and use DIR: its pixels are then read from disk as needed."
         )
 
 
@@ -454,6 +455,140 @@ def _stack(decoded: list[np.ndarray], channels: int | None) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.stack(out)))
 
 
+# --- lazy reading from disk (ImageFileStore) -------------------------------------------------------
+#: A ZIP read lazily from disk is never inflated whole (one member at a time, each bounded by
+#: MAX_MEMBER_BYTES), so its declared total is not capped by MAX_UNCOMPRESSED_BYTES.
+MAX_LAZY_ARCHIVE_BYTES = 1 << 50
+#: Images each scan task decodes (one DataLoader item) when a lazy set is checked at load.
+_SCAN_CHUNK = 256
+
+
+@contextmanager
+def open_disk_source(path: str | Path) -> Iterator[_Source]:
+    """A folder or ZIP on disk as a :class:`_Source`, for reading members one at a time."""
+    path = Path(path)
+    if path.is_dir():
+        with _open_source(path) as source:
+            yield source
+        return
+    if not path.is_file():
+        raise UserError(f"{str(path)!r} no longer exists: the images of this set were read from it. "
+                        "Put it back or import the images again.")
+    with BoundedZip(path, "ZIP", max_total=MAX_LAZY_ARCHIVE_BYTES, max_member=MAX_MEMBER_BYTES) as archive:
+        yield _Source(f"ZIP {path.name!r}", {i.filename: i for i in archive.members()}, archive)
+
+
+def decode_members(source: _Source, members: list[str], size: int, channels: int,
+                   resize: bool) -> np.ndarray:
+    """``uint8 [n, channels, size, size]`` of ``members``, decoded as the eager loader does.
+
+    A member missing from the source or undecodable is a UserError naming it (all of a
+    batch's bad members at once).
+    """
+    absent = [m for m in members if m not in source.files]
+    if absent:
+        raise UserError(f"{len(absent)} image file(s) of this set are no longer in the {source.description}: "
+                        f"{_few(absent)}. Put them back or import the images again.")
+    if not members:
+        return np.zeros((0, channels, size, size), dtype=np.uint8)
+    return _read_images(source, members, size, channels, resize=resize).numpy()
+
+
+class _ScanChunks(torch.utils.data.Dataset):
+    """Item ``i``: decode members ``[i·chunk, (i+1)·chunk)``, keep only failures and sums.
+
+    What a lazy load needs from every image without holding its pixels: which files are bad
+    (named together), whether any is in colour (automatic channels), and per-channel sums of
+    the training images for :func:`~unlearn_core.data.imageset.channel_stats`.
+    """
+
+    def __init__(self, path: Path, members: list[str], size: int, channels: int | None, resize: bool,
+                 train: np.ndarray) -> None:
+        self.path, self.members, self.size = path, members, size
+        self.channels, self.resize, self.train = channels, resize, train
+
+    def __len__(self) -> int:
+        return (len(self.members) + _SCAN_CHUNK - 1) // _SCAN_CHUNK
+
+    def __getitem__(self, item: int) -> dict:
+        result: dict[str, Any] = {"failed": [], "huge": [], "odd": [], "colour": False,
+                                  "grey": np.zeros((1, 3)), "rgb": np.zeros((3, 3))}
+        with open_disk_source(self.path) as source:
+            for index in range(item * _SCAN_CHUNK, min(len(self.members), (item + 1) * _SCAN_CHUNK)):
+                self._scan_one(source, index, result)
+        return result
+
+    def _scan_one(self, source: _Source, index: int, result: dict) -> None:
+        member = self.members[index]
+        try:
+            pixels = _decode(source.read(member), self.size if self.resize else None)
+        except _TooLarge as exc:
+            result["huge"].append(f"{member} ({exc})")
+            return
+        except UserError as exc:  # a damaged ZIP member or an unreadable file
+            result["failed"].append(f"{member} ({exc})")
+            return
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+            result["failed"].append(f"{member} ({type(exc).__name__})")
+            return
+        if pixels.shape[:2] != (self.size, self.size):
+            result["odd"].append(f"{member} ({pixels.shape[1]}x{pixels.shape[0]})")
+            return
+        result["colour"] |= pixels.ndim == 3
+        if not self.train[index]:
+            return
+        if self.channels is not None:
+            planes = _stack([pixels], self.channels).numpy()[0]
+        else:
+            planes = pixels.reshape(self.size, self.size, -1).transpose(2, 0, 1)
+        values = planes.reshape(len(planes), -1).astype(np.float64) / 255.0
+        sums = np.stack([values.sum(1), np.square(values).sum(1), np.full(len(values), values.shape[1])], 1)
+        result["grey" if len(planes) == 1 else "rgb"] += sums
+
+
+def scan_members(path: Path, members: list[str], size: int, channels: int | None, resize: bool,
+                 train: np.ndarray, workers: int | None = None,
+                 ) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """Decode every member once (in DataLoader workers), refuse bad files by name, and return
+    ``(channels, mean, std)``: the automatic channel count and the training images' statistics.
+
+    Nothing but sums is kept, so memory does not grow with the set. The statistics match
+    :func:`~unlearn_core.data.imageset.channel_stats` on the same pixels (float64 sums here).
+    """
+    from unlearn_core.data.disk_images import default_workers
+    from unlearn_core.data.imageset import stats_from_sums
+
+    scan = _ScanChunks(path, members, size, channels, resize, np.asarray(train, dtype=bool))
+    count = default_workers() if workers is None else workers
+    if count and len(scan) > 1:
+        parts = torch.utils.data.DataLoader(scan, batch_size=None, num_workers=min(count, len(scan)))
+    else:
+        parts = (scan[i] for i in range(len(scan)))
+    failed, huge, odd, colour = [], [], [], False
+    grey, rgb = np.zeros((1, 3)), np.zeros((3, 3))
+    for part in parts:
+        failed += part["failed"]
+        huge += part["huge"]
+        odd += part["odd"]
+        colour |= bool(part["colour"])
+        grey += np.asarray(part["grey"])
+        rgb += np.asarray(part["rgb"])
+    if huge:
+        raise UserError(
+            f"{len(huge)} image(s) are larger than {MAX_IMAGE_PIXELS:,} pixels, the most this "
+            f"studio decodes: {_few(huge)}. Shrink them or remove their rows from the CSV.")
+    if failed:
+        raise UserError(
+            f"{len(failed)} file(s) could not be read as images: {_few(failed)}. Replace them "
+            "with valid PNG/JPEG/TIFF/BMP files or remove their rows from the CSV.")
+    if odd:
+        raise UserError(_size_message(members[0], size, odd))
+    channels = channels or (3 if colour else 1)
+    totals = grey if channels == 1 else rgb + grey  # a grey image counts in all three channels
+    mean, std = stats_from_sums(totals)
+    return channels, mean, std
+
+
 # --- labels, split, and the final ImageSet (shared by both loaders) -----------------------------
 def _encode_labels(values: pd.Series) -> tuple[list[str], np.ndarray]:
     """Class names (numbers sorted numerically, text sorted alphabetically) and int codes."""
@@ -517,7 +652,7 @@ def _check_classes(codes: np.ndarray, split: np.ndarray, classes: list[str]) -> 
 
 
 def _build_imageset(name: str, images: torch.Tensor, metadata: pd.DataFrame, classes: list[str],
-                    description: str) -> ImageSet:
+                    description: str, mean: tuple[float, ...] = (), std: tuple[float, ...] = ()) -> ImageSet:
     """The ImageSet, after :func:`_check_classes`; warns about classes without a test image."""
     codes = metadata["label"].to_numpy()
     split = metadata["split"].to_numpy()
@@ -527,7 +662,7 @@ def _build_imageset(name: str, images: torch.Tensor, metadata: pd.DataFrame, cla
         warnings.warn(f"Class(es) {_few(untested)} have no test image; their test accuracy will "
                       "be undefined.", UserWarning, stacklevel=3)
     return ImageSet(name=name, images=images, metadata=metadata, classes=classes,
-                    description=description)
+                    description=description, mean=mean, std=std)
 
 
 def _check_options(image_size: int | None, channels: int | None = None) -> None:
@@ -601,6 +736,7 @@ def load_image_folder(
     test_fraction: float = 0.2,
     seed: int = 0,
     name: str | None = None,
+    lazy: bool | None = None,
 ) -> ImageSet:
     """Load a folder or ZIP of images described by a CSV.
 
@@ -616,6 +752,12 @@ def load_image_folder(
         channels: 1 or 3; ``None`` = 1 if every image is greyscale, else 3.
         test_fraction, seed: the stratified split made when the CSV has no ``split`` column.
         name: ImageSet name; defaults to the folder or ZIP file stem.
+        lazy: keep the pixels on disk (an :class:`~unlearn_core.data.disk_images.ImageFileStore`,
+            decoded when read) instead of decoding them into memory. ``None``: lazily only for a
+            folder or ZIP path whose decoded pixels exceed :data:`MAX_DECODED_BYTES` (an upload
+            in memory is always decoded, within that limit). A lazy load still decodes every
+            image once (in worker processes, keeping only per-channel sums) to refuse damaged
+            files by name before any run and to compute the channel statistics.
 
     Every other CSV column becomes metadata with pandas' type inference (numbers stay numeric,
     text is ``str``). ``sample_id`` is the file name as written in the CSV; the file and label
@@ -637,13 +779,29 @@ def load_image_folder(
         _check_classes(codes, np.asarray(split), classes)
         # The native size is the first image's (decoded alone); the memory check needs it.
         size = image_size if image_size is not None else _native_size(source, _resolve(names[:1], source, csv_dir))
-        _check_decoded_size(len(names), size, channels)
+        on_disk = isinstance(images, (str, Path))
+        if lazy is None:
+            lazy = on_disk and len(names) * (channels or 3) * size * size > MAX_DECODED_BYTES
+        if lazy and not on_disk:
+            raise UserError("Only a folder or ZIP file on disk can be read lazily; save the upload first.")
+        if not lazy:
+            _check_decoded_size(len(names), size, channels)
         members = _resolve(names, source, csv_dir)
-        pixels = _read_images(source, members, size, channels, resize=image_size is not None)
         description = f"{len(names)} images from the user's {source.description}."
+        if not lazy:
+            pixels = _read_images(source, members, size, channels, resize=image_size is not None)
     metadata = pd.concat([pd.DataFrame({"sample_id": names, "label": codes, "split": split}),
                           table[extra].reset_index(drop=True)], axis=1)
-    return _build_imageset(name or _display_name(images), pixels, metadata, classes, description)
+    label = name or _display_name(images)
+    if not lazy:
+        return _build_imageset(label, pixels, metadata, classes, description)
+    from unlearn_core.data.disk_images import ImageFileStore
+
+    train = np.asarray(split) == "train"
+    channels, mean, std = scan_members(Path(images), members, size, channels, image_size is not None, train)
+    store = ImageFileStore(Path(images), members, size, channels, resize=image_size is not None)
+    return _build_imageset(label, store, metadata, classes, description + " Read from disk as needed.",
+                           mean=mean, std=std)
 
 
 # --- public: MedMNIST-style .npz -----------------------------------------------------------------

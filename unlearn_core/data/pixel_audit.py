@@ -33,10 +33,19 @@ def structure_fingerprint(images: torch.Tensor, metadata, classes: list[str]) ->
 
 
 def image_checksums(images: torch.Tensor) -> np.ndarray:
-    """``int64 [N, 2]``: per image, its CRC-32 and the sum of its pixel values."""
-    flat = images.reshape(len(images), -1).contiguous().numpy()
-    crc = np.fromiter((zlib.crc32(row.tobytes()) for row in flat), dtype=np.int64, count=len(flat))
-    return np.stack([crc, flat.sum(axis=1, dtype=np.int64)], axis=1)
+    """``int64 [N, 2]``: per image, its CRC-32 and the sum of its pixel values.
+
+    Read a chunk at a time (:func:`~unlearn_core.data.disk_images.iter_pixels`), so pixels on
+    disk are never all in memory.
+    """
+    from unlearn_core.data.disk_images import iter_pixels
+
+    parts = [np.zeros((0, 2), dtype=np.int64)]
+    for _, chunk in iter_pixels(images):
+        flat = chunk.reshape(len(chunk), -1).contiguous().numpy()
+        crc = np.fromiter((zlib.crc32(row.tobytes()) for row in flat), dtype=np.int64, count=len(flat))
+        parts.append(np.stack([crc, flat.sum(axis=1, dtype=np.int64)], axis=1))
+    return np.concatenate(parts)
 
 
 def encode_checksums(checksums: np.ndarray) -> str:

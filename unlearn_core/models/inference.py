@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from unlearn_core.data.disk_images import PixelStore, pixel_batches
 from unlearn_core.device import autocast, channels_last_pays
 from unlearn_core.models.architectures import Classifier
 
@@ -25,7 +26,7 @@ def to_pixels(images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def predict_logits(
     model: Classifier,
-    images: torch.Tensor,
+    images: torch.Tensor | PixelStore,
     indices: Sequence[int] | np.ndarray | None = None,
     *,
     batch_size: int | None = None,
@@ -39,7 +40,7 @@ def predict_logits(
 @torch.no_grad()
 def embeddings(
     model: Classifier,
-    images: torch.Tensor,
+    images: torch.Tensor | PixelStore,
     indices: Sequence[int] | np.ndarray | None = None,
     *,
     batch_size: int | None = None,
@@ -60,9 +61,10 @@ def _batched(model, images, indices, batch_size, device, amp, embed: bool) -> np
     model.eval()
     idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     outputs = []
-    try:
-        for start in range(0, len(idx), batch_size):
-            batch = to_pixels(images[idx[start : start + batch_size]], device)
+    batches = [idx[start : start + batch_size] for start in range(0, len(idx), batch_size)]
+    try:  # pixels on disk are read per batch (decoded in worker processes when they are image files)
+        for raw in pixel_batches(images, batches):
+            batch = to_pixels(raw, device)
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(device, amp):
