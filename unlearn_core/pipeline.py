@@ -18,7 +18,7 @@ from unlearn_core.assets import DEMO_RECIPES
 from unlearn_core.data.criteria import ForgetCriteria, ForgetSplit, split_sets
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.errors import UserError
-from unlearn_core.evaluate import compare_blocks, split_outputs
+from unlearn_core.evaluate import compare_blocks, scored_split, split_outputs
 from unlearn_core.methods.base import UnlearnData, UnlearnResult, get_method
 from unlearn_core.metrics import metric_block
 from unlearn_core.models.architectures import Classifier
@@ -196,13 +196,15 @@ def build_result(data: ImageSet, split: ForgetSplit, criteria: ForgetCriteria, r
     blocks = score_models(models, data, split, request.seed, on_progress)
     if blocks is None:  # another rank of a torchrun run: rank 0 has the scores
         return None
+    scored = scored_split(split, request.seed)
     comparison = Comparison(**compare_blocks(blocks["original"], blocks["unlearned"], blocks.get("retrain")))
     diagnostics = _plain(result.diagnostics)
     forget_classes = Counter(data.classes[i] for i in data.labels.numpy()[split.forget_train])
     return RunResult(
         blocks=blocks, comparison=comparison, sizes=split.sizes(), forget_classes=dict(forget_classes),
         diagnostics=diagnostics, criteria_description=criteria.describe(data.classes, data.units),
-        timing=Timing(unlearn=result.seconds, retrain=retrain_seconds, evaluate=time.perf_counter() - started))
+        timing=Timing(unlearn=result.seconds, retrain=retrain_seconds, evaluate=time.perf_counter() - started),
+        scored_sizes=scored.sizes() if scored is not split else {})
 
 
 #: How the scoring steps are named in the progress line.
@@ -211,7 +213,12 @@ _SCORED_AS = {"original": "the original model", "unlearned": "the unlearned mode
 
 def score_models(models: dict[str, Classifier], data: ImageSet, split: ForgetSplit, seed: int,
                  on_progress=None) -> dict[str, dict]:
-    """:func:`~unlearn_core.evaluate.evaluate_model` for each model, reporting each step."""
+    """:func:`~unlearn_core.evaluate.evaluate_model` for each model, reporting each step.
+
+    Every model is scored on the same :func:`~unlearn_core.evaluate.scored_split` (the kept sets
+    capped by a sample seeded with ``seed``), the MIA features included.
+    """
+    split = scored_split(split, seed)
     steps = 2 * len(models)
 
     def report(done: int, message: str) -> None:

@@ -86,6 +86,8 @@ def _print_summary(summary: dict) -> None:
     columns = ["forget_train_acc", "remain_train_acc", "forget_test_acc", "remain_test_acc", "mia_membership_auc"]
     rows = [{"model": name, **{k: f"{block[k]:.3f}" for k in columns}} for name, block in result.ordered_blocks().items()]
     print(result.criteria_description)
+    if result.scored_note():
+        print(result.scored_note())
     print_table(rows, ["model", *columns])
     reference = result.reference()
     if reference is not None:

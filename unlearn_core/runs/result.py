@@ -157,6 +157,8 @@ class RunResult:
             ``distance_to_retrain``...), and ``chosen``, the label of the one saved.
         retrain_recipe: the recipe the retrain reference was trained with (``Recipe`` text),
             and ``retrain_recipe_source``: where it came from (``file``, ``demo``, ``given``).
+        scored_sizes: images each block was scored on, when fewer than ``sizes`` (the kept sets
+            are sampled above :data:`unlearn_core.evaluate.SCORED_REMAIN_MAX`); empty: all of them.
     """
 
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -171,8 +173,18 @@ class RunResult:
     chosen: str | None = None
     retrain_recipe: str = ""
     retrain_recipe_source: str = ""
+    scored_sizes: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
+
+    def scored_note(self) -> str:
+        """One plain sentence when the scores come from a sample of the kept images ("" otherwise)."""
+        if not self.scored_sizes:
+            return ""
+        s = self.scored_sizes
+        return (f"Scores use every forget image and a seeded sample of the kept ones: "
+                f"{s.get('remain_train', 0):,} of {self.sizes.get('remain_train', 0):,} kept training images and "
+                f"{s.get('remain_test', 0):,} of {self.sizes.get('remain_test', 0):,} kept test images.")
 
     def reference(self) -> ReferenceCheck | None:
         """The original's and the retrain's test accuracy side by side (``None`` without both)."""
@@ -232,7 +244,8 @@ class RunResult:
                        retrain_reused=values.get("retrain_reused"),
                        candidates=list(values.get("candidates") or []), chosen=values.get("chosen"),
                        retrain_recipe=values.get("retrain_recipe") or "",
-                       retrain_recipe_source=values.get("retrain_recipe_source") or "")
+                       retrain_recipe_source=values.get("retrain_recipe_source") or "",
+                       scored_sizes=dict(values.get("scored_sizes") or {}))
         return cls._from_legacy(values, kind)
 
     @classmethod
