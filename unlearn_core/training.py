@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearn_core.data.disk_images import pixel_batches
 from unlearn_core.data.imageset import ImageSet
 from unlearn_core.device import autocast, resolve_device
 from unlearn_core.distributed import SINGLE, world
@@ -172,14 +173,15 @@ def train_model(
     for epoch in range(config.epochs):
         model.train()
         running_loss, seen = 0.0, 0
-        for step_in_epoch, batch in enumerate(iterate_batches(train_indices, config.batch_size, generator), 1):
+        # This rank's share of each shuffled batch; pixels on disk are decoded in DataLoader workers.
+        batches = [w.shard(b) for b in iterate_batches(train_indices, config.batch_size, generator)]
+        for step_in_epoch, (batch, raw) in enumerate(zip(batches, pixel_batches(data.images, batches)), 1):
             stop = should_stop is not None and should_stop()
             if w.active and w.any(stop):
                 stop = True
             if stop:
                 raise Cancelled(f"{phase} cancelled at epoch {epoch + 1}")
-            batch = w.shard(batch)
-            pixels = to_pixels(data.images[batch], device)
+            pixels = to_pixels(raw, device)
             if config.channels_last and device.type == "cuda":
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             with autocast(device, config.amp):
