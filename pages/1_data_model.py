@@ -1,12 +1,14 @@
 """Step 1 · Data & model: choose the images and the model, and check both."""
 
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
 from unlearn_core import plots
 from unlearn_core.data.builtin import BUILTIN_SETS
 from unlearn_core.data.catalog import describe_dataset
-from unlearn_core.data import loaders
+from unlearn_core.data import image_dir, loaders
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import ARCHITECTURES
 from unlearn_core.runs import attach
@@ -14,7 +16,8 @@ from unlearn_core.runs.requests import TrainRequest
 from unlearn_core.ui import background, cache, demo_model, state, widgets
 
 SAMPLES_SHOWN = 24
-SOURCES = {"builtin": "Built-in data set", "upload": "Upload my own images"}
+SOURCES = {"builtin": "Built-in data set", "upload": "Upload my own images",
+           "disk": "A folder on this computer"}
 MODEL_SOURCES = {
     "shipped": "Demo model",
     "file": "Upload weights",
@@ -33,7 +36,8 @@ ss = st.session_state
 # --- data set ------------------------------------------------------------------------------
 st.subheader("Data set")
 is_builtin = sel.dataset in BUILTIN_SETS
-ss.setdefault("dm_source", "upload" if sel.dataset and not is_builtin else "builtin")
+ss.setdefault("dm_source", "builtin" if not sel.dataset or is_builtin
+              else "disk" if image_dir.is_image_dir(sel.dataset) else "upload")
 source = st.radio("Where are the images?", list(SOURCES), format_func=SOURCES.get,
                   key="dm_source", horizontal=True)
 
@@ -78,6 +82,24 @@ if source == "builtin":
                  format_func=lambda n: BUILTIN_SETS[n].title, placeholder="Choose a data set…",
                  on_change=_pick_builtin,
                  help="Built-in sets are generated on this computer; nothing is downloaded.")
+elif source == "disk":
+    st.markdown(
+        "For sets too large to upload or to hold in memory: the path of a folder written by "
+        "`python -m unlearn_core import SOURCE --out FOLDER` (its pixels stay on disk and are read as "
+        "needed), or of a folder or ZIP of images with its CSV (read into memory; up to "
+        f"{loaders.human_bytes(loaders.MAX_DECODED_BYTES)} of pixels).")
+    folder = st.text_input("Path on the computer running the studio", key="dm_disk_path",
+                           value=sel.dataset if sel.dataset and not is_builtin else "",
+                           placeholder="/data/fundus-imported")
+    if st.button("Use these images", key="dm_load_disk", disabled=not folder.strip(), type="primary"):
+        try:
+            with st.spinner("Reading the metadata…"):
+                cache.dataset(folder.strip())
+            state.set_dataset(folder.strip(), Path(folder.strip()).name)
+            state.flash(f"Using {folder.strip()}.")
+            st.rerun()
+        except UserError as error:
+            widgets.show_error(error, f"{folder.strip()} could not be used")
 else:
     st.markdown(
         "Upload a **ZIP of images with a CSV** (one row per image: its file name and its class, in "

@@ -203,6 +203,9 @@ class ArrayFileStore(PixelStore):
         self._open_fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
         self._open_lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return f"ArrayFileStore({str(self.path)!r}, shape {list(self.shape)})"
+
     def _fd(self) -> int:
         if self._open_fd is None or self._open_fd[0] != os.getpid():
             self._open_fd = (os.getpid(), os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0)))
@@ -275,26 +278,15 @@ class ImageFileStore(PixelStore):
         self.source = str(Path(source).resolve())
         self.members = list(members)
         self.size, self.channels, self.resize = int(size), int(channels), bool(resize)
-        self._open_source: tuple[int, Any, Any] | None = None  # (pid, context manager, source)
-        self._open_lock = threading.Lock()
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self._open_source, self._open_lock = None, threading.Lock()
-
-    def _source(self):
-        from unlearn_core.data.loaders import open_disk_source
-
-        if self._open_source is None or self._open_source[0] != os.getpid():
-            manager = open_disk_source(self.source)
-            self._open_source = (os.getpid(), manager, manager.__enter__())
-        return self._open_source[2]
+    def __repr__(self) -> str:
+        return f"ImageFileStore({self.source!r}, {len(self):,} images, shape {list(self.shape)})"
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        from unlearn_core.data.loaders import decode_members
+        from unlearn_core.data.loaders import decode_members, shared_disk_source
 
-        with self._open_lock:  # a ZIP's file handle is shared; Streamlit runs pages in threads
-            source = self._source()
+        source, lock = shared_disk_source(self.source)  # opened once per process
+        with lock:
             return decode_members(source, [self.members[i] for i in indices], self.size, self.channels,
                                   self.resize)
 

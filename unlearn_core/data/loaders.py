@@ -42,7 +42,9 @@ Choices a caller should know about:
 from __future__ import annotations
 
 import io
+import os
 import re
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -478,6 +480,25 @@ def open_disk_source(path: str | Path) -> Iterator[_Source]:
         yield _Source(f"ZIP {path.name!r}", {i.filename: i for i in archive.members()}, archive)
 
 
+#: Sources opened for lazy reading, one per (process, path): listing a folder of 100,000 files or
+#: reading a ZIP's directory once per process, not once per batch. A forked worker opens its own.
+_OPEN_DISK_SOURCES: dict[tuple, tuple[Any, _Source, threading.Lock]] = {}
+
+
+def shared_disk_source(path: str | Path) -> tuple[_Source, threading.Lock]:
+    """This process's opened :func:`open_disk_source` of ``path`` and the lock its reads take
+    (a ZIP's file handle is shared; Streamlit runs pages in threads)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        stat = None  # open_disk_source names what is missing
+    key = (os.getpid(), str(path), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
+    if key not in _OPEN_DISK_SOURCES:  # a replaced file (new mtime or size) is opened afresh
+        manager = open_disk_source(path)
+        _OPEN_DISK_SOURCES[key] = (manager, manager.__enter__(), threading.Lock())
+    return _OPEN_DISK_SOURCES[key][1:]
+
+
 def decode_members(source: _Source, members: list[str], size: int, channels: int,
                    resize: bool) -> np.ndarray:
     """``uint8 [n, channels, size, size]`` of ``members``, decoded as the eager loader does.
@@ -513,7 +534,8 @@ class _ScanChunks(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> dict:
         result: dict[str, Any] = {"failed": [], "huge": [], "odd": [], "colour": False,
                                   "grey": np.zeros((1, 3)), "rgb": np.zeros((3, 3))}
-        with open_disk_source(self.path) as source:
+        source, lock = shared_disk_source(self.path)
+        with lock:
             for index in range(item * _SCAN_CHUNK, min(len(self.members), (item + 1) * _SCAN_CHUNK)):
                 self._scan_one(source, index, result)
         return result
