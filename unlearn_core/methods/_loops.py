@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_core.data.disk_images import pixel_batches
 from unlearn_core.distributed import world
 from unlearn_core.errors import UserError
 from unlearn_core.methods.base import (
     LiveMonitor, RunHooks, UnlearnData, amp_context, check_finite, cycle_batches, index_batches, load_pixels,
-    make_generator, set_batchnorm_frozen,
+    make_generator, on_device, set_batchnorm_frozen,
 )
 from unlearn_core.methods.stopping import make_stop_rule
 from unlearn_core.models.architectures import Classifier
@@ -184,12 +185,16 @@ def train_passes(
         sums: dict[str, list] = {p.name: [torch.zeros((), device=device), 0] for p in passes}
         for p in passes:
             train_mode(model)
-            for indices, in_forget in pass_batches(data, p, config.batch_size, generator):
+            # The pass's batches up front (same draws, same order), each rank's share of each, and
+            # their pixels read ahead (image files on disk are decoded in DataLoader workers).
+            batches = list(pass_batches(data, p, config.batch_size, generator))
+            if w.active:
+                batches = [(indices[share], in_forget[share]) for indices, in_forget in batches
+                           for share in (w.shard(np.arange(len(indices))),)]
+            reads = pixel_batches(data.imageset.images, [indices for indices, _ in batches])
+            for (indices, in_forget), raw in zip(batches, reads):
                 hooks.check_cancel()
-                if w.active:  # this rank's share of the global batch
-                    share = w.shard(np.arange(len(indices)))
-                    indices, in_forget = indices[share], in_forget[share]
-                pixels, labels = load_pixels(data, indices, device, config.channels_last)
+                pixels, labels = on_device(data, raw, indices, device, config.channels_last)
                 batch = Batch(pixels, labels, torch.as_tensor(in_forget, device=device))
                 with amp_context(device, config):
                     loss = p.loss(trainer, batch)

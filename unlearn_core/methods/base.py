@@ -450,7 +450,14 @@ def make_generator(seed: int) -> torch.Generator:
 def load_pixels(data: UnlearnData, batch: np.ndarray, device: torch.device,
                 channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Float pixels in [0, 1] and labels of ``batch`` on ``device``."""
-    pixels = to_pixels(data.imageset.images[batch], device)
+    return on_device(data, data.imageset.images[batch], batch, device, channels_last)
+
+
+def on_device(data: UnlearnData, raw: torch.Tensor, batch: np.ndarray, device: torch.device,
+              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`load_pixels` for uint8 pixels already read (``raw = images[batch]``, e.g. by
+    :func:`unlearn_core.data.disk_images.pixel_batches` in DataLoader workers)."""
+    pixels = to_pixels(raw, device)
     if channels_last_pays(channels_last, device):
         pixels = pixels.contiguous(memory_format=torch.channels_last)
     return pixels, data.imageset.labels[batch].to(device)
