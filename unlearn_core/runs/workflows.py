@@ -189,6 +189,7 @@ def unlearn_estimate(workspace: Workspace, request: UnlearnRequest, data: ImageS
     from unlearn_core.methods.base import UnlearnData, get_method
     from unlearn_core.pipeline import original_recipe, retrain_recipe
     from unlearn_core.run_estimate import RunPlan, estimate_run
+    from unlearn_core.evaluate import scored_split
 
     split = split if split is not None else artifacts.criteria_split(data, request.forget)
     method = get_method(request.method)
@@ -211,10 +212,11 @@ def unlearn_estimate(workspace: Workspace, request: UnlearnRequest, data: ImageS
     plan = RunPlan(dataset=request.dataset, method=request.method,
                    image_pixels=data.channels * data.image_size * data.image_size,
                    forget_images=sizes["forget_train"], remain_images=sizes["remain_train"],
-                   scored_images=sum(sizes.values()), retrain_images=retrain_images, retrain_reused=reused,
+                   scored_images=sum(scored_split(split, request.seed).sizes().values()), retrain_images=retrain_images, retrain_reused=reused,
                    stop_target=getattr(config, "stop_at", None) == "auto" and not stop_targets_of(workspace).has(
                        model, UnlearnData(data, split), overrides["seed"]),
-                   models_scored=3 if request.retrain else 2, method_title=method.title)
+                   models_scored=3 if request.retrain else 2, method_title=method.title,
+                   passes=getattr(config, "epochs", None))
     return estimate_run(plan, workspace.list_runs(), stop_seconds=stop_seconds)
 
 
