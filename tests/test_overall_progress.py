@@ -297,3 +297,23 @@ def test_the_estimate_grows_with_the_passes_asked_for():
     first_time = {p.key: p.seconds for p in estimate_run(RunPlan(**{**vars(plan), "passes": 500}), []).phases}
     assert first_time["unlearn"] > 10 * {p.key: p.seconds for p in estimate_run(
         RunPlan(**{**vars(plan), "passes": 10}), []).phases}["unlearn"]
+
+
+def test_the_page_estimate_prices_the_passes_the_user_asked_for(tmp_path):
+    """The Unlearn page's estimate (workflows.unlearn_estimate) hands the method's passes to the
+    plan: 500 passes of fine-tuning are estimated at 50 times the unlearning of 10."""
+    from fixtures_small import tiny_digits, tiny_model
+
+    from unlearn_core.runs.registry import Workspace
+    from unlearn_core.runs.requests import UnlearnRequest
+    from unlearn_core.runs.workflows import unlearn_estimate
+
+    workspace = Workspace(tmp_path)
+    data, model = tiny_digits(), tiny_model()
+
+    def unlearning_seconds(epochs: int) -> float:
+        request = UnlearnRequest(dataset="digits", forget="label == 1", method="finetune",
+                                 overrides={"epochs": str(epochs)})
+        return {p.key: p.seconds for p in unlearn_estimate(workspace, request, data, model).phases}["unlearn"]
+
+    assert unlearning_seconds(500) == pytest.approx(50 * unlearning_seconds(10))
