@@ -50,7 +50,7 @@ _MAX_READ = 16 * 1024**2
 
 
 #: Batches :func:`pixel_batches` hands out between two returns of freed heap to the system.
-TRIM_EVERY = 64
+TRIM_EVERY = 16
 _LIBC: Any = None
 
 
@@ -59,9 +59,10 @@ def release_free_heap() -> None:
 
     Why: on Linux, PyTorch's CPU forwards leave glibc's heap fragmented. One
     ``predict_logits`` call over 32,000 images of 64 px grew a process by 3 GB whether the
-    pixels were in memory (0.99 → 3.97 GB) or on disk (0.61 → 2.59 GB); trimming every
-    :data:`TRIM_EVERY` batches held it at 0.67 GB for about 20 % more time (docs/performance.md).
-    Fixing glibc's mmap threshold instead held memory as well but doubled the time (page faults).
+    pixels were in memory (0.99 → 3.97 GB) or on disk (0.61 → 2.59 GB); trimming every 64
+    batches held it under 1 GB at about the same speed, and every 16 (:data:`TRIM_EVERY`) kept
+    the whole 100,000-image run of docs/performance.md at 1.1 GB (1.7 GB with 64). Fixing
+    glibc's mmap threshold instead held memory too but doubled the time (page faults).
     """
     global _LIBC
     if not sys.platform.startswith("linux"):
