@@ -141,6 +141,8 @@ def _score_table(columns: list[tuple[str, str]], number_format: str | None) -> N
 _score_table(ACCURACIES, "percent")
 st.caption("Accuracies on the images to forget and to keep, in training and test. Hover over a column "
            "name for its definition. For every score the ideal is the retrained model's value.")
+if result.scored_note():
+    st.caption(result.scored_note())
 with st.expander("Membership-attack scores in detail"):
     _score_table(ATTACKS, "%.3f")
     st.caption("Three attacks that try to tell whether an image was in training; the line above uses "

@@ -310,3 +310,17 @@ def test_report_states_the_original_and_retrain_test_accuracy_side_by_side(ws):
     page = report.render_run_report(_unlearn_run(ws, metrics={**metrics, **stored.to_dict()}), ws)
     assert "Check the reference" in page and "32.8 points less accurate" in page
     assert "the demo model&#x27;s shipped recipe" in page or "the demo model's shipped recipe" in page
+
+
+def test_a_sampled_score_is_said_in_the_report(ws):
+    from dataclasses import replace
+
+    from unlearn_core.runs.result import RunResult
+
+    record = _unlearn_run(ws)
+    assert "seeded sample" not in report.render_run_report(record, ws)
+    result = RunResult.of(record)
+    sampled = replace(result, scored_sizes={**result.sizes, "remain_train": 1000, "remain_test": 400})
+    ws.update(record.id, metrics=sampled.to_dict())
+    page = report.render_run_report(ws.get(record.id), ws)
+    assert "a seeded sample of the kept ones: 1,000 of 1,988 kept training images and 400 of 503" in page

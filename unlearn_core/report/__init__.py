@@ -459,6 +459,8 @@ def _forgotten_section(record: RunRecord, workspace: Workspace, result: RunResul
                  f'{_e(s.meaning)}<br><span class="small">{_e(METRIC_DEFINITIONS.get("n_" + s.key, ""))}</span>')
                 for s in SETS]
         parts.append("<h3>How many images</h3>" + _table(["Set", "Name", "Images", "What it is"], rows))
+        if result.scored_note():
+            parts.append(f"<p>{_e(result.scored_note())}</p>")
     per_class = _per_class_counts(record, workspace, data)
     if per_class is not None:
         classes, table = per_class
