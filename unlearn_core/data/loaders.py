@@ -758,7 +758,7 @@ def load_image_folder(
     test_fraction: float = 0.2,
     seed: int = 0,
     name: str | None = None,
-    lazy: bool | None = None,
+    lazy: bool = False,
 ) -> ImageSet:
     """Load a folder or ZIP of images described by a CSV.
 
@@ -775,11 +775,12 @@ def load_image_folder(
         test_fraction, seed: the stratified split made when the CSV has no ``split`` column.
         name: ImageSet name; defaults to the folder or ZIP file stem.
         lazy: keep the pixels on disk (an :class:`~unlearn_core.data.disk_images.ImageFileStore`,
-            decoded when read) instead of decoding them into memory. ``None``: lazily only for a
-            folder or ZIP path whose decoded pixels exceed :data:`MAX_DECODED_BYTES` (an upload
-            in memory is always decoded, within that limit). A lazy load still decodes every
-            image once (in worker processes, keeping only per-channel sums) to refuse damaged
-            files by name before any run and to compute the channel statistics.
+            decoded when read) instead of decoding them into memory, for a folder or ZIP path
+            (what ``import`` uses; not capped by :data:`MAX_DECODED_BYTES`). A lazy load still
+            decodes every image once (in worker processes, keeping only per-channel sums) to
+            refuse damaged files by name before any run and to compute the channel statistics.
+            Off by default: decoding images on every read is slow, so a large folder is imported
+            once (``python -m unlearn_core import``) rather than read lazily by each run.
 
     Every other CSV column becomes metadata with pandas' type inference (numbers stay numeric,
     text is ``str``). ``sample_id`` is the file name as written in the CSV; the file and label
@@ -802,8 +803,6 @@ def load_image_folder(
         # The native size is the first image's (decoded alone); the memory check needs it.
         size = image_size if image_size is not None else _native_size(source, _resolve(names[:1], source, csv_dir))
         on_disk = isinstance(images, (str, Path))
-        if lazy is None:
-            lazy = on_disk and len(names) * (channels or 3) * size * size > MAX_DECODED_BYTES
         if lazy and not on_disk:
             raise UserError("Only a folder or ZIP file on disk can be read lazily; save the upload first.")
         if not lazy:
