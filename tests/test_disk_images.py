@@ -101,7 +101,9 @@ def test_import_command_writes_a_set_the_split_command_reads(tmp_path):
     run = subprocess.run([sys.executable, "-m", "unlearn_core", "import", str(source), "--out", str(out),
                           "--image-size", "16", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["n_train"] + json.loads(run.stdout)["n_test"] == 30
+    printed = json.loads(run.stdout)
+    assert printed["n_train"] + printed["n_test"] == 30
+    assert printed["fingerprint"] == load_image_folder(source, image_size=16).fingerprint()
     split = subprocess.run([sys.executable, "-m", "unlearn_core", "split", "--dataset", str(out),
                             "--forget", "site == 1", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert split.returncode == 0, split.stderr

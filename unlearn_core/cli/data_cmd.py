@@ -85,6 +85,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from unlearn_core.data.catalog import describe_dataset
@@ -108,7 +109,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     reporter = StderrReporter()
     written = import_images(data, out, in_place=args.in_place, on_progress=reporter)
     reporter.flush()
-    summary = dict(describe_dataset(data), path=str(written), fingerprint=data.fingerprint(),
+    header = json.loads((written / "header.json").read_text(encoding="utf-8"))  # hashed while writing
+    summary = dict(describe_dataset(data), path=str(written), fingerprint=header["fingerprint"],
                    in_place=bool(args.in_place))
     if args.json:
         print_json(summary)
