@@ -149,6 +149,9 @@ def test_damaged_imports_are_refused_with_what_to_do(tmp_path):
 def test_in_place_import_refuses_a_removed_file_at_load(tmp_path):
     source = _folder(tmp_path / "f")
     out = import_images(load_image_folder(source, image_size=16, lazy=True), tmp_path / "kept", in_place=True)
+    Image.fromarray(np.full((20, 20, 3), 9, np.uint8)).save(source / "im3.png")  # replaced after the import
+    with pytest.raises(UserError, match=r"1 image file\(s\) of this set changed since it was imported.*'im3\.png'"):
+        load_image_dir(out)
     (source / "im12.png").unlink()
     with pytest.raises(UserError, match=r"1 image file\(s\) of this set are missing .*'im12\.png'"):
         load_image_dir(out)

@@ -5,7 +5,9 @@ DIR`` (:func:`import_images`), into a raw uint8 array file that every later run 
 offsets (:class:`~unlearn_core.data.disk_images.ArrayFileStore`); loading ``DIR`` then costs
 reading its metadata (pandas, in memory, so forget-set filters stay instant) and nothing else.
 With ``--in-place`` the images stay in their folder or ZIP and are decoded when read (in
-DataLoader workers); the import still checks every file once.
+DataLoader workers); the import decodes every file once and records each one's size and
+modification time (CRC in a ZIP), and every load checks those, so a file removed or changed
+since is named and the set refused before any run starts.
 
 Layout of ``DIR`` (written in this order; the header last, so a folder without one is an
 import that did not finish and is refused):
@@ -80,8 +82,8 @@ def load_image_dir(path: str | Path) -> ImageSet:
     else:
         files = header["files"]
         store = ImageFileStore(files["source"], files["members"], shape[2], shape[1], files["resize"])
-        _check_members_present(store)
-        trusted = True  # files are decoded when read; a damaged one is named then
+        _check_members_present(store, files.get("signatures"))
+        trusted = True  # unchanged since the import decoded every one of them
     tail = fingerprint_tail(metadata)
     if trusted and header.get("fingerprint") and header.get("tail_sha256") == hashlib.sha256(tail).hexdigest():
         store.known_fingerprint(tail, header["fingerprint"])
@@ -129,15 +131,37 @@ def _read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def _check_members_present(store: ImageFileStore) -> None:
-    """Every image file an in-place import named is still there (names only; cheap)."""
+def _signature(handle: Any) -> list[int]:
+    """What says a file is unchanged without reading it: size and modification time in a folder,
+    size and CRC-32 in a ZIP (from its directory)."""
+    if isinstance(handle, Path):
+        stat = handle.stat()
+        return [stat.st_size, stat.st_mtime_ns]
+    return [handle.file_size, handle.CRC]
+
+
+def _signatures(store: ImageFileStore) -> list[list[int]]:
+    from unlearn_core.data.loaders import open_disk_source
+
+    with open_disk_source(store.source) as source:
+        return [_signature(source.files[m]) for m in store.members]
+
+
+def _check_members_present(store: ImageFileStore, recorded: list | None = None) -> None:
+    """Every image file an in-place import checked is still there and unchanged (file system or
+    ZIP directory only: nothing is decoded), so a run is refused before it starts, naming them."""
     from unlearn_core.data.loaders import _few, open_disk_source
 
     with open_disk_source(store.source) as source:
         absent = [m for m in store.members if m not in source.files]
-    if absent:
-        raise UserError(f"{len(absent):,} image file(s) of this set are missing from {store.source!r}: "
-                        f"{_few(absent)}. Put them back or import the images again.")
+        if absent:
+            raise UserError(f"{len(absent):,} image file(s) of this set are missing from {store.source!r}: "
+                            f"{_few(absent)}. Put them back or import the images again.")
+        if recorded is not None and len(recorded) == len(store.members):
+            changed = [m for m, before in zip(store.members, recorded) if _signature(source.files[m]) != before]
+            if changed:
+                raise UserError(f"{len(changed):,} image file(s) of this set changed since it was imported (checked "
+                                f"then, not since): {_few(changed)}. Import the images again to check them.")
 
 
 # ------------------------------------------------------------------- writing
@@ -202,7 +226,8 @@ def import_images(data: ImageSet, out: str | Path, *, in_place: bool = False,
         "shape": [int(s) for s in data.images.shape], "mean": list(data.mean), "std": list(data.std)}
     if in_place:
         store = data.images
-        header["files"] = {"source": store.source, "members": store.members, "resize": store.resize}
+        header["files"] = {"source": store.source, "members": store.members, "resize": store.resize,
+                           "signatures": _signatures(store)}
     try:
         total = len(data.images)
         for _, pixels in iter_pixels(data.images):
