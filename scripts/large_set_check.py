@@ -12,8 +12,8 @@ pixel file does not count, which is the point of reading it with ``preadv``).
 ``run`` is the library workflow (:func:`unlearn_core.runs.workflows.unlearn`): an untrained
 ``small_cnn`` saved as the original (the check needs a model, not a good one; the fingerprint
 is the import's, not recomputed), then gradient ascent on a tiny forget set (``batch == 7 and site == "A"``, about 25
-training images), then the standard metrics of the original and the unlearned model on all four
-sets (every one of the 100,000 images is scored twice). ``page`` renders the Forget set page under
+training images), then the standard metrics of the original and the unlearned model on the four
+sets (the forget sets whole, the kept sets as the workflow samples them: ``evaluate.scored_split``). ``page`` renders the Forget set page under
 Streamlit's AppTest, applies the same criteria as text and reads the counts. The figures for
 docs/performance.md come from this script; tests/test_disk_images.py runs it.
 """
