@@ -268,3 +268,30 @@ def test_a_torchrun_job_shares_its_cpu_threads_among_its_processes(tmp_path, mon
     assert jobs._job_env(ws, 1, processes=2)["OMP_NUM_THREADS"] == "2"
     assert jobs._job_env(ws, 1, processes=8)["OMP_NUM_THREADS"] == "1"  # at least one each
     assert jobs._job_env(ws, 1)["OMP_NUM_THREADS"] == "4"
+
+
+def test_the_data_and_model_page_trains_in_two_processes(tmp_path, monkeypatch):
+    """The Data & model page's "Processes / GPUs" travels as TrainRequest.processes into the job."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    if distributed.max_processes("auto") < 2:
+        pytest.skip("the field offers one process per core; this machine has one")
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "workspace"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.session_state["us.dataset"] = "digits"
+    at.session_state["us.dataset_label"] = "Handwritten digits"
+    at.session_state["dm_model_source"] = "run"
+    at.switch_page("pages/1_data_model.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="dm_train_processes").value == 1
+    at.number_input(key="dm_train_processes").set_value(2).run()
+    at.button(key="dm_train").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    ws = Workspace()
+    run_id = at.session_state["us.train_run_id"]
+    assert ws.get(run_id).processes == 2
+    jobs.cancel(ws, run_id, grace=1.0)
+    assert ws.get(run_id).status == "cancelled"
