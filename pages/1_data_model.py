@@ -231,16 +231,7 @@ else:  # train one
                                       help="Passes over the training images.")
         seed = cols[2].number_input("Seed", 0, 2**31 - 1, key=widgets.sticky("dm_train_seed", 0),
                                     help="Same seed, same model.")
-        from unlearn_core.distributed import max_processes
-
-        processes_cap = max_processes("auto")  # one per GPU on a CUDA machine, else per core
-        processes_key = widgets.sticky("dm_train_processes", 1)
-        st.session_state[processes_key] = min(int(st.session_state[processes_key]), processes_cap)
-        processes = cols[3].number_input(
-            "Processes / GPUs", 1, processes_cap, step=1, key=processes_key,
-            help="Above 1 the training starts under torchrun with this many data-parallel processes (one per "
-                 "GPU on a GPU machine). Same model within noise, shorter on several GPUs. Several machines: "
-                 "see docs/distributed.md.")
+        processes = widgets.processes_input(cols[3], "dm_train_processes", "auto", "training")
         if st.button("Train in the background", key="dm_train", type="primary", icon=":material/play_arrow:"):
             try:
                 started = background.start(TrainRequest(dataset=sel.dataset, arch=train_arch, epochs=int(epochs),

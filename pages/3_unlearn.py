@@ -6,7 +6,6 @@ import streamlit as st
 
 from unlearn_core.data.criteria import ForgetCriteria, split_sets
 from unlearn_core.device import describe_devices
-from unlearn_core.distributed import max_processes
 from unlearn_core.errors import UserError
 from unlearn_core.labels import MODEL_SHORT
 from unlearn_core.runs import attach
@@ -119,14 +118,7 @@ cols[0].caption(gpu_note)
 background.threads_control(cols[1])
 seed = cols[1].number_input("Seed", 0, 2**31 - 1, step=1, key=widgets.sticky("ul_seed", 0),
                             help="Same seed, same result.")
-processes_cap = max_processes(device)  # one per GPU on a CUDA machine, else per core
-processes_key = widgets.sticky("ul_processes", 1)
-st.session_state[processes_key] = min(int(st.session_state[processes_key]), processes_cap)
-processes = cols[0].number_input(
-    "Processes / GPUs", 1, processes_cap, step=1, key=processes_key,
-    help="Above 1 the run starts under torchrun with this many data-parallel processes (one per GPU on a "
-         "GPU machine; on the CPU each takes the threads above). Same result within noise, shorter on "
-         "several GPUs. Several machines: see docs/distributed.md.")
+processes = widgets.processes_input(cols[0], "ul_processes", device, "run")
 retrain = cols[2].checkbox("Also train the retrain reference", key=widgets.sticky("ul_retrain", True),
                            help="Trains a model on the kept images only: the gold standard the "
                                 "unlearned model is compared with. Reused when it exists already; "

@@ -227,10 +227,15 @@ def test_the_unlearn_page_starts_a_run_in_two_processes(tmp_path, monkeypatch):
     at.number_input(key="ul_processes").set_value(2).run()
     at.checkbox(key="ul_retrain").uncheck().run()
     assert at.code[0].value.startswith("torchrun --nproc_per_node 2 -m unlearn_core unlearn")
-    at.button(key="ul_start").click().run()
+    _started_in_two_processes_then_cancelled(at, "ul_start", "us.unlearn_run_id")
+
+
+def _started_in_two_processes_then_cancelled(at, button: str, run_key: str) -> None:
+    """Press a page's start button: its run is recorded with 2 processes, and cancel ends it."""
+    at.button(key=button).click().run()
     assert not at.exception, [e.value for e in at.exception]
     ws = Workspace()
-    run_id = at.session_state["us.unlearn_run_id"]
+    run_id = at.session_state[run_key]
     assert ws.get(run_id).processes == 2
     jobs.cancel(ws, run_id, grace=1.0)
     assert ws.get(run_id).status == "cancelled"
@@ -288,10 +293,4 @@ def test_the_data_and_model_page_trains_in_two_processes(tmp_path, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     assert at.number_input(key="dm_train_processes").value == 1
     at.number_input(key="dm_train_processes").set_value(2).run()
-    at.button(key="dm_train").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    ws = Workspace()
-    run_id = at.session_state["us.train_run_id"]
-    assert ws.get(run_id).processes == 2
-    jobs.cancel(ws, run_id, grace=1.0)
-    assert ws.get(run_id).status == "cancelled"
+    _started_in_two_processes_then_cancelled(at, "dm_train", "us.train_run_id")

@@ -43,6 +43,25 @@ def page_header(title: str, purpose: str) -> None:
         getattr(st, kind, st.info)(text)
 
 
+def processes_input(where: Any, key: str, device: str, what: str) -> int:
+    """The "Processes / GPUs" field of a run (``what``: "run" or "training"), in ``where``.
+
+    One place for the field the Unlearn and Data & model pages share: at most one process per GPU
+    on a CUDA machine, else per core (:func:`unlearn_core.distributed.max_processes`); a value
+    kept from a machine with more is lowered to fit.
+    """
+    from unlearn_core.distributed import max_processes  # imports torch: not at the app's start
+
+    cap = max_processes(device)
+    sticky(key, 1)
+    st.session_state[key] = min(int(st.session_state[key]), cap)
+    return int(where.number_input(
+        "Processes / GPUs", 1, cap, step=1, key=key,
+        help=f"Above 1 the {what} starts under torchrun with this many data-parallel processes (one per GPU "
+             "on a GPU machine; on the CPU they share the job's threads). Same result within noise, shorter on "
+             "several GPUs. Several machines: see docs/distributed.md."))
+
+
 def sticky(key: str, default: Any) -> str:
     """Hold widget ``key``'s value in Session State through the API on every run; returns ``key``.
 
