@@ -219,3 +219,34 @@ def test_data_page_uses_an_imported_folder_by_its_path(tmp_path, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["us.dataset"] == str(out)
     assert next(m.value for m in at.metric if m.label == "Training images") == "320"
+
+
+def test_psg_on_image_files_decoded_in_workers_matches_the_in_memory_run(tmp_path, monkeypatch):
+    """PSG reads each pass's forget batches through DataLoader workers when the images are files
+    decoded on read; the images and their order are the same, so the unlearned model is too."""
+    from unlearn_core.data import disk_images
+    from unlearn_core.data.criteria import ForgetCriteria, split_sets
+    from unlearn_core.methods.base import UnlearnData, get_method
+    from unlearn_core.models.architectures import build_model, spec_for
+
+    monkeypatch.setattr(disk_images, "default_workers", lambda: 2)
+    source = _folder(tmp_path / "f", n=36)
+    eager = load_image_folder(source, image_size=16)
+    lazy = load_image_folder(source, image_size=16, lazy=True)
+    criteria = ForgetCriteria.parse("site == 1")
+    torch.manual_seed(0)
+    model = build_model(spec_for(eager))
+    method = get_method("psg")
+    config = method.make_config({"device": "cpu", "seed": 0, "epochs": 2, "stop_at": "passes", "batch_size": 4})
+    reads = []
+    original_reads = disk_images.pixel_batches
+    monkeypatch.setattr("unlearn_core.methods.psg.pixel_batches",
+                        lambda images, batches: reads.append(len(batches)) or original_reads(images, batches))
+    results = {name: method.run(model, UnlearnData(data, split_sets(data, criteria)), config)
+               for name, data in (("memory", eager), ("files", lazy))}
+    batches_per_pass = -(-len(split_sets(eager, criteria).forget_train) // 4)
+    assert reads == [batches_per_pass] * 2  # each pass's forget batches read through the workers
+    changed = results["memory"].model.state_dict()
+    assert any(not torch.equal(changed[k], v) for k, v in model.state_dict().items())  # it did unlearn
+    for key, value in results["memory"].model.state_dict().items():
+        assert torch.equal(value, results["files"].model.state_dict()[key]), key

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import math
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_core.data.disk_images import PixelStore, pixel_batches
 from unlearn_core.distributed import World, world
 from unlearn_core.methods.base import (
     STOP_RULES, CommonConfig, LiveMonitor, PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult,
-    amp_context, check_finite, cycle_batches, load_pixels, make_generator, option, register, set_batchnorm_frozen,
+    amp_context, check_finite, cycle_batches, load_pixels, make_generator, on_device, option, register,
+    set_batchnorm_frozen,
 )
 from unlearn_core.methods.boundary_search import (
     FAILED_FLIP_POLICIES, LAM_SCHEDULES, NOISE_FAMILIES, NOISE_SCALES, BoundaryResult, PerturbedSignGradient,
@@ -222,8 +225,8 @@ class StartCache:
         logits, grad = search.start_point(model, pixels, labels)
         if self.logits is None:
             self.logits = torch.empty((len(self.filled), logits.shape[1]), device=logits.device)
-        on_device = where.to(logits.device)
-        self.logits[on_device], self.grads[on_device] = logits, grad
+        at = where.to(logits.device)
+        self.logits[at], self.grads[at] = logits, grad
         self.filled[where] = True
         return logits, grad
 
@@ -366,15 +369,19 @@ class PSG(UnlearnMethod):
             loss_sum = torch.zeros((), device=device)
             loss_count, searched = 0, 0
             flips = torch.zeros((), dtype=torch.long, device=device)
-            for step, batch_positions in enumerate(balanced_batches(np.arange(count), config.batch_size, batch_order), 1):
+            batches = balanced_batches(np.arange(count), config.batch_size, batch_order)
+            decoded = _decoded_in_workers(data, [forget[positions] for positions in batches])
+            for step, batch_positions in enumerate(batches, 1):
                 hooks.check_cancel()
-                batch_pixels, batch_labels = load_pixels(data, forget[batch_positions], device, config.channels_last)
+                batch_pixels, batch_labels = (
+                    load_pixels(data, forget[batch_positions], device, config.channels_last) if decoded is None
+                    else on_device(data, next(decoded), forget[batch_positions], device, config.channels_last))
                 positions, pixels, labels = batch_positions, batch_pixels, batch_labels
                 if w.active:  # this rank's share of the batch (the stop rule still reads all of it)
                     offsets = w.shard(np.arange(len(batch_positions)))
                     positions = batch_positions[offsets]
-                    on_device = torch.as_tensor(offsets, device=device)
-                    pixels, labels = batch_pixels[on_device], batch_labels[on_device]
+                    shares = torch.as_tensor(offsets, device=device)
+                    pixels, labels = batch_pixels[shares], batch_labels[shares]
                     labelled_at[torch.as_tensor(positions)] = (epoch - 1) * steps + step
                 where = torch.as_tensor(positions, device=device)
                 if targets is not None:
@@ -578,6 +585,16 @@ class PSG(UnlearnMethod):
         optimizer.step()
         return StepOutcome(loss=loss.detach(), forget_acc=forget_acc, stopped=False,
                            trained_images=len(inputs))
+
+
+def _decoded_in_workers(data: UnlearnData, batches: list[np.ndarray]) -> Iterator[torch.Tensor] | None:
+    """The pass's forget batches read by DataLoader workers when the images are files decoded on
+    read (an in-place import), else ``None``: in-memory tensors and raw pixel files are indexed
+    in the loop, which keeps the hot path of the common case as it is."""
+    images = data.imageset.images
+    if not (isinstance(images, PixelStore) and images.decodes):
+        return None
+    return pixel_batches(images, batches)
 
 
 def _gathered_targets(w: World, mine: Targets, count: int, cost: dict[str, int]) -> Targets:
