@@ -350,8 +350,14 @@ def pixel_batches(images: Any, batches: Iterable[np.ndarray | Sequence[int]],
         yield pixels
 
 
+def decoded_on_read(images: Any) -> bool:
+    """Whether reading ``images`` decodes image files (worth DataLoader workers): a store that
+    decodes, not an in-memory tensor or a raw pixel file."""
+    return isinstance(images, PixelStore) and images.decodes
+
+
 def _read_batches(images: Any, batches: Iterable, workers: int | None) -> Iterator[torch.Tensor]:
-    if not (isinstance(images, PixelStore) and images.decodes) or workers == 0:
+    if not decoded_on_read(images) or workers == 0:
         for batch in batches:
             yield images[batch]
         return

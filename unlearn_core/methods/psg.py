@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_core.data.disk_images import PixelStore, pixel_batches
+from unlearn_core.data.disk_images import decoded_on_read, pixel_batches
 from unlearn_core.distributed import World, world
 from unlearn_core.methods.base import (
     STOP_RULES, CommonConfig, LiveMonitor, PassConfig, RunHooks, UnlearnData, UnlearnMethod, UnlearnResult,
@@ -592,9 +592,7 @@ def _decoded_in_workers(data: UnlearnData, batches: list[np.ndarray]) -> Iterato
     read (an in-place import), else ``None``: in-memory tensors and raw pixel files are indexed
     in the loop, which keeps the hot path of the common case as it is."""
     images = data.imageset.images
-    if not (isinstance(images, PixelStore) and images.decodes):
-        return None
-    return pixel_batches(images, batches)
+    return pixel_batches(images, batches) if decoded_on_read(images) else None
 
 
 def _gathered_targets(w: World, mine: Targets, count: int, cost: dict[str, int]) -> Targets:
