@@ -317,3 +317,12 @@ def test_the_page_estimate_prices_the_passes_the_user_asked_for(tmp_path):
         return {p.key: p.seconds for p in unlearn_estimate(workspace, request, data, model).phases}["unlearn"]
 
     assert unlearning_seconds(500) == pytest.approx(50 * unlearning_seconds(10))
+
+
+def test_the_scoring_rate_counts_the_images_a_sampled_run_really_scored():
+    """A run that scored a sample of its kept sets is timed per image it read, not per image it has."""
+    scored = {**SIZES, "remain_train": 500, "remain_test": 100}  # 720 of 1320 images read
+    sampled = [_record("u3", "unlearn", timing=Timing(unlearn=10.0, evaluate=1.44), sizes=SIZES,
+                       scored_sizes=scored, blocks={"original": {}, "unlearned": {}},
+                       diagnostics={"forward_images": 3000, "backward_images": 1000})]
+    assert rates_from_records(sampled, "digits", "psg").score == pytest.approx(0.001)  # 1.44 s / (2 x 720)

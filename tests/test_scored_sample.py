@@ -40,3 +40,24 @@ def test_kept_sets_are_scored_on_a_seeded_sample_and_the_counts_are_recorded(mon
     read_back = RunResult.from_dict(result.to_dict())
     assert read_back.scored_sizes == result.scored_sizes
     assert f"100 of {len(split.remain_train):,} kept training images" in read_back.scored_note()
+
+
+def test_a_recorded_retrain_reference_says_it_was_scored_on_a_sample(monkeypatch, tmp_path):
+    from unlearn_core.assets import load_demo_model
+    from unlearn_core.pipeline import retrain_recipe
+    from unlearn_core.runs import workflows
+    from unlearn_core.runs.registry import Workspace
+
+    data = load_builtin("digits")
+    criteria = ForgetCriteria.parse('label == "3"')
+    split = split_sets(data, criteria)
+    monkeypatch.setattr(evaluate, "SCORED_REMAIN_MAX", 100)
+    model = load_demo_model(data)
+    request = UnlearnRequest(dataset="digits", forget=criteria.to_text())
+    workspace = Workspace(tmp_path)
+    config = retrain_recipe(data, model, request.seed, "cpu", None)
+    run_id = workflows._record_retrain(workspace, data, model, request, config, split, model, 1.0)
+    result = RunResult.of(workspace.get(run_id))
+    assert result.sizes == split.sizes()
+    assert result.scored_sizes == {**split.sizes(), "remain_train": 100, "remain_test": 100}
+    assert (result.blocks["retrain"]["n_remain_train"], result.blocks["retrain"]["n_remain_test"]) == (100, 100)

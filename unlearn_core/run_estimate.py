@@ -223,7 +223,8 @@ def rates_from_records(records: Iterable[RunRecord], dataset: str, method: str) 
                 if passes:
                     per_pass.append(images / (forget * passes))
         evaluate_seconds = _number(result.timing.evaluate)
-        scored = sum(_number(v) or 0.0 for v in sizes.values())
+        # images each model really read: the kept sets may have been sampled (evaluate.scored_split)
+        scored = sum(_number(v) or 0.0 for v in (result.scored_sizes or sizes).values())
         models = len(result.blocks)
         if evaluate_seconds and scored and models:
             score.append(evaluate_seconds / (models * scored))

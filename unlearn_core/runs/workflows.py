@@ -188,8 +188,8 @@ def unlearn_estimate(workspace: Workspace, request: UnlearnRequest, data: ImageS
     """
     from unlearn_core.methods.base import UnlearnData, get_method
     from unlearn_core.pipeline import original_recipe, retrain_recipe
-    from unlearn_core.run_estimate import RunPlan, estimate_run
     from unlearn_core.evaluate import scored_split
+    from unlearn_core.run_estimate import RunPlan, estimate_run
 
     split = split if split is not None else artifacts.criteria_split(data, request.forget)
     method = get_method(request.method)
@@ -212,7 +212,8 @@ def unlearn_estimate(workspace: Workspace, request: UnlearnRequest, data: ImageS
     plan = RunPlan(dataset=request.dataset, method=request.method,
                    image_pixels=data.channels * data.image_size * data.image_size,
                    forget_images=sizes["forget_train"], remain_images=sizes["remain_train"],
-                   scored_images=sum(scored_split(split, request.seed).sizes().values()), retrain_images=retrain_images, retrain_reused=reused,
+                   scored_images=sum(scored_split(split, request.seed).sizes().values()),
+                   retrain_images=retrain_images, retrain_reused=reused,
                    stop_target=getattr(config, "stop_at", None) == "auto" and not stop_targets_of(workspace).has(
                        model, UnlearnData(data, split), overrides["seed"]),
                    models_scored=3 if request.retrain else 2, method_title=method.title,
@@ -281,7 +282,7 @@ def _record_retrain(workspace: Workspace | None, data: ImageSet, model: Classifi
                     config, split, retrained: Classifier, seconds: float) -> str:
     """Record a newly trained retrain reference as a run of its own (its weights and scores); its id."""
     from unlearn_core.data.criteria import ForgetCriteria
-    from unlearn_core.evaluate import evaluate_model
+    from unlearn_core.evaluate import evaluate_model, scored_split
     from unlearn_core.models.weights import state_hash
 
     assert workspace is not None
@@ -299,8 +300,10 @@ def _record_retrain(workspace: Workspace | None, data: ImageSet, model: Classifi
     )
     workspace.save_weights(record.id, retrained.state_dict(), artifacts.model_metadata(
         retrained, data.fingerprint(), state_hash(model), "retrain", criteria.to_text(), config.recipe_key()))
-    result = RunResult(blocks={"retrain": evaluate_model(retrained, data, split)}, timing=Timing(retrain=seconds),
-                       sizes=split.sizes())
+    scored = scored_split(split)  # what evaluate_model scores (its default seed), said in the record
+    result = RunResult(blocks={"retrain": evaluate_model(retrained, data, split)},
+                       timing=Timing(retrain=seconds), sizes=split.sizes(),
+                       scored_sizes=scored.sizes() if scored is not split else {})
     workspace.set_status(record.id, "done", metrics=result.to_dict())
     return record.id
 
