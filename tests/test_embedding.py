@@ -232,3 +232,66 @@ def test_tsne_threads_do_not_change_the_map():
     two = tsne_coordinates(features, seed=0, n_jobs=2)
     np.testing.assert_array_equal(one, two)
     assert 1 <= tsne_threads() <= 4
+
+
+# --- display precision ---------------------------------------------------------------------
+def _force_display_bf16(monkeypatch, on: bool) -> None:
+    """Make both modules believe (or not) that this CPU has native bf16, whatever it has."""
+    import unlearn_core.embedding as embedding_module
+    import unlearn_core.models.inference as inference_module
+
+    monkeypatch.setattr(embedding_module, "display_bf16", lambda device: on)
+    monkeypatch.setattr(inference_module, "display_bf16", lambda device: on)
+
+
+def test_bf16_display_features_keep_the_models_own_predictions(models, data, points, monkeypatch):
+    from unlearn_core.embedding import _features_and_predictions
+    from unlearn_core.models.inference import embeddings, predict_logits
+
+    _force_display_bf16(monkeypatch, True)
+    for model in models.values():
+        features, predicted = _features_and_predictions(model, data, points)
+        exact = embeddings(model, data.images, points)
+        assert np.linalg.norm(features - exact) / np.linalg.norm(exact) < 0.02
+        assert np.array_equal(predicted, predict_logits(model, data.images, points).argmax(1))
+
+
+def test_near_ties_are_recomputed_in_float32(models, data, points, monkeypatch):
+    """Display features that move the logits flip a near-tie point; the re-check puts it back."""
+    import unlearn_core.embedding as embedding_module
+    from unlearn_core.models.inference import embeddings, predict_logits
+
+    model = copy.deepcopy(models["retrain"])
+    top_two = torch.from_numpy(predict_logits(model, data.images, points)).topk(2, dim=1)
+    tie = int((top_two.values[:, 0] - top_two.values[:, 1]).argmin())
+    first, second = (int(c) for c in top_two.indices[tie])
+    with torch.no_grad():  # make that point a near tie: margin 1e-4 between its two best classes
+        model.head.bias[first] -= float(top_two.values[tie, 0] - top_two.values[tie, 1]) - 1e-4
+    towards_second = (model.head.weight[second] - model.head.weight[first]).detach().numpy()
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(len(points), model.head.in_features)).astype(np.float32)
+    noise[tie] = 0.0  # the tie point gets only the push below, towards its second class
+
+    def display_features(model_, images, indices, display=False, **kwargs):
+        exact = embeddings(model_, images, indices, **kwargs)
+        if not display:
+            return exact
+        moved = exact + 0.01 * np.abs(exact).mean() * noise[np.searchsorted(points, indices)]  # bf16-like error
+        moved[np.asarray(indices) == points[tie]] += 3e-4 * towards_second / float(towards_second @ towards_second)
+        return moved
+
+    expected = predict_logits(model, data.images, points).argmax(1)
+    displayed = embedding_module._head_logits(model, display_features(model, data.images, points, display=True))
+    assert displayed.argmax(1)[tie] != expected[tie], "the test's error should flip the near tie"
+    _force_display_bf16(monkeypatch, True)
+    monkeypatch.setattr(embedding_module, "embeddings", display_features)
+    _, predicted = embedding_module._features_and_predictions(model, data, points)
+    assert np.array_equal(predicted, expected)
+
+
+def test_cpu_bf16_can_be_switched_off(monkeypatch):
+    from unlearn_core.device import CPU_BF16_ENV, cpu_bf16_native, display_bf16
+
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert not cpu_bf16_native()
+    assert not display_bf16(torch.device("cpu"))

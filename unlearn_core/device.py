@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from unlearn_core.errors import UserError
@@ -10,6 +11,9 @@ if TYPE_CHECKING:  # torch is imported inside the functions so the command line 
     import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+#: Set to ``0`` to keep display forwards (t-SNE features) in float32 on a CPU with AMX, e.g. to
+#: compare maps made on two machines.
+CPU_BF16_ENV = "UNLEARN_STUDIO_CPU_BF16"
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -65,6 +69,35 @@ def channels_last_pays(wanted: bool, device: torch.device) -> bool:
     the default layout (docs/performance.md). MPS supports the layout only in part.
     """
     return wanted and device.type in ("cuda", "cpu")
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU has Intel AMX, whose bfloat16 tiles oneDNN uses for convolutions.
+
+    Why ask: on such a CPU the 64-px demo models' forwards ran 2.9× faster in bf16 than in
+    float32 on 2 threads (docs/performance.md); a CPU without native bf16 matrix units emulates
+    it, slower than float32. Only AMX was measured, so only AMX counts. ``UNLEARN_STUDIO_CPU_BF16=0``
+    turns it off.
+    """
+    import torch
+
+    if os.environ.get(CPU_BF16_ENV, "").strip() == "0":
+        return False
+    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:  # a torch build without the CPU feature query
+        return False
+
+
+def display_bf16(device: torch.device) -> bool:
+    """Whether forwards whose output is only drawn (never scored) may run in bf16 on ``device``.
+
+    Why only those: metrics, stop targets and new labels must not depend on which CPU a run
+    happened on; a map's point positions may (features move by about 0.2-0.6 %, see
+    :func:`unlearn_core.embedding.compute_panels` for how the drawn classes stay exact).
+    """
+    return device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
 
 
 def autocast(device: torch.device, enabled: bool):

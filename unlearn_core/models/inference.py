@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from unlearn_core.data.disk_images import PixelStore, pixel_batches
-from unlearn_core.device import autocast, channels_last_pays
+from unlearn_core.device import autocast, channels_last_pays, display_bf16
 from unlearn_core.models.architectures import Classifier
 
 #: Images per forward on the CPU. Small batches keep activations in cache: on a 2-core AVX2 CPU,
@@ -46,17 +46,27 @@ def embeddings(
     batch_size: int | None = None,
     device: torch.device | None = None,
     amp: bool = True,
+    display: bool = False,
 ) -> np.ndarray:
-    """Penultimate-layer features ``[n, D]`` of ``images[indices]`` (eval mode)."""
-    return _batched(model, images, indices, batch_size, device, amp, embed=True)
+    """Penultimate-layer features ``[n, D]`` of ``images[indices]`` (eval mode).
+
+    ``display=True`` is for features that are only drawn (t-SNE maps): they then run in bf16
+    wherever :func:`unlearn_core.device.display_bf16` says the hardware has it natively.
+    """
+    return _batched(model, images, indices, batch_size, device, amp, embed=True, display=display)
 
 
-def _batched(model, images, indices, batch_size, device, amp, embed: bool) -> np.ndarray:
+def _batched(model, images, indices, batch_size, device, amp, embed: bool, display: bool = False) -> np.ndarray:
     """Forwards under ``torch.inference_mode`` in the channels_last layout (oneDNN's and cuDNN's
     faster convolutions; only the input is converted, so the caller's model is left as it is)."""
     device = device or next(model.parameters()).device
     batch_size = batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
     channels_last = channels_last_pays(True, device)
+    bf16 = display and amp and display_bf16(device)
+
+    def precision():  # bf16 for display features on native hardware; else autocast's CUDA-only rule
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else autocast(device, amp)
+
     was_training = model.training
     model.eval()
     idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -67,7 +77,7 @@ def _batched(model, images, indices, batch_size, device, amp, embed: bool) -> np
             batch = to_pixels(raw, device)
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), autocast(device, amp):
+            with torch.inference_mode(), precision():
                 out = model.embed(batch) if embed else model(batch)
             outputs.append(out.float().cpu())
     finally:
