@@ -91,13 +91,15 @@ def cpu_bf16_native() -> bool:
 
 
 def display_bf16(device: torch.device) -> bool:
-    """Whether forwards whose output is only drawn (never scored) may run in bf16 on ``device``.
+    """Whether forwards whose output is only drawn (never scored) run in bf16 on this CPU.
 
     Why only those: metrics, stop targets and new labels must not depend on which CPU a run
     happened on; a map's point positions may (features move by about 0.2-0.6 %, see
-    :func:`unlearn_core.embedding.compute_panels` for how the drawn classes stay exact).
+    :func:`unlearn_core.embedding._exact_near_ties` for how the drawn classes stay exact).
+    CUDA is not included: there every forward already runs in bf16 under ``amp``
+    (:func:`use_amp`), the metrics' forwards too.
     """
-    return device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
+    return device.type == "cpu" and cpu_bf16_native()
 
 
 def autocast(device: torch.device, enabled: bool):
