@@ -41,7 +41,8 @@ from unlearn_core.assets import load_demo_model
 from unlearn_core.data.builtin import load_builtin
 from unlearn_core.data.criteria import ForgetCriteria, split_sets
 from unlearn_core.data.imageset import ImageSet
-from unlearn_core.embedding import compute_panels, sample_points
+from unlearn_core.device import display_bf16
+from unlearn_core.embedding import compute_panels, features_and_predictions, sample_points
 from unlearn_core.errors import UserError
 from unlearn_core.models.inference import embeddings
 from unlearn_core.models.architectures import build_model, spec_for
@@ -91,9 +92,10 @@ def tiled(base: ImageSet, total: int, name: str, seed: int = 0) -> ImageSet:
                     units=base.units)
 
 
-def time_tsne(points: int = 10_000) -> tuple[float, float, float]:
-    """(cold seconds for three panels of ``points`` points, seconds to redraw them from cache,
-    seconds of the three models' feature forwards alone)."""
+def time_tsne(points: int = 10_000) -> dict:
+    """Cold seconds for three panels of ``points`` points, seconds to redraw them from cache, and
+    the three models' feature forwards alone, as the panels compute them (display precision,
+    near ties re-checked) and in float32."""
     demo = load_builtin("oculoplastic")
     try:
         original = load_demo_model(demo)
@@ -125,9 +127,16 @@ def time_tsne(points: int = 10_000) -> tuple[float, float, float]:
     plots.tsne_panels(panels, data.classes).to_json()  # cached panels: figure only
     cached = time.perf_counter() - started
     started = time.perf_counter()
-    for model in models.values():  # the forwards alone, the part t-SNE cannot shorten
+    for model in models.values():  # the forwards alone, as the panels run them
+        features_and_predictions(model, data, indices)
+    features = time.perf_counter() - started
+    started = time.perf_counter()
+    for model in models.values():
         embeddings(model, data.images, indices)
-    return cold, cached, time.perf_counter() - started
+    return {"points": points, "cold": cold, "cached": cached, "features": features,
+            "features_fp32": time.perf_counter() - started,
+            "precision": "bf16 (CPU with AMX)" if display_bf16(torch.device("cpu")) else "float32",
+            "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
 def free_port() -> int:
@@ -346,9 +355,10 @@ def measure(part: str) -> dict:
     if part == "busy_pages":
         return time_busy_pages()
     if part == "tsne":
-        cold, cached, features = time_tsne(10_000)
-        print(f"t-SNE panels, 10k points: cold {cold:.1f} s (features {features:.1f} s), cached {cached:.2f} s")
-        return {"points": 10_000, "cold": cold, "cached": cached, "features": features}
+        figures = time_tsne(10_000)
+        print(f"t-SNE panels, 10k points: cold {figures['cold']:.1f} s (features {figures['features']:.1f} s at "
+              f"{figures['precision']}, {figures['features_fp32']:.1f} s in float32), cached {figures['cached']:.2f} s")
+        return figures
     interactive, memory, note = time_app()
     print(f"home interactive: {interactive} s; memory {memory} MB ({note})")
     return {"interactive": interactive, "memory": memory, "note": note}
@@ -427,12 +437,15 @@ def render(store: dict) -> str:
         notes.append(
             "t-SNE: above 2,000 points t-SNE lays out a seeded sample of 2,000 and the other points join that map "
             "through openTSNE's `transform` (`unlearn_core/embedding.py`)"
-            + (f"; of the cold time, the three models' features alone (30,000 forwards of 64-px images, batches of "
-               f"32 in channels_last) took {tsne['features']:.1f} s, which no embedding recipe can shorten on this "
-               f"CPU: at 82.6 MFLOP per image (torch's flop counter) that is "
-               f"{30_000 * 82.6e6 / tsne['features'] / 1e9:.0f} GFLOP/s, most of what two AVX2 cores can do in "
-               "float32 (about 160-190 GFLOP/s at their clock). Three panels of 10,000 points under 15 s need a "
-               "GPU, smaller images or a smaller model (the Results page plots 2,000 points by default)" if "features" in tsne else "") + ".")
+            + (f"; of the cold time, the three models' features (30,000 forwards of 64-px images, batches of 32 in "
+               f"channels_last) took {tsne['features']:.1f} s at display precision, {tsne['precision']} on this CPU "
+               f"(torch's capability {tsne['cpu']}), against {tsne['features_fp32']:.1f} s in float32. Display "
+               "precision is for the drawn features only: every point near a decision boundary is recomputed in "
+               "float32, so its colour is the model's own class, and metrics, stop targets and new labels stay in "
+               "float32 on every CPU (`unlearn_core/device.py`, `display_bf16`). A CPU without AMX computes these "
+               "features in float32 (`UNLEARN_STUDIO_CPU_BF16=0` forces that here): before 2026-12-03 the cold time "
+               "was 22.3 s with 16.8 s of float32 features, so such a CPU misses the 15 s target at 10,000 points "
+               "(the Results page plots 2,000 by default)" if "features_fp32" in tsne else "") + ".")
     if app:
         interactive, memory = app["interactive"], app["memory"]
         lines += [f"| Home page interactive after `streamlit run` (`streamlit run` → demo button and picker visible; browser already open) | "

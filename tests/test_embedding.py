@@ -245,12 +245,12 @@ def _force_display_bf16(monkeypatch, on: bool) -> None:
 
 
 def test_bf16_display_features_keep_the_models_own_predictions(models, data, points, monkeypatch):
-    from unlearn_core.embedding import _features_and_predictions
+    from unlearn_core.embedding import features_and_predictions
     from unlearn_core.models.inference import embeddings, predict_logits
 
     _force_display_bf16(monkeypatch, True)
     for model in models.values():
-        features, predicted = _features_and_predictions(model, data, points)
+        features, predicted = features_and_predictions(model, data, points)
         exact = embeddings(model, data.images, points)
         assert np.linalg.norm(features - exact) / np.linalg.norm(exact) < 0.02
         assert np.array_equal(predicted, predict_logits(model, data.images, points).argmax(1))
@@ -285,7 +285,7 @@ def test_near_ties_are_recomputed_in_float32(models, data, points, monkeypatch):
     assert displayed.argmax(1)[tie] != expected[tie], "the test's error should flip the near tie"
     _force_display_bf16(monkeypatch, True)
     monkeypatch.setattr(embedding_module, "embeddings", display_features)
-    _, predicted = embedding_module._features_and_predictions(model, data, points)
+    _, predicted = embedding_module.features_and_predictions(model, data, points)
     assert np.array_equal(predicted, expected)
 
 

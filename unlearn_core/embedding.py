@@ -187,7 +187,7 @@ def compute_panels(
     panels: dict[str, EmbeddingPanel] = {}
     first_coords: np.ndarray | None = None
     for label, model in models.items():
-        features, predicted = _features_and_predictions(model, data, idx)
+        features, predicted = features_and_predictions(model, data, idx)
         init = first_coords if layout == "shared_init" else None
         coords = tsne_coordinates(features, seed=seed, perplexity=perplexity, init=init, n_jobs=n_jobs)
         first_coords = coords if first_coords is None else first_coords
@@ -208,7 +208,7 @@ def _forget_mask(indices: np.ndarray, split: ForgetSplit | None) -> np.ndarray:
 
 
 @torch.no_grad()
-def _features_and_predictions(
+def features_and_predictions(
     model: Classifier, data: ImageSet, indices: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features and predicted classes from one forward pass (the head is linear).
