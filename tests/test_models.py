@@ -103,3 +103,37 @@ def test_junk_and_missing_files_give_clear_errors(tmp_path):
         load_model(tmp_path / "absent.safetensors")
     with pytest.raises(UserError, match="Unknown architecture"):
         build_model(spec("vgg99"))
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "allcnn", "resnet18"])
+def test_folding_batchnorm_into_convolutions_keeps_the_function(arch):
+    from unlearn_core.models.batchnorm import batchnorms, fold_into_convolutions
+
+    torch.manual_seed(0)
+    model = build_model(spec(arch, 5, 3, 32))
+    for norm in batchnorms(model):  # statistics and affine terms far from the identity they start at
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        before_count = len(batchnorms(model))
+        folded = fold_into_convolutions(model)
+        after = model(x)
+    assert folded >= 1 and len(batchnorms(model)) == before_count - folded
+    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_into_convolutions(model.train())
+
+
+def test_psg_attacks_a_folded_copy_and_leaves_the_model_alone():
+    from unlearn_core.methods.psg import frozen_copy
+    from unlearn_core.models.batchnorm import batchnorms
+
+    model = build_model(spec("small_cnn", 3, 1, 16)).train()
+    frozen = frozen_copy(model)
+    assert not batchnorms(frozen) and len(batchnorms(model)) == 3 and model.training
+    assert not any(parameter.requires_grad for parameter in frozen.parameters())
