@@ -443,8 +443,9 @@ def render(store: dict) -> str:
                "precision is for the drawn features only: every point near a decision boundary is recomputed in "
                "float32, so its colour is the model's own class, and metrics, stop targets and new labels stay in "
                "float32 on every CPU (`unlearn_core/device.py`, `display_bf16`). A CPU without AMX computes these "
-               "features in float32 (`UNLEARN_STUDIO_CPU_BF16=0` forces that here): before 2026-12-03 the cold time "
-               "was 22.3 s with 16.8 s of float32 features, so such a CPU misses the 15 s target at 10,000 points "
+               "features in float32 (`UNLEARN_STUDIO_CPU_BF16=0` forces that here): until 2026-12-02 22:00 UTC, when "
+               "they were float32 here too, the cold time was 22.3 s with 16.8 s of features, so such a CPU misses "
+               "the 15 s target at 10,000 points "
                "(the Results page plots 2,000 by default)" if "features_fp32" in tsne else "") + ".")
     if app:
         interactive, memory = app["interactive"], app["memory"]
@@ -516,8 +517,11 @@ WHERE_THE_TIME_GOES = [
     "ran the small_cnn's forward 1.5× and its training step 1.2× faster on this CPU, mostly in max-pooling, "
     "which is slow in the default layout (23 → 15 ms forward, 62 → 51 ms step for a batch of 49). Measured "
     "quiet on 2 threads before and after: 1.66× → 2.0×. Over the day's measurements after the change the ratio "
-    "ranged from 1.72× to 2.03× (1 or 2 threads, load 0.7–2.3): the 2× goal is at the edge of what this CPU "
-    "gives, met in some runs and missed in others.",
+    "ranged from 1.72× to 2.03× (1 or 2 threads, load 0.7–2.3). With the frozen original's BatchNorms folded "
+    "(below), two quiet runs on 2 threads on 2026-12-02 at 23:20 UTC gave 2.06× and 1.95× (ours 0.84 and 0.87 s, "
+    "the reference 1.73 and 1.71 s) and 1 thread 2.32×: on 2 threads the 2× goal is still at the edge of what "
+    "this CPU gives (torch reports AVX512; it has AMX, which only display features use), met in some runs and "
+    "missed in others.",
     "- Bookkeeping (new labels, skipped images, label counts) is tensors indexed by position in the forget set; "
     "with `relabel=once` the whole forget set is searched before training in calls of 512 images.",
     "- `torch.compile` does not pay on this CPU at this scale: compiling the small_cnn took 70 s (inference) "
@@ -532,9 +536,16 @@ WHERE_THE_TIME_GOES = [
     "- Evaluation and feature forwards (scoring, the stop estimate, t-SNE features) run in batches of 32 on "
     "the CPU, in channels_last: 3.2× faster than batches of 512 for the 64-px oculoplastic model and 1.4× for "
     "digits (the activations of a small batch stay in cache); GPUs keep 512.",
-    "- Also measured and not adopted: conv+BatchNorm folding for the frozen attacker (`torch.fx` fuse: 15.2 → "
-    "13.0 ms per scoring forward, about 2 % of a run), `torch.set_flush_denormal` (no difference beyond the "
-    "noise), `torch.jit` freezing (deprecated in this torch, 1.6 s to prepare for a ~15 % faster forward).",
+    "- The frozen original (PSG's attacker) runs with its BatchNorms folded into the convolutions before them "
+    "(`unlearn_core/models/batchnorm.py`, `fold_into_convolutions`; the same logits to 6e-6): about 30 % off "
+    "each scoring forward on the digits model, measured on a loaded machine; first measured as 15.2 → 13.0 ms "
+    "per scoring forward, about 2 % of a run, and left out then; adopted on 2026-12-02 as one of the few "
+    "kernels left to cut.",
+    "- Also measured and not adopted: `torch.set_flush_denormal` (no difference beyond the noise), `torch.jit` "
+    "freezing (deprecated in this torch, 1.6 s to prepare for a ~15 % faster forward).",
+    "- Left out on purpose: bf16 on this CPU's AMX for anything a run or a metric reads (its forwards of the "
+    "digits model ran 1.7-2× faster in bf16, the 64-px models' 2.9×; new labels, stop decisions and metrics "
+    "would then depend on which CPU ran them). Only t-SNE features use it (Dashboard, below).",
     "",
 ]
 
