@@ -217,8 +217,9 @@ class HoldProbe:
     stream, so the run's batches are unchanged) and reads a fixed ``D_f`` sample in eval
     mode: the stop holds when that accuracy is at most ``value + HOLD_TOLERANCE``. After a
     failed probe the run continues, and the next probe waits ``wait_steps`` steps (one pass),
-    doubling after every failed probe: a probe costs about 1.5 passes of a mid-sized forget
-    set, and probing every pass doubled the oculoplastic run's work for the same result.
+    doubling after every failed probe: a probe of 40 steps costs about three passes of a
+    mid-sized forget set, and probing every pass doubled the oculoplastic run's work for the
+    same result.
     """
 
     def __init__(self, value: float, forget_pixels: torch.Tensor, forget_labels: torch.Tensor,
