@@ -518,8 +518,8 @@ WHERE_THE_TIME_GOES = [
     "which is slow in the default layout (23 → 15 ms forward, 62 → 51 ms step for a batch of 49). Measured "
     "quiet on 2 threads before and after: 1.66× → 2.0×. Over the day's measurements after the change the ratio "
     "ranged from 1.72× to 2.03× (1 or 2 threads, load 0.7–2.3). With the frozen original's BatchNorms folded "
-    "(below), two quiet runs on 2 threads on 2026-12-02 at 23:20 UTC gave 2.06× and 1.95× (ours 0.84 and 0.87 s, "
-    "the reference 1.73 and 1.71 s) and 1 thread 2.32×: on 2 threads the 2× goal is still at the edge of what "
+    "(below), three quiet runs on 2 threads on 2026-12-02/03 (23:20 to 00:29 UTC) gave 2.06×, 1.95× and 1.99× "
+    "(ours 0.84, 0.87 and 0.83 s, the reference 1.73, 1.71 and 1.65 s) and 1 thread 2.32×: on 2 threads the 2× goal is still at the edge of what "
     "this CPU gives (torch reports AVX512; it has AMX, which only display features use), met in some runs and "
     "missed in others.",
     "- Bookkeeping (new labels, skipped images, label counts) is tensors indexed by position in the forget set; "
