@@ -16,15 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from unlearn_core.bench import cached_retrain, default_cache_dir, prepare
+from unlearn_core.bench import Prepared, cached_retrain, default_cache_dir, prepare
 from unlearn_core.bench_scenarios import SCENARIOS, TUNING
 from unlearn_core.forgetting_checks import RelearnConfig, relearning_check
 from unlearn_core.methods import get_method
 from unlearn_core.methods.base import UnlearnData
+from unlearn_core.models.architectures import Classifier
 from unlearn_core.runs.requests import parse_set_arguments
 from unlearn_core.training import accuracy_on
 
@@ -34,22 +36,20 @@ STRENGTHS = {"20 steps": RelearnConfig(), "40 steps": RelearnConfig(steps=40),
 RELEARN_SEEDS = (0, 1, 2)
 
 
-def measure(scenario: str, seed: int, settings: dict, cache_dir: Path) -> dict:
+def measure(prepared: Prepared, retrained: Classifier, seed: int, settings: dict) -> dict:
     """One PSG run and its mean forget test accuracy after relearning at every strength."""
-    prepared = prepare(SCENARIOS[scenario], device="cpu", cache_dir=cache_dir, log=lambda _: None)
-    retrained, _, _ = cached_retrain(prepared, cache_dir)
+    data, split = prepared.data, prepared.split
     recipe = (prepared.recipe.lr, prepared.recipe.momentum, prepared.recipe.weight_decay)
     method = get_method("psg")
     started = time.perf_counter()
-    result = method.run(prepared.original, UnlearnData(prepared.data, prepared.split),
+    result = method.run(prepared.original, UnlearnData(data, split),
                         method.make_config({**settings, "seed": seed, "device": "cpu"}))
-    row = {"scenario": scenario, "seed": seed, "settings": settings, "seconds": time.perf_counter() - started,
-           "passes": result.diagnostics.get("passes"),
-           "forget_test_acc": accuracy_on(result.model, prepared.data, prepared.split.forget_test),
-           "remain_test_acc": accuracy_on(result.model, prepared.data, prepared.split.remain_test)}
+    row = {"scenario": prepared.scenario.name, "seed": seed, "settings": settings,
+           "seconds": time.perf_counter() - started, "passes": result.diagnostics.get("passes"),
+           "forget_test_acc": accuracy_on(result.model, data, split.forget_test),
+           "remain_test_acc": accuracy_on(result.model, data, split.remain_test)}
     for name, strength in STRENGTHS.items():
-        checks = [relearning_check(result.model, retrained, prepared.data, prepared.split, *recipe,
-                                   config=RelearnConfig(strength.steps, strength.batch_size, strength.lr_scale, s))
+        checks = [relearning_check(result.model, retrained, data, split, *recipe, config=replace(strength, seed=s))
                   for s in RELEARN_SEEDS]
         row[name] = sum(c.unlearned_after for c in checks) / len(checks)
         row[f"{name} (retrain)"] = sum(c.retrain_after for c in checks) / len(checks)
@@ -72,9 +72,11 @@ def main() -> None:
     torch.set_num_threads(1)
     settings = parse_set_arguments(args.settings)
     cache_dir = args.cache_dir or default_cache_dir()
-    for scenario in args.scenarios:
+    for scenario in args.scenarios:  # data, original and retrain once per scenario, not per seed
+        prepared = prepare(SCENARIOS[scenario], device="cpu", cache_dir=cache_dir, log=lambda _: None)
+        retrained, _, _ = cached_retrain(prepared, cache_dir)
         for seed in args.seeds:
-            row = measure(scenario, seed, settings, cache_dir)
+            row = measure(prepared, retrained, seed, settings)
             print(f"{scenario} seed {seed}: {row['passes']} passes, F {row['forget_test_acc']:.3f} "
                   f"R {row['remain_test_acc']:.3f}; relearned F " + ", ".join(
                       f"{name} {row[name]:.3f} ({row[name + ' (retrain)']:.3f})" for name in STRENGTHS), flush=True)

@@ -151,8 +151,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the search for the same distance), targets searched once, forget+remain batches (φ = 10)
     # normalized by their kept images, SGD lr 2e-3 with momentum 0.8, at most 16 passes,
     # stopping at the automatic target once the forgetting holds under 40 steps of fine-tuning
-    # on kept images (hold_check_steps; 20 until 2026-12-02, see docs/method.md). Momentum 0.5 (lr 3e-3) stopped with a thin layer of
-    # forgetting that such fine-tuning undid (digits class 3: 0.05 -> 0.43; oculoplastic VPF:
+    # on kept images (hold_check_steps; 20 until 2026-12-02, see docs/method.md). Momentum 0.5
+    # (lr 3e-3) stopped with a thin layer of forgetting that such fine-tuning undid (digits class 3: 0.05 -> 0.43; oculoplastic VPF:
     # never held in 16 passes); 0.9 held but cost the oculoplastic remain accuracy 7-14 points.
     # Why not frozen BN with the reference's SGD: our models are trained with weight decay,
     # so conv weights are small and, without batch statistics to renormalize them, their

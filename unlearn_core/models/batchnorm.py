@@ -72,7 +72,7 @@ def fold_into_convolutions(model: nn.Module) -> int:
             if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
                     and norm.running_mean is not None and norm.running_var is not None):
                 continue
-            channels_last = conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.dim() == 4
+            channels_last = conv.weight.is_contiguous(memory_format=torch.channels_last)
             fused = fuse_conv_bn_eval(conv, norm)
             if channels_last:
                 fused = fused.to(memory_format=torch.channels_last)
