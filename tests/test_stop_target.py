@@ -181,8 +181,31 @@ def test_hold_probe_refuses_a_stop_that_fine_tuning_undoes():
     assert probe.probes[0] >= 0.9
     assert not probe.ready(4) and probe.ready(5)
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    relearned = probe.relearned  # the failed probe's fine-tuned copy, for the run to carry on from
+    assert relearned is not None and relearned is not model
+    assert any(not torch.equal(before[key], value) for key, value in relearned.state_dict().items())
+    with torch.inference_mode():
+        assert float((relearned(forget[0]).argmax(1) == forget[1]).float().mean()) == probe.probes[0]
     lenient = HoldProbe(1.0, *forget, remain_batch, steps=3, lr=1e-3, wait_steps=4)
-    assert lenient.confirm(model, step=1)
+    assert lenient.confirm(model, step=1) and lenient.relearned is None
+
+
+@pytest.mark.parametrize("adopt", [True, False])
+def test_psg_carries_on_from_a_failed_probes_copy_only_when_asked(adopt):
+    """Every failed probe's copy is taken over with hold_check_adopt, none without it.
+
+    A random share has nothing to forget that fine-tuning on the rest would not bring back, so
+    with no remain loss (φ = 0) the run reaches the target and every probe fails.
+    """
+    model, data = tiny_model(), data_for("fraction(0.2, seed=0)")
+    method = get_method("psg")
+    result = method.run(model, data, method.make_config(
+        {"device": "cpu", "batch_size": 32, "stop_at": "target", "target_forget_acc": 0.5, "phi": 0.0,
+         "lr": 1e-2, "epochs": 6, "hold_check_steps": 20, "hold_check_lr": 0.05, "hold_check_adopt": adopt}))
+    rule = result.diagnostics["stop_rule"]
+    failed = sum(accuracy > 0.5 + HOLD_TOLERANCE for accuracy in rule["hold_probe_forget_acc"])
+    assert failed > 0
+    assert rule["hold_probe_adopted"] == (failed if adopt else 0)
 
 
 def test_hold_probe_only_guards_accuracy_stops():

@@ -219,7 +219,9 @@ class HoldProbe:
     failed probe the run continues, and the next probe waits ``wait_steps`` steps (one pass),
     doubling after every failed probe: a probe of 40 steps costs about three passes of a
     mid-sized forget set, and probing every pass doubled the oculoplastic run's work for the
-    same result.
+    same result. A failed probe keeps its fine-tuned copy (``relearned``), which PSG can carry
+    on from (``hold_check_adopt``, off by default: on the tuning part it held better on whole
+    classes and worse on one subgroup seed, docs/method.md).
     """
 
     def __init__(self, value: float, forget_pixels: torch.Tensor, forget_labels: torch.Tensor,
@@ -231,6 +233,10 @@ class HoldProbe:
         self.steps, self.lr, self.momentum, self.wait_steps = steps, lr, momentum, wait_steps
         self.next_step = 0
         self.probes: list[float] = []
+        #: The fine-tuned copy of the last failed probe (None after a probe that held).
+        self.relearned: nn.Module | None = None
+        #: How many failed probes' copies the run carried on from (``hold_check_adopt``).
+        self.adopted = 0
 
     def ready(self, step: int) -> bool:
         """Whether outer step ``step`` may probe (a failed probe waits a pass)."""
@@ -244,13 +250,16 @@ class HoldProbe:
         with torch.inference_mode():
             accuracy = float((probe(self.forget_pixels).argmax(1) == self.forget_labels).float().mean())
         self.probes.append(accuracy)
+        self.relearned = None
         if accuracy <= self.value + HOLD_TOLERANCE:
             return True
+        self.relearned = probe
         self.next_step = step + self.wait_steps * 2 ** (len(self.probes) - 1)
         return False
 
     def describe(self) -> dict:
-        return {"hold_probe_steps": self.steps, "hold_probe_forget_acc": self.probes}
+        return {"hold_probe_steps": self.steps, "hold_probe_forget_acc": self.probes,
+                "hold_probe_adopted": self.adopted}
 
 
 def make_hold_probe(config, rule: StopRule, data, device: torch.device, load_pixels, remain_batches: Iterator,
