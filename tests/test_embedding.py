@@ -295,3 +295,17 @@ def test_cpu_bf16_can_be_switched_off(monkeypatch):
     monkeypatch.setenv(CPU_BF16_ENV, "0")
     assert not cpu_bf16_native()
     assert not display_bf16(torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "unit"), [
+    (True, True, "AMX"), (False, True, "AVX-512 BF16"), (False, False, None)])
+def test_cpu_bf16_unit_is_amx_or_avx512_bf16(monkeypatch, amx, avx512_bf16, unit):
+    """Either native bf16 unit turns display precision on; a CPU with neither stays float32."""
+    from unlearn_core.device import CPU_BF16_ENV, cpu_bf16_unit, display_bf16
+
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert cpu_bf16_unit() == unit
+    assert display_bf16(torch.device("cpu")) == (unit is not None)
+    assert not display_bf16(torch.device("cuda"))

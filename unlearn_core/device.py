@@ -71,23 +71,35 @@ def channels_last_pays(wanted: bool, device: torch.device) -> bool:
     return wanted and device.type in ("cuda", "cpu")
 
 
-def cpu_bf16_native() -> bool:
-    """Whether this CPU has Intel AMX, whose bfloat16 tiles oneDNN uses for convolutions.
+#: torch's CPU feature queries for native bf16 arithmetic, and what each unit is called.
+_BF16_UNITS = {"_is_amx_tile_supported": "AMX", "_is_avx512_bf16_supported": "AVX-512 BF16"}
 
-    Why ask: on such a CPU the 64-px demo models' forwards ran 2.9× faster in bf16 than in
-    float32 on 2 threads (docs/performance.md); a CPU without native bf16 matrix units emulates
-    it, slower than float32. Only AMX was measured, so only AMX counts. ``UNLEARN_STUDIO_CPU_BF16=0``
-    turns it off.
+
+def cpu_bf16_unit() -> str | None:
+    """The CPU's native bfloat16 unit ("AMX", "AVX-512 BF16"), or None (none, or switched off).
+
+    Why ask: oneDNN uses those units for convolutions. In bf16 the 64-px demo models' forwards
+    ran 2.9× faster than in float32 on 2 threads with AMX, and 1.4× (digits 1.6×) with AVX-512
+    BF16 on an AMD EPYC (docs/performance.md); a CPU without either emulates bf16, slower than
+    float32. ``UNLEARN_STUDIO_CPU_BF16=0`` turns it off.
     """
     import torch
 
     if os.environ.get(CPU_BF16_ENV, "").strip() == "0":
-        return False
-    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:  # a torch build without the CPU feature query
-        return False
+        return None
+    for query, unit in _BF16_UNITS.items():
+        probe = getattr(getattr(torch, "cpu", None), query, None)
+        try:
+            if probe is not None and probe():
+                return unit
+        except RuntimeError:  # a torch build without the CPU feature query
+            continue
+    return None
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 natively (:func:`cpu_bf16_unit`)."""
+    return cpu_bf16_unit() is not None
 
 
 def display_bf16(device: torch.device) -> bool:

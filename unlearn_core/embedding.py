@@ -24,8 +24,8 @@ Why these choices:
       (``docs/performance.md``) and a map of 2,000 is computed exactly as before.
     * Regions come from a k-NN vote over each panel's *own predicted* labels, so the background
       shows where that model's decisions change, not where the true classes lie.
-    * Features at display precision: bf16 on a CPU with AMX (about 3× faster there; positions
-      move by a fraction of a percent), with every point near a decision boundary recomputed in
+    * Features at display precision: bf16 on a CPU with AMX or AVX-512 BF16 (1.4-3× faster
+      there; positions move by a fraction of a percent), with every point near a decision boundary recomputed in
       float32, so each point's class is the model's own (``_exact_near_ties``). GPUs run every
       forward in bf16 already (``amp``).
 """
@@ -213,8 +213,8 @@ def features_and_predictions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features and predicted classes from one forward pass (the head is linear).
 
-    The features are computed at display precision (bf16 on a CPU with AMX,
-    :func:`unlearn_core.device.display_bf16`): about 3× faster there, and a map's
+    The features are computed at display precision (bf16 on a CPU with AMX or AVX-512 BF16,
+    :func:`unlearn_core.device.display_bf16`): 1.4-3× faster there, and a map's
     positions do not need the last bits. The predicted classes colour the points and the
     regions and are read as the model's decisions, so they must equal the float32 ones:
     :func:`_exact_near_ties` recomputes in float32 every point close enough to a boundary for
