@@ -39,7 +39,7 @@ RELEARN_SEEDS = (0, 1, 2)
 def measure(prepared: Prepared, retrained: Classifier, seed: int, settings: dict) -> dict:
     """One PSG run and its mean forget test accuracy after relearning at every strength."""
     data, split = prepared.data, prepared.split
-    recipe = (prepared.recipe.lr, prepared.recipe.momentum, prepared.recipe.weight_decay)
+    recipe = prepared.relearn_args
     method = get_method("psg")
     started = time.perf_counter()
     result = method.run(prepared.original, UnlearnData(data, split),

@@ -78,6 +78,11 @@ class Prepared:
     original: Classifier
     recipe: TrainConfig
 
+    @property
+    def relearn_args(self) -> tuple[float, float, float]:
+        """The recipe's SGD settings, as the relearning check takes them (lr, momentum, weight decay)."""
+        return self.recipe.lr, self.recipe.momentum, self.recipe.weight_decay
+
 
 def machine_description(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
@@ -166,7 +171,7 @@ def run_scenario(prepared: Prepared, methods: Sequence[str], seeds: Sequence[int
     if "psg" in methods and scenario.name in ORACLE_TUNED:
         runs.append((ORACLE_ROW, "psg", ORACLE_TUNED[scenario.name]))
     rows: list[dict[str, Any]] = []
-    relearn_args = (prepared.recipe.lr, prepared.recipe.momentum, prepared.recipe.weight_decay)
+    relearn_args = prepared.relearn_args
     for seed in seeds:
         original_block = evaluate_model(prepared.original, data, split, seed=seed)
         retrain_block = evaluate_model(retrained, data, split, seed=seed)

@@ -300,8 +300,8 @@ def _record_retrain(workspace: Workspace | None, data: ImageSet, model: Classifi
     )
     workspace.save_weights(record.id, retrained.state_dict(), artifacts.model_metadata(
         retrained, data.fingerprint(), state_hash(model), "retrain", criteria.to_text(), config.recipe_key()))
-    scored = scored_split(split)  # what evaluate_model scores (its default seed), said in the record
-    result = RunResult(blocks={"retrain": evaluate_model(retrained, data, split)},
+    scored = scored_split(split, seed=0)  # what evaluate_model scores with the same seed, said in the record
+    result = RunResult(blocks={"retrain": evaluate_model(retrained, data, split, seed=0)},
                        timing=Timing(retrain=seconds), sizes=split.sizes(),
                        scored_sizes=scored.sizes() if scored is not split else {})
     workspace.set_status(record.id, "done", metrics=result.to_dict())
