@@ -188,6 +188,8 @@ def test_hold_probe_refuses_a_stop_that_fine_tuning_undoes():
         assert float((relearned(forget[0]).argmax(1) == forget[1]).float().mean()) == probe.probes[0]
     lenient = HoldProbe(1.0, *forget, remain_batch, steps=3, lr=1e-3, wait_steps=4)
     assert lenient.confirm(model, step=1) and lenient.relearned is None
+    no_copy = HoldProbe(0.0, *forget, remain_batch, steps=3, lr=1e-3, wait_steps=4, keep_copy=False)
+    assert not no_copy.confirm(model, step=1) and no_copy.relearned is None  # nothing kept that nobody uses
 
 
 @pytest.mark.parametrize("adopt", [True, False])

@@ -226,14 +226,16 @@ class HoldProbe:
 
     def __init__(self, value: float, forget_pixels: torch.Tensor, forget_labels: torch.Tensor,
                  remain_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float,
-                 wait_steps: int, momentum: float = 0.9) -> None:
+                 wait_steps: int, momentum: float = 0.9, keep_copy: bool = True) -> None:
         self.value = value
+        self.keep_copy = keep_copy  # keep a failed probe's copy (only when the run may carry on from it)
         self.forget_pixels, self.forget_labels = forget_pixels, forget_labels
         self.remain_batch = remain_batch
         self.steps, self.lr, self.momentum, self.wait_steps = steps, lr, momentum, wait_steps
         self.next_step = 0
         self.probes: list[float] = []
-        #: The fine-tuned copy of the last failed probe (None after a probe that held).
+        #: The fine-tuned copy of the last failed probe (None after a probe that held, or
+        #: when ``keep_copy`` is off).
         self.relearned: nn.Module | None = None
         #: How many failed probes' copies the run carried on from (``hold_check_adopt``).
         self.adopted = 0
@@ -253,7 +255,7 @@ class HoldProbe:
         self.relearned = None
         if accuracy <= self.value + HOLD_TOLERANCE:
             return True
-        self.relearned = probe
+        self.relearned = probe if self.keep_copy else None
         self.next_step = step + self.wait_steps * 2 ** (len(self.probes) - 1)
         return False
 
@@ -273,4 +275,5 @@ def make_hold_probe(config, rule: StopRule, data, device: torch.device, load_pix
     rng = np.random.default_rng(config.seed + 3)
     forget = np.sort(rng.permutation(data.split.forget_train)[:MEMBERSHIP_SAMPLE])
     return HoldProbe(rule.value, *load_pixels(forget), lambda: load_pixels(next(remain_batches)),
-                     config.hold_check_steps, config.hold_check_lr, wait_steps)
+                     config.hold_check_steps, config.hold_check_lr, wait_steps,
+                     keep_copy=config.hold_check_adopt)
