@@ -186,6 +186,10 @@ def test_hold_probe_refuses_a_stop_that_fine_tuning_undoes():
     assert any(not torch.equal(before[key], value) for key, value in relearned.state_dict().items())
     with torch.inference_mode():
         assert float((relearned(forget[0]).argmax(1) == forget[1]).float().mean()) == probe.probes[0]
+    carried = copy.deepcopy(model)
+    probe.carry_on_from_copy(carried)
+    assert all(torch.equal(relearned.state_dict()[key], value) for key, value in carried.state_dict().items())
+    assert probe.relearned is None and probe.adopted == 1
     lenient = HoldProbe(1.0, *forget, remain_batch, steps=3, lr=1e-3, wait_steps=4)
     assert lenient.confirm(model, step=1) and lenient.relearned is None
     no_copy = HoldProbe(0.0, *forget, remain_batch, steps=3, lr=1e-3, wait_steps=4, keep_copy=False)

@@ -25,9 +25,9 @@ Why these choices:
     * Regions come from a k-NN vote over each panel's *own predicted* labels, so the background
       shows where that model's decisions change, not where the true classes lie.
     * Features at display precision: bf16 on a CPU with AMX or AVX-512 BF16 (1.4-3× faster
-      there; positions move by a fraction of a percent), with every point near a decision boundary recomputed in
-      float32, so each point's class is the model's own (``_exact_near_ties``). GPUs run every
-      forward in bf16 already (``amp``).
+      there; positions move by a fraction of a percent), with every point near a decision
+      boundary recomputed in float32, so each point's class is the model's own
+      (``_exact_near_ties``). GPUs run every forward in bf16 already (``amp``).
 """
 
 from __future__ import annotations

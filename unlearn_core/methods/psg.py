@@ -568,8 +568,7 @@ class PSG(UnlearnMethod):
             if stop and probing:
                 stop = hold.confirm(model, step_number)
                 if not stop and config.hold_check_adopt:  # go on from where fine-tuning took the copy
-                    model.load_state_dict(hold.relearned.state_dict())
-                    hold.adopted += 1
+                    hold.carry_on_from_copy(model)
                     adopted = True
             return stop, forget_acc, adopted
 

@@ -259,6 +259,14 @@ class HoldProbe:
         self.next_step = step + self.wait_steps * 2 ** (len(self.probes) - 1)
         return False
 
+    def carry_on_from_copy(self, model: nn.Module) -> None:
+        """Give ``model`` the last failed probe's fine-tuned weights (``hold_check_adopt``), and count it."""
+        if self.relearned is None:
+            raise RuntimeError("no failed probe's copy to carry on from (is keep_copy on?)")
+        model.load_state_dict(self.relearned.state_dict())
+        self.relearned = None  # its weights live in the model now
+        self.adopted += 1
+
     def describe(self) -> dict:
         return {"hold_probe_steps": self.steps, "hold_probe_forget_acc": self.probes,
                 "hold_probe_adopted": self.adopted}
