@@ -52,7 +52,7 @@ _FORGET_REALLY: dict[str, Any] = {
     "eps": 0.1, "step_size": 0.0, "inner_steps": 2, "gamma": 0.5, "noise": "normal", "noise_scale": "relative",
     "lam": 0.0, "early_stop_on_flip": True, "failed_flip": "next_best", "attack_model": "original",
     "relabel": "once", "targets": "hard", "bn_policy": "train", "phi": 10.0, "remain_batch_size": 64,
-    "lr": 3e-3, "momentum": 0.5, "batch_size": 64,
+    "lr": 3e-3, "momentum": 0.5, "batch_size": 64, "retire_empty_classes": False,
 }
 
 #: PSG settings per tuning scenario, copied from what used to be ``psg.SCENARIO_PRESETS``.

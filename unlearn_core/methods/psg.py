@@ -42,6 +42,9 @@ from unlearn_core.methods.base import (
 from unlearn_core.methods.boundary_search import (
     FAILED_FLIP_POLICIES, LAM_SCHEDULES, NOISE_FAMILIES, NOISE_SCALES, BoundaryResult, PerturbedSignGradient,
 )
+from unlearn_core.methods.retired_classes import (
+    BIAS_SAMPLE, classes_without_kept_images, retire_classes, retirement_bias,
+)
 from unlearn_core.methods.stopping import (
     BN_POLICIES, RECALIBRATION_BATCHES, HoldProbe, StopRule, make_hold_probe, make_stop_rule, normalized_by_kept_images,
 )
@@ -136,6 +139,11 @@ class PSGConfig(PassConfig):
                                     "before it. On whole classes the forgetting then held better under longer "
                                     "relearning, with fewer passes; on a subgroup one seed in three held worse "
                                     "(docs/method.md), hence off by default.")
+    retire_empty_classes: bool = option(True, "When the forget set holds every training image of a class, end the "
+                                        "run by clearing that class's output (weights zeroed, bias at the kept "
+                                        "images' typical lowest logit), so the model no longer names it and "
+                                        "fine-tuning on kept images cannot bring it back, as with a retrain that "
+                                        "never saw the class (docs/method.md).")
     hold_check_lr: float = option(5e-3, "Learning rate of that check: ordinary fine-tuning, a tenth of the 0.05 the "
                                   "built-in training recipe uses (not the unlearning lr: a gentle run would get a "
                                   "gentle check).", min=1e-8, max=10.0)
@@ -147,7 +155,7 @@ _REFERENCE = {
     "early_stop_on_flip": False, "round_to_255": True, "failed_flip": "next_best",
     "attack_model": "original", "relabel": "every_pass", "targets": "hard", "phi": 0.0,
     "lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0, "epochs": 10, "bn_policy": "train",
-    "target_forget_acc": 0.0, "stop_at": "passes", "batch_size": 64,
+    "target_forget_acc": 0.0, "stop_at": "passes", "batch_size": 64, "retire_empty_classes": False,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -444,6 +452,7 @@ class PSG(UnlearnMethod):
         if config.bn_policy == "remain_stats" and not stopped_early and cost["trained_images"]:
             reestimate_statistics(model, self._remain_pixels(remain_batches, data, device, config))
         model.eval()
+        retired = self._retire_empty_classes(model, data, device, config, w) if config.retire_empty_classes else {}
         if w.active:
             last_labels, kept = _latest_labels(w, last_labels, kept, labelled_at)
             totals = w.sum(torch.tensor([float(v) for v in cost.values()], dtype=torch.float64)).tolist()
@@ -462,6 +471,7 @@ class PSG(UnlearnMethod):
             "passes": len(history),
             **cost,
             "search": repr(search),
+            **retired,
         }
         if label_table is not None:
             diagnostics["new_labels_per_pass"] = label_table[: len(history)]
@@ -513,6 +523,26 @@ class PSG(UnlearnMethod):
             return Targets(empty, empty.bool(), empty.bool(), torch.zeros((0, len(data.imageset.classes)), device=device))
         found = BoundaryResult.concat(parts)
         return Targets(found.new_labels, found.flipped, found.keep, found.logits)
+
+    @staticmethod
+    def _retire_empty_classes(model: Classifier, data: UnlearnData, device: torch.device, config: PSGConfig,
+                              w: World) -> dict[str, Any]:
+        """Clear the output of every class the forget set took whole (:mod:`.retired_classes`).
+
+        Returns the diagnostics to record (none when every class keeps training images). The
+        bias comes from rank 0 under torchrun, so every rank's head ends the same.
+        """
+        classes = classes_without_kept_images(data.imageset.labels, data.forget_indices, data.remain_indices)
+        if not classes:
+            return {}
+        remain = data.remain_indices
+        order = torch.randperm(len(remain), generator=make_generator(config.seed + 3))[:BIAS_SAMPLE].numpy()
+        sample = np.sort(remain[order])
+        bias = w.from_main(lambda: retirement_bias(
+            model, load_pixels(data, sample, device, config.channels_last)[0], classes))
+        retire_classes(model, classes, bias)
+        names = data.imageset.classes
+        return {"retired_classes": [names[k] for k in classes], "retired_class_bias": bias}
 
     @staticmethod
     def _remain_pixels(remain_batches, data: UnlearnData, device: torch.device, config: PSGConfig):
