@@ -169,4 +169,4 @@ if st.button("Start unlearning", key="ul_start", type="primary", icon=":material
 if stop_slot is not None:
     with stop_slot.container():
         stop_panel.show_stop_target(sel.dataset, sel.model.key, sel.criteria, split, int(seed),
-                                    stop_text.checks_hold(values))
+                                    stop_text.checks_hold(values), stop_text.retires_classes(values))

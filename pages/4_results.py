@@ -82,6 +82,9 @@ if reference is not None:
 stop_check = stop_text.target_vs_retrain(result)
 if stop_check is not None:
     st.markdown(stop_check.text())
+retired = result.diagnostics.get("retired_classes")
+if retired:
+    st.markdown(stop_text.retired_text(retired, done=True))
 
 # --- at a glance ---------------------------------------------------------------------------------
 

@@ -535,6 +535,7 @@ def test_unlearn_page_says_where_the_run_will_stop(workspace_home, monkeypatch):
     at = _app("pages/3_unlearn.py", us__criteria='label == "3"', **DIGITS)
     assert at.selectbox(key="ul_set_psg_stop_at").value == "auto"
     assert any(i.value.startswith("Will stop near 12 % forget accuracy") for i in at.info), [i.value for i in at.info]
+    assert any("Every training image of class “3” is in the forget set" in i.value for i in at.info)
     at.run()
     assert len(calls) == 1  # kept in the session, not estimated again on every rerun
     at.selectbox(key="ul_set_psg_stop_at").set_value("passes").run()
@@ -552,6 +553,7 @@ def test_results_page_shows_the_estimated_target_next_to_the_retrain(digits_runs
     result = RunResult.of(source)
     result.diagnostics["stop_target"] = {"value": 0.12, "estimator": "remain_probe", "original_forget_acc": 0.98,
                                          "keep_case": False, "explanation": "x"}
+    result.diagnostics["retired_classes"] = ["3"]
     run = ws.create_run("unlearn", status="running", dataset="digits", dataset_fingerprint=source.dataset_fingerprint,
                         base_model_hash=source.base_model_hash, criteria_text=source.criteria_text, method="psg",
                         retrain_run=source.retrain_run)
@@ -564,6 +566,7 @@ def test_results_page_shows_the_estimated_target_next_to_the_retrain(digits_runs
     retrain = result.retrain["forget_train_acc"]
     assert any(m.value.startswith("Estimated stop target: 12 % forget accuracy")
                and f"real value: {100 * retrain:.0f} %" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    assert any("the run ended by switching off the model's output for it" in m.value for m in at.markdown)
 
 
 def test_unlearn_page_takes_up_only_a_run_of_its_own_selection(workspace_home):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from fixtures_small import tiny_digits, tiny_split
 from unlearn_core.runs.result import RunResult
 from unlearn_core.ui import stop_text
 
@@ -55,3 +56,17 @@ def test_after_a_run_the_estimate_stands_next_to_the_retrains_real_value():
     assert alone.retrain is None and "no retrained model" in alone.text()
     assert stop_text.target_vs_retrain(RunResult(diagnostics={"flip_rate": 0.5})) is None
     assert stop_text.target_vs_retrain(RunResult(diagnostics={"stop_target": "garbled"})) is None
+
+
+def test_a_class_taken_whole_is_named_with_what_the_run_does_to_it():
+    assert stop_text.retires_classes({"retire_empty_classes": True})
+    assert not stop_text.retires_classes({"retire_empty_classes": False}) and not stop_text.retires_classes({})
+    data = tiny_digits()
+    assert stop_text.classes_taken_whole(data, tiny_split('label == "3"')) == ["3"]
+    assert stop_text.classes_taken_whole(data, tiny_split("fraction(0.3, seed=0)")) == []
+    text = stop_text.before_run_text(TARGET, holds=True, retired=["3"])
+    assert "Every training image of class “3” is in the forget set" in text and "no longer names it" in text
+    two = stop_text.retired_text(["1", "3"])
+    assert "classes “1” and “3”" in two and "no longer names them" in two
+    assert "switching off" not in stop_text.before_run_text(TARGET, holds=True)
+    assert "the run ended by switching off" in stop_text.retired_text(["3"], done=True)

@@ -36,11 +36,12 @@ def _estimates() -> tuple[ThreadPoolExecutor, dict[str, Future]]:
 
 
 def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: int,
-                     holds: bool = False) -> dict | None:
+                     holds: bool = False, retires: bool = False) -> dict | None:
     """Show where the run will stop; returns the estimate (``None`` while it is being made or
     when it could not be made).
 
     ``holds``: the method confirms the stop on a briefly fine-tuned copy (said in the text).
+    ``retires``: the method retires classes the forget set takes whole (named in the text).
     The estimate is made in a background thread and kept in the workspace; until it is ready
     the page says so and checks back every :data:`POLL_S` seconds, and the controls stay usable.
     """
@@ -69,7 +70,8 @@ def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: i
             return None
         pending.pop(key, None)
     target = known[key]
-    st.info(stop_text.before_run_text(target, holds), icon=":material/flag:")
+    retired = stop_text.classes_taken_whole(cache.dataset(dataset), split) if retires else []
+    st.info(stop_text.before_run_text(target, holds, retired), icon=":material/flag:")
     return target
 
 

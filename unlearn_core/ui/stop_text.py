@@ -12,7 +12,7 @@ result's ``diagnostics["stop_target"]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,8 @@ STOP_FIELD, AUTO = "stop_at", "auto"
 HOLD_FIELD = "hold_check_steps"
 #: Key of the estimate in a run's diagnostics.
 DIAGNOSTIC_KEY = "stop_target"
+#: The config field of PSG's last step for classes the forget set takes whole.
+RETIRE_FIELD = "retire_empty_classes"
 
 
 def stops_automatically(values: Mapping[str, Any]) -> bool:
@@ -40,6 +42,34 @@ def checks_hold(values: Mapping[str, Any]) -> bool:
     """Does the method confirm its stop on a briefly fine-tuned copy (PSG's ``hold_check_steps``)?"""
     steps = values.get(HOLD_FIELD)
     return isinstance(steps, int) and steps > 0
+
+
+def retires_classes(values: Mapping[str, Any]) -> bool:
+    """Does the method end by retiring classes with no kept training image (PSG's ``retire_empty_classes``)?"""
+    return values.get(RETIRE_FIELD) is True
+
+
+def classes_taken_whole(data: ImageSet, split: ForgetSplit) -> list[str]:
+    """Names of the classes whose every training image is in the forget set."""
+    from unlearn_core.methods.retired_classes import classes_without_kept_images
+
+    return [data.classes[k] for k in classes_without_kept_images(data.labels, split.forget_train, split.remain_train)]
+
+
+def retired_text(names: Sequence[str], done: bool = False) -> str:
+    """The sentence for classes the forget set takes whole ("" when there are none).
+
+    ``done``: said of a finished run (Results page) rather than of one about to start.
+    """
+    if not names:
+        return ""
+    quoted = [f"“{name}”" for name in names]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+    it, class_word = ("it", "class") if len(names) == 1 else ("them", "classes")
+    what = "the run ended by switching" if done else "the run ends by switching"
+    return (f"Every training image of {class_word} {listed} is in the forget set, so {what} off the model's "
+            f"output for {it}: the model no longer names {it}, as a model retrained without these images never "
+            f"would, and fine-tuning on the kept images cannot bring {it} back.")
 
 
 def estimate(model: Classifier, data: ImageSet, split: ForgetSplit, seed: int = 0,
@@ -59,11 +89,12 @@ def _pct(value: float) -> str:
     return f"{100 * value:.0f} %"
 
 
-def before_run_text(target: Mapping[str, Any], holds: bool = False) -> str:
+def before_run_text(target: Mapping[str, Any], holds: bool = False, retired: Sequence[str] = ()) -> str:
     """"Will stop near 12 % forget accuracy …, estimated from …" for the Unlearn page.
 
     ``holds``: the method only accepts the stop once the forgetting survives brief fine-tuning
     on the kept images (:func:`checks_hold`); said in the forget case, where it applies.
+    ``retired``: names of the classes the run will retire at its end (:func:`retired_text`).
     """
     explanation = str(target.get("explanation") or "").strip()
     if explanation.lower().startswith("will stop near"):
@@ -81,6 +112,8 @@ def before_run_text(target: Mapping[str, Any], holds: bool = False) -> str:
     elif holds:
         text += (" It stops there only once the forgetting holds: a copy briefly fine-tuned on the kept images "
                  "must not recognize the forgotten images again; until then unlearning goes on.")
+    if retired:
+        text += " " + retired_text(retired)
     return text
 
 
