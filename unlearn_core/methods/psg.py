@@ -143,7 +143,8 @@ class PSGConfig(PassConfig):
                                         "run by clearing that class's output (weights zeroed, bias at the kept "
                                         "images' typical lowest logit), so the model no longer names it and "
                                         "fine-tuning on kept images cannot bring it back, as with a retrain that "
-                                        "never saw the class (docs/method.md).")
+                                        "never saw the class (docs/method.md). A run that stops before its first "
+                                        "update is left as it was.")
     hold_check_lr: float = option(5e-3, "Learning rate of that check: ordinary fine-tuning, a tenth of the 0.05 the "
                                   "built-in training recipe uses (not the unlearning lr: a gentle run would get a "
                                   "gentle check).", min=1e-8, max=10.0)
@@ -452,7 +453,9 @@ class PSG(UnlearnMethod):
         if config.bn_policy == "remain_stats" and not stopped_early and cost["trained_images"]:
             reestimate_statistics(model, self._remain_pixels(remain_batches, data, device, config))
         model.eval()
-        retired = self._retire_empty_classes(model, data, device, config, w) if config.retire_empty_classes else {}
+        trained = bool(cost["trained_images"])  # a run that stopped before its first update changes nothing
+        retire = config.retire_empty_classes and (w.any(trained) if w.active else trained)
+        retired = self._retire_empty_classes(model, data, device, config, w) if retire else {}
         if w.active:
             last_labels, kept = _latest_labels(w, last_labels, kept, labelled_at)
             totals = w.sum(torch.tensor([float(v) for v in cost.values()], dtype=torch.float64)).tolist()
