@@ -41,10 +41,9 @@ from unlearn_core.assets import load_demo_model
 from unlearn_core.data.builtin import load_builtin
 from unlearn_core.data.criteria import ForgetCriteria, split_sets
 from unlearn_core.data.imageset import ImageSet
-from unlearn_core.device import cpu_bf16_unit, display_bf16
+from unlearn_core.device import CPU_BF16_ENV, cpu_bf16_unit, display_bf16
 from unlearn_core.embedding import compute_panels, features_and_predictions, sample_points
 from unlearn_core.errors import UserError
-from unlearn_core.models.inference import embeddings
 from unlearn_core.models.architectures import build_model, spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +91,20 @@ def tiled(base: ImageSet, total: int, name: str, seed: int = 0) -> ImageSet:
                     units=base.units)
 
 
+@contextlib.contextmanager
+def float32_display():
+    """Display features in float32, as on a CPU without native bf16 (``UNLEARN_STUDIO_CPU_BF16=0``)."""
+    previous = os.environ.get(CPU_BF16_ENV)
+    os.environ[CPU_BF16_ENV] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CPU_BF16_ENV, None)
+        else:
+            os.environ[CPU_BF16_ENV] = previous
+
+
 def time_tsne(points: int = 10_000) -> dict:
     """Cold seconds for three panels of ``points`` points, seconds to redraw them from cache, and
     the three models' feature forwards alone, as the panels compute them (display precision,
@@ -131,8 +144,9 @@ def time_tsne(points: int = 10_000) -> dict:
         features_and_predictions(model, data, indices)
     features = time.perf_counter() - started
     started = time.perf_counter()
-    for model in models.values():
-        embeddings(model, data.images, indices)
+    with float32_display():  # the same path on a CPU without native bf16
+        for model in models.values():
+            features_and_predictions(model, data, indices)
     return {"points": points, "cold": cold, "cached": cached, "features": features,
             "features_fp32": time.perf_counter() - started,
             "precision": f"bf16 ({cpu_bf16_unit()})" if display_bf16(torch.device("cpu")) else "float32",
@@ -438,19 +452,21 @@ def render(store: dict) -> str:
             "t-SNE: above 2,000 points t-SNE lays out a seeded sample of 2,000 and the other points join that map "
             "through openTSNE's `transform` (`unlearn_core/embedding.py`)"
             + (f"; of the cold time, the three models' features (30,000 forwards of 64-px images, batches of 32 in "
-               f"channels_last) took {tsne['features']:.1f} s at display precision, {tsne['precision']} on this CPU "
-               f"(torch's capability {tsne['cpu']}), against {tsne['features_fp32']:.1f} s in float32. Display "
+               f"channels_last, from a copy of each model with its BatchNorms folded into the convolutions) took "
+               f"{tsne['features']:.1f} s at display precision, {tsne['precision']} on this CPU "
+               f"(torch's capability {tsne['cpu']}), against {tsne['features_fp32']:.1f} s in float32. Folding "
+               "took 15-18 % off the features (2026-12-03, AMD CPU, quiet: 17.1 and 15.2 s before in bf16, cold 24.8 "
+               "and 26.8 s; after, four runs: features 10.4-13.5 s, cold 18.6-23.0 s, of which t-SNE itself about "
+               "7 s; the same map to 1e-7). Display "
                "precision is for the drawn features only: every point near a decision boundary is recomputed in "
                "float32, so its colour is the model's own class, and metrics, stop targets and new labels stay in "
                "float32 on every CPU (`unlearn_core/device.py`, `display_bf16`). A CPU with neither AMX nor AVX-512 "
                "BF16 computes these features in float32 (`UNLEARN_STUDIO_CPU_BF16=0` forces that). Two CPUs measured: "
                "an Intel one with AMX (2026-12-02 23:00 UTC) took 13.8 s cold with 7.2 s of features in bf16 "
                "(12.7 s in float32; 22.3 s cold when they were float32), which meets the 15 s target at 10,000 "
-               "points; an AMD EPYC with AVX-512 BF16 (2026-12-03, quiet; the table's run and one before it) took "
-               "24.8 and 26.8 s cold with 17.1 and 15.2 s of features in bf16 (20.5 and 22.7 s in float32; 33.4 s "
-               "cold with float32 features), a machine about 1.4× slower than the Intel one on PSG too (above), "
-               "so it misses the target in either precision, as does any CPU without native bf16 (the Results "
-               "page plots 2,000 points by default)"
+               "points (before folding); an AMD EPYC with AVX-512 BF16 (2026-12-03, quiet; the table's run) is "
+               "about 1.4× slower than the Intel one on PSG too (above) and misses the target in either precision, "
+               "as does any CPU without native bf16 (the Results page plots 2,000 points by default)"
                if "features_fp32" in tsne else "") + ".")
     if app:
         interactive, memory = app["interactive"], app["memory"]

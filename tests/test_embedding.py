@@ -256,6 +256,25 @@ def test_bf16_display_features_keep_the_models_own_predictions(models, data, poi
         assert np.array_equal(predicted, predict_logits(model, data.images, points).argmax(1))
 
 
+def test_display_features_come_from_a_folded_copy_and_leave_the_model_alone(models, data, points, monkeypatch):
+    """Folding BatchNorm into the convolutions is the same map: features agree to float rounding,
+    the classes are the model's own, and the caller's model keeps its BatchNorms and weights."""
+    from unlearn_core.embedding import _folded_copy, features_and_predictions
+    from unlearn_core.models.batchnorm import batchnorms
+    from unlearn_core.models.inference import embeddings, predict_logits
+
+    _force_display_bf16(monkeypatch, False)
+    model = models["original"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = _folded_copy(model)
+    assert folded is not model and batchnorms(model) and not batchnorms(folded)
+    features, predicted = features_and_predictions(model, data, points)
+    exact = embeddings(model, data.images, points)
+    assert np.linalg.norm(features - exact) / np.linalg.norm(exact) < 1e-5
+    assert np.array_equal(predicted, predict_logits(model, data.images, points).argmax(1))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_near_ties_are_recomputed_in_float32(models, data, points, monkeypatch):
     """Display features that move the logits flip a near-tie point; the re-check puts it back."""
     import unlearn_core.embedding as embedding_module

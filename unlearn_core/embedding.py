@@ -25,13 +25,15 @@ Why these choices:
     * Regions come from a k-NN vote over each panel's *own predicted* labels, so the background
       shows where that model's decisions change, not where the true classes lie.
     * Features at display precision: bf16 on a CPU with AMX or AVX-512 BF16 (1.4-3× faster
-      there; positions move by a fraction of a percent), with every point near a decision
-      boundary recomputed in float32, so each point's class is the model's own
-      (``_exact_near_ties``). GPUs run every forward in bf16 already (``amp``).
+      there; positions move by a fraction of a percent), from a copy of the model with its
+      BatchNorms folded into the convolutions (``_folded_copy``), with every point near a
+      decision boundary recomputed by the model itself in float32, so each point's class is the
+      model's own (``_exact_near_ties``). GPUs run every forward in bf16 already (``amp``).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -51,6 +53,7 @@ from unlearn_core.data.imageset import ImageSet
 from unlearn_core.device import display_bf16
 from unlearn_core.errors import UserError
 from unlearn_core.models.architectures import Classifier
+from unlearn_core.models.batchnorm import batchnorms, fold_into_convolutions
 from unlearn_core.models.inference import embeddings
 
 LAYOUTS = ("shared_init", "independent")
@@ -220,11 +223,28 @@ def features_and_predictions(
     :func:`_exact_near_ties` recomputes in float32 every point close enough to a boundary for
     the rounding to matter.
     """
-    features = embeddings(model, data.images, indices, display=True)
+    display_model = _folded_copy(model)
+    features = embeddings(display_model, data.images, indices, display=True)
     device = next(model.parameters()).device
-    if display_bf16(device):
+    if display_bf16(device) or display_model is not model:
         features = _exact_near_ties(model, data, indices, features)
     return features, _head_logits(model, features).argmax(1).numpy().astype(np.int64)
+
+
+def _folded_copy(model: Classifier) -> Classifier:
+    """A copy with each BatchNorm folded into the convolution before it, or ``model`` itself
+    when there is none to fold.
+
+    Why: the drawn features need the eval-mode map, not its layers; folded, it is the same map
+    to float rounding (1e-7 relative on the oculoplastic model) with one pass over the
+    activations less per block: 15-18 % off the features of the 64-px model on the CPU
+    (docs/performance.md). The caller's model is never changed; near ties are still decided by
+    it in float32 (:func:`_exact_near_ties`).
+    """
+    if not batchnorms(model):
+        return model
+    copy_ = copy.deepcopy(model).eval()
+    return copy_ if fold_into_convolutions(copy_) else model
 
 
 def _head_logits(model: Classifier, features: np.ndarray) -> torch.Tensor:
@@ -235,7 +255,8 @@ def _head_logits(model: Classifier, features: np.ndarray) -> torch.Tensor:
 
 
 def _exact_near_ties(model: Classifier, data: ImageSet, indices: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """``features`` with every point whose class bf16 rounding could change recomputed in float32.
+    """``features`` with every point whose class the display features' rounding (bf16, folded
+    BatchNorms) could change recomputed by ``model`` in float32.
 
     How: a calibration sample (the first :data:`CALIBRATION_POINTS`) is computed in both
     precisions; the largest logit difference there, times :data:`NEAR_TIE_FACTOR`, is the
