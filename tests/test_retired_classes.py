@@ -15,7 +15,9 @@ from fixtures_small import tiny_digits, tiny_model, tiny_split
 from unlearn_core.forgetting_checks import RelearnConfig, relearn
 from unlearn_core.methods import get_method
 from unlearn_core.methods.base import UnlearnData
-from unlearn_core.methods.retired_classes import classes_without_kept_images, retirement_bias
+from unlearn_core.methods.retired_classes import (
+    classes_without_kept_images, retirement_bias, whole_classes_only,
+)
 from unlearn_core.models.architectures import Classifier
 from unlearn_core.models.inference import predict_logits, to_pixels
 
@@ -45,6 +47,16 @@ def test_classes_without_kept_images_come_from_the_data():
     assert classes_without_kept_images(labels, some_threes.forget_train, some_threes.remain_train) == []
     two = tiny_split('label in ("1", "3")')
     assert classes_without_kept_images(labels.numpy(), two.forget_train, two.remain_train) == [1, 3]
+    assert whole_classes_only(labels, whole_three.forget_train, whole_three.remain_train)
+    assert whole_classes_only(labels, two.forget_train, two.remain_train)
+    # all of class 3 and a few 2s: 3 is retired, but the 2s still need the hold check
+    twos = np.flatnonzero(labels.numpy() == 2)
+    some_twos = np.intersect1d(twos, whole_three.remain_train)[:5]
+    mixed_forget = np.union1d(whole_three.forget_train, some_twos)
+    mixed_remain = np.setdiff1d(whole_three.remain_train, some_twos)
+    assert classes_without_kept_images(labels, mixed_forget, mixed_remain) == [3]
+    assert not whole_classes_only(labels, mixed_forget, mixed_remain)
+    assert not whole_classes_only(labels, some_threes.forget_train, some_threes.remain_train)
 
 
 def test_a_class_forgotten_whole_is_never_named_again_even_after_relearning():

@@ -227,18 +227,34 @@ def test_hold_probe_only_guards_accuracy_stops():
     assert make_hold_probe(config, StopRule(), data, device, loader, remain, 3) is None
 
 
-def test_psg_auto_forgetting_survives_fine_tuning_on_kept_images():
-    """After the default run, ordinary fine-tuning on D_r alone does not bring the class back."""
+@pytest.mark.parametrize("retire", [False, True])
+def test_psg_auto_forgetting_survives_fine_tuning_on_kept_images(retire):
+    """After the run, ordinary fine-tuning on D_r alone does not bring the class back: held by the
+    hold check when the class is not retired, by retiring it (and no hold check) when it is."""
     from unlearn_core.forgetting_checks import RelearnConfig, relearn
 
     model, data = tiny_model(), data_for('label == "3"')
     method = get_method("psg")
-    result = method.run(model, data, method.make_config({"device": "cpu", "batch_size": 32}))
-    probes = result.diagnostics["stop_rule"]["hold_probe_forget_acc"]
-    assert probes and probes[-1] <= result.diagnostics["stop_target"]["value"] + HOLD_TOLERANCE
+    result = method.run(model, data, method.make_config({"device": "cpu", "batch_size": 32,
+                                                         "retire_empty_classes": retire}))
+    rule = result.diagnostics["stop_rule"]
+    if retire:
+        assert "hold_probe_forget_acc" not in rule and rule["hold_check"].startswith("skipped")
+        assert result.diagnostics["retired_classes"] == ["3"]
+    else:
+        probes = rule["hold_probe_forget_acc"]
+        assert probes and probes[-1] <= result.diagnostics["stop_target"]["value"] + HOLD_TOLERANCE
     relearned = relearn(result.model, data.imageset, data.split.remain_train, recipe_lr=0.05,
                         config=RelearnConfig(steps=20, batch_size=32))
-    assert accuracy(relearned, data, data.split.forget_test) <= 0.2
+    assert accuracy(relearned, data, data.split.forget_test) <= (0.0 if retire else 0.2)
+
+
+def test_a_subgroup_of_a_class_keeps_the_hold_check():
+    """Some images of the class are kept, so nothing is retired and the stop must still hold."""
+    model, data = tiny_model(), data_for('label == "3" and fraction(0.6, seed=0)')
+    method = get_method("psg")
+    result = method.run(model, data, method.make_config({"device": "cpu", "batch_size": 32, "epochs": 4}))
+    assert "retired_classes" not in result.diagnostics and "hold_check" not in result.diagnostics["stop_rule"]
 
 
 def test_psg_auto_leaves_a_random_share_almost_as_it_was():

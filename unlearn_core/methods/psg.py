@@ -43,7 +43,7 @@ from unlearn_core.methods.boundary_search import (
     FAILED_FLIP_POLICIES, LAM_SCHEDULES, NOISE_FAMILIES, NOISE_SCALES, BoundaryResult, PerturbedSignGradient,
 )
 from unlearn_core.methods.retired_classes import (
-    BIAS_SAMPLE, classes_without_kept_images, retire_classes, retirement_bias,
+    BIAS_SAMPLE, classes_without_kept_images, retire_classes, retirement_bias, whole_classes_only,
 )
 from unlearn_core.methods.stopping import (
     BN_POLICIES, RECALIBRATION_BATCHES, HoldProbe, StopRule, make_hold_probe, make_stop_rule, normalized_by_kept_images,
@@ -133,7 +133,8 @@ class PSGConfig(PassConfig):
                                    "momentum 0.9); if the forgotten images come back there, unlearning goes on "
                                    "(0 = stop at the first step that reaches the target). Twice the benchmark's "
                                    "20-step relearning check: the copy is read on forget images the run trained on, "
-                                   "which hold more firmly than unseen ones.", min=0, max=1000)
+                                   "which hold more firmly than unseen ones. Skipped when the forget set is whole "
+                                   "classes only, which the run retires (retire_empty_classes).", min=0, max=1000)
     hold_check_adopt: bool = option(False, "When the hold check fails, carry on unlearning from its fine-tuned copy "
                                     "(the model after ordinary fine-tuning on kept images) instead of from the model "
                                     "before it. On whole classes the forgetting then held better under longer "
@@ -364,7 +365,12 @@ class PSG(UnlearnMethod):
         forget = data.forget_indices
         count = len(forget)
         steps = -(-count // config.batch_size)
-        hold = make_hold_probe(
+        retiring = (classes_without_kept_images(data.imageset.labels, forget, data.remain_indices)
+                    if config.retire_empty_classes else [])
+        # Only whole classes, retired at the end: fine-tuning on kept images cannot bring them back,
+        # so the hold check would have nothing to check (docs/method.md, "Retiring a class").
+        only_whole = bool(retiring) and whole_classes_only(data.imageset.labels, forget, data.remain_indices)
+        hold = None if only_whole else make_hold_probe(
             config, stop_rule, data, device, lambda indices: load_pixels(data, indices, device, config.channels_last),
             cycle_batches(data.remain_indices, config.remain_batch_size, make_generator(config.seed + 2)), steps)
         image_shape = tuple(data.imageset.images.shape[1:])
@@ -454,8 +460,8 @@ class PSG(UnlearnMethod):
             reestimate_statistics(model, self._remain_pixels(remain_batches, data, device, config))
         model.eval()
         trained = bool(cost["trained_images"])  # a run that stopped before its first update changes nothing
-        retire = config.retire_empty_classes and (w.any(trained) if w.active else trained)
-        retired = self._retire_empty_classes(model, data, device, config, w) if retire else {}
+        retire = bool(retiring) and (w.any(trained) if w.active else trained)
+        retired = self._retire_classes(model, retiring, data, device, config, w) if retire else {}
         if w.active:
             last_labels, kept = _latest_labels(w, last_labels, kept, labelled_at)
             totals = w.sum(torch.tensor([float(v) for v in cost.values()], dtype=torch.float64)).tolist()
@@ -469,7 +475,9 @@ class PSG(UnlearnMethod):
             "new_label_counts": {classes[k]: int(n) for k, n in enumerate(counts) if n},
             "samples_skipped": int((seen & ~kept).sum()),
             "stopped_early": stopped_early,
-            "stop_rule": {**stop_rule.describe(), **(hold.describe() if hold is not None else {})},
+            "stop_rule": {**stop_rule.describe(), **(hold.describe() if hold is not None else {}),
+                          **({"hold_check": "skipped: only whole classes, retired at the end"}
+                             if only_whole else {})},
             **({"stop_target": stop_rule.target.to_dict()} if stop_rule.target is not None else {}),
             "passes": len(history),
             **cost,
@@ -528,16 +536,13 @@ class PSG(UnlearnMethod):
         return Targets(found.new_labels, found.flipped, found.keep, found.logits)
 
     @staticmethod
-    def _retire_empty_classes(model: Classifier, data: UnlearnData, device: torch.device, config: PSGConfig,
-                              w: World) -> dict[str, Any]:
-        """Clear the output of every class the forget set took whole (:mod:`.retired_classes`).
+    def _retire_classes(model: Classifier, classes: list[int], data: UnlearnData, device: torch.device,
+                        config: PSGConfig, w: World) -> dict[str, Any]:
+        """Clear the output of ``classes``, those the forget set took whole (:mod:`.retired_classes`).
 
-        Returns the diagnostics to record (none when every class keeps training images). The
-        bias comes from rank 0 under torchrun, so every rank's head ends the same.
+        Returns the diagnostics to record. The bias comes from rank 0 under torchrun, so every
+        rank's head ends the same.
         """
-        classes = classes_without_kept_images(data.imageset.labels, data.forget_indices, data.remain_indices)
-        if not classes:
-            return {}
         remain = data.remain_indices
         order = torch.randperm(len(remain), generator=make_generator(config.seed + 3))[:BIAS_SAMPLE].numpy()
         sample = np.sort(remain[order])

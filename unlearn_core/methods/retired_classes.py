@@ -38,6 +38,13 @@ def classes_without_kept_images(labels: np.ndarray | torch.Tensor, forget: np.nd
     return sorted(set(labels[forget].tolist()) - set(labels[remain].tolist()))
 
 
+def whole_classes_only(labels: np.ndarray | torch.Tensor, forget: np.ndarray, remain: np.ndarray) -> bool:
+    """Whether every forget image belongs to a class with no kept training image (all retired)."""
+    retiring = classes_without_kept_images(labels, forget, remain)
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    return bool(retiring) and bool(np.isin(labels[forget], retiring).all())
+
+
 def retirement_bias(model: Classifier, kept_pixels: torch.Tensor, classes: Sequence[int]) -> float:
     """The median over ``kept_pixels`` of each image's smallest logit among the classes that stay.
 

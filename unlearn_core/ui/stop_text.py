@@ -56,6 +56,14 @@ def classes_taken_whole(data: ImageSet, split: ForgetSplit) -> list[str]:
     return [data.classes[k] for k in classes_without_kept_images(data.labels, split.forget_train, split.remain_train)]
 
 
+def whole_classes_only(data: ImageSet, split: ForgetSplit) -> bool:
+    """Whether the forget set is whole classes and nothing else (PSG then retires them and skips
+    its hold check: there is nothing fine-tuning on kept images could bring back)."""
+    from unlearn_core.methods import retired_classes
+
+    return retired_classes.whole_classes_only(data.labels, split.forget_train, split.remain_train)
+
+
 def retired_text(names: Sequence[str], done: bool = False) -> str:
     """The sentence for classes the forget set takes whole ("" when there are none).
 
