@@ -546,8 +546,8 @@ WHERE_THE_TIME_GOES = [
     "(ours 0.84, 0.87 and 0.83 s, the reference 1.73, 1.71 and 1.65 s) and 1 thread 2.32× on that CPU (Intel, "
     "AVX-512 with AMX): on 2 threads the 2× goal was at the edge there, met in some runs and missed in others. "
     "The table above comes from a second CPU (AMD EPYC, AVX-512, no AMX; 2026-12-03, quiet), where every run "
-    "met it: on 2 threads 2.27×, 2.39×, 2.03× (`bench --vs-reference --repeats 5`) and the table's 2.05×; on "
-    "1 thread 2.23× and the table's 2.26×. Ours varies more between repeats (1.0–1.4 s on 2 threads) than "
+    "met it: on 2 threads 2.27×, 2.39×, 2.03×, 2.10× (`bench --vs-reference --repeats 5`), 2.05× and the "
+    "table's 2.18×; on 1 thread 2.23×, 2.26× and the table's 2.28×. Ours varies more between repeats (1.0–1.4 s on 2 threads) than "
     "the reference does, so single 2-thread figures near 2× are to be expected on either CPU. Of ours, the "
     "learner step is 80 % (about 28 ms of 34 per batch of 49 on 2 threads, the scoring forward 6 ms), the "
     "same kernels the reference runs for its learner: what is left to gain is in the kernels, not in the loop.",
