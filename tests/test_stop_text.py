@@ -62,10 +62,8 @@ def test_a_class_taken_whole_is_named_with_what_the_run_does_to_it():
     assert stop_text.retires_classes({"retire_empty_classes": True})
     assert not stop_text.retires_classes({"retire_empty_classes": False}) and not stop_text.retires_classes({})
     data = tiny_digits()
-    assert stop_text.classes_taken_whole(data, tiny_split('label == "3"')) == ["3"]
-    assert stop_text.classes_taken_whole(data, tiny_split("fraction(0.3, seed=0)")) == []
-    assert stop_text.whole_classes_only(data, tiny_split('label == "3"'))
-    assert not stop_text.whole_classes_only(data, tiny_split("fraction(0.3, seed=0)"))
+    assert stop_text.classes_taken_whole(data, tiny_split('label == "3"')) == (["3"], True)
+    assert stop_text.classes_taken_whole(data, tiny_split("fraction(0.3, seed=0)")) == ([], False)
     text = stop_text.before_run_text(TARGET, holds=True, retired=["3"])
     assert "Every training image of class “3” is in the forget set" in text and "no longer names it" in text
     two = stop_text.retired_text(["1", "3"])

@@ -369,7 +369,7 @@ class PSG(UnlearnMethod):
                     if config.retire_empty_classes else [])
         # Only whole classes, retired at the end: fine-tuning on kept images cannot bring them back,
         # so the hold check would have nothing to check (docs/method.md, "Retiring a class").
-        only_whole = bool(retiring) and whole_classes_only(data.imageset.labels, forget, data.remain_indices)
+        only_whole = whole_classes_only(data.imageset.labels, forget, retiring)
         hold = None if only_whole else make_hold_probe(
             config, stop_rule, data, device, lambda indices: load_pixels(data, indices, device, config.channels_last),
             cycle_batches(data.remain_indices, config.remain_batch_size, make_generator(config.seed + 2)), steps)

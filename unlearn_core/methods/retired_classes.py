@@ -31,18 +31,21 @@ from unlearn_core.models.architectures import Classifier
 BIAS_SAMPLE = 512
 
 
+def _as_numpy(labels: np.ndarray | torch.Tensor) -> np.ndarray:
+    return np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+
+
 def classes_without_kept_images(labels: np.ndarray | torch.Tensor, forget: np.ndarray,
                                 remain: np.ndarray) -> list[int]:
     """Classes that have training images in ``forget`` and none in ``remain`` (sorted)."""
-    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    labels = _as_numpy(labels)
     return sorted(set(labels[forget].tolist()) - set(labels[remain].tolist()))
 
 
-def whole_classes_only(labels: np.ndarray | torch.Tensor, forget: np.ndarray, remain: np.ndarray) -> bool:
-    """Whether every forget image belongs to a class with no kept training image (all retired)."""
-    retiring = classes_without_kept_images(labels, forget, remain)
-    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    return bool(retiring) and bool(np.isin(labels[forget], retiring).all())
+def whole_classes_only(labels: np.ndarray | torch.Tensor, forget: np.ndarray, retiring: Sequence[int]) -> bool:
+    """Whether every forget image belongs to one of ``retiring`` (found by
+    :func:`classes_without_kept_images`): the forget set is whole classes and nothing else."""
+    return bool(retiring) and bool(np.isin(_as_numpy(labels)[forget], list(retiring)).all())
 
 
 def retirement_bias(model: Classifier, kept_pixels: torch.Tensor, classes: Sequence[int]) -> float:

@@ -70,8 +70,8 @@ def show_stop_target(dataset: str, model_key: str, criteria: str, split, seed: i
             return None
         pending.pop(key, None)
     target = known[key]
-    retired = stop_text.classes_taken_whole(cache.dataset(dataset), split) if retires else []
-    if retired and stop_text.whole_classes_only(cache.dataset(dataset), split):
+    retired, only_retired = stop_text.classes_taken_whole(cache.dataset(dataset), split) if retires else ([], False)
+    if only_retired:
         holds = False  # retired classes cannot come back: PSG skips its hold check
     st.info(stop_text.before_run_text(target, holds, retired), icon=":material/flag:")
     return target

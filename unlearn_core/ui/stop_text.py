@@ -49,19 +49,14 @@ def retires_classes(values: Mapping[str, Any]) -> bool:
     return values.get(RETIRE_FIELD) is True
 
 
-def classes_taken_whole(data: ImageSet, split: ForgetSplit) -> list[str]:
-    """Names of the classes whose every training image is in the forget set."""
-    from unlearn_core.methods.retired_classes import classes_without_kept_images
+def classes_taken_whole(data: ImageSet, split: ForgetSplit) -> tuple[list[str], bool]:
+    """Names of the classes whose every training image is in the forget set, and whether the
+    forget set is those classes and nothing else (PSG then retires them and skips its hold
+    check: there is nothing fine-tuning on kept images could bring back)."""
+    from unlearn_core.methods.retired_classes import classes_without_kept_images, whole_classes_only
 
-    return [data.classes[k] for k in classes_without_kept_images(data.labels, split.forget_train, split.remain_train)]
-
-
-def whole_classes_only(data: ImageSet, split: ForgetSplit) -> bool:
-    """Whether the forget set is whole classes and nothing else (PSG then retires them and skips
-    its hold check: there is nothing fine-tuning on kept images could bring back)."""
-    from unlearn_core.methods import retired_classes
-
-    return retired_classes.whole_classes_only(data.labels, split.forget_train, split.remain_train)
+    retiring = classes_without_kept_images(data.labels, split.forget_train, split.remain_train)
+    return [data.classes[k] for k in retiring], whole_classes_only(data.labels, split.forget_train, retiring)
 
 
 def retired_text(names: Sequence[str], done: bool = False) -> str:
