@@ -170,6 +170,18 @@ def settle(page, required: bool = True) -> None:
             raise
 
 
+def open_expander(page, label: str) -> None:
+    """Open the expander ``label`` unless it is open already.
+
+    Why by its state (``<details open>``) and not by whether its contents look visible: while a
+    rerun redraws, an open expander's contents can be hidden for a moment, and a click then closed
+    it (the runs test waited 120 s for a command block inside a closed expander, once in 3 CI runs).
+    """
+    details = page.get_by_test_id("stExpander").filter(has_text=label).locator("details").first
+    if details.get_attribute("open") is None:
+        details.locator("summary").click()
+
+
 def go_to(page, title: str, heading: str) -> None:
     """Open a page from the sidebar navigation and wait for its title."""
     from playwright.sync_api import expect
@@ -433,7 +445,7 @@ def test_demo_path_in_a_real_browser(studio, browser, shot_dir, tmp_path):
         epochs.fill(PSG_EPOCHS)
         epochs.press("Enter")
         settle(page)
-        page.get_by_text("The same from the command line").click()
+        open_expander(page, "The same from the command line")
         expect(page.get_by_text("epochs=1").first).to_be_visible(timeout=WAIT_MS)
         retrain = page.get_by_role("checkbox", name="Also train the retrain reference")
         if not retrain.is_checked():
@@ -643,8 +655,7 @@ def _shows_finetune(page, epochs: str) -> None:
     # While a rerun draws, Streamlit can briefly show the old code block beside the new one: look
     # for the command that says Fine-tune, and for none that says another method.
     command = page.get_by_test_id("stCode").filter(has_text="python -m unlearn_core unlearn")
-    if not command.first.is_visible():
-        page.get_by_text("The same from the command line").click()
+    open_expander(page, "The same from the command line")
     expect(command.filter(has_text="--method finetune").filter(has_text=f"epochs={epochs}").first) \
         .to_be_visible(timeout=WAIT_MS)
     expect(command.filter(has_text="--method psg")).to_have_count(0, timeout=WAIT_MS)
